@@ -1,0 +1,82 @@
+"""The Mosis storage appliance: Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+
+import peewee as pw
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from app.config import Settings
+from app.errors import ApiError
+from app.models import database
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, *, services=None) -> Flask:
+    from app import api, cli, metrics
+    from app.services import build_services
+
+    settings = settings or Settings.from_env()
+    flask_app = Flask(__name__)
+    flask_app.config["JSON_SORT_KEYS"] = False
+    flask_app.json.sort_keys = False
+    flask_app.extensions["mosis"] = services or build_services(settings)
+
+    _connect_per_request(flask_app)
+    _json_errors(flask_app)
+    metrics.init_app(flask_app)
+    api.register(flask_app)
+    cli.register(flask_app)
+    return flask_app
+
+
+def _connect_per_request(flask_app: Flask) -> None:
+    @flask_app.before_request
+    def _open_db():
+        database.connect(reuse_if_open=True)
+
+    @flask_app.teardown_request
+    def _close_db(exc):
+        if not database.is_closed():
+            database.close()
+
+
+def _error_response(err: ApiError):
+    response = jsonify(err.to_dict())
+    response.status_code = err.status
+    for name, value in err.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _json_errors(flask_app: Flask) -> None:
+    """Every error leaves as `{"error": {"code", "message"}}`, never HTML."""
+
+    @flask_app.errorhandler(ApiError)
+    def _api_error(err: ApiError):
+        return _error_response(err)
+
+    @flask_app.errorhandler(HTTPException)
+    def _http_error(err: HTTPException):
+        code = (err.name or "error").lower().replace(" ", "_")
+        if err.code == 413:
+            code = "body_too_large"
+        allowed = getattr(err, "valid_methods", None)
+        return _error_response(ApiError(err.description or err.name, code=code, status=err.code,
+                                        headers={"Allow": ", ".join(allowed)} if allowed else None))
+
+    @flask_app.errorhandler(pw.OperationalError)
+    @flask_app.errorhandler(pw.InterfaceError)
+    def _database_down(err):
+        log.warning("database unavailable: %s", err)
+        return _error_response(ApiError("the database is unavailable; retry shortly", status=503,
+                                        code="database_unavailable", headers={"Retry-After": "5"}))
+
+    @flask_app.errorhandler(Exception)
+    def _unexpected(err: Exception):
+        log.exception("unhandled error")
+        return _error_response(ApiError("internal error; it has been logged", status=500,
+                                        code="internal_error"))

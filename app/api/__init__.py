@@ -1,0 +1,43 @@
+"""HTTP layer: thin handlers that read input, call plain functions, shape JSON."""
+
+from __future__ import annotations
+
+from flask import Flask
+from werkzeug.routing import BaseConverter, ValidationError
+
+from app.validation import MAX_VERSION_CODE
+
+
+class HexIdConverter(BaseConverter):
+    regex = "[0-9a-f]{32}"
+
+
+class VersionCodeConverter(BaseConverter):
+    regex = "[1-9][0-9]{0,9}"
+
+    def to_python(self, value: str) -> int:
+        code = int(value)
+        if code > MAX_VERSION_CODE:
+            raise ValidationError()
+        return code
+
+    def to_url(self, value) -> str:
+        return str(int(value))
+
+
+class PackageIdConverter(BaseConverter):
+    regex = "[a-z][a-z0-9_]{0,127}(?:\\.[a-z][a-z0-9_]{0,127}){1,63}"
+
+    def to_python(self, value: str) -> str:
+        if len(value) > 128:
+            raise ValidationError()
+        return value
+
+
+def register(app: Flask) -> None:
+    from app.api import admin, developer, ops, public
+
+    app.url_map.converters.update(hexid=HexIdConverter, code=VersionCodeConverter,
+                                  package_id=PackageIdConverter)
+    for module in (ops, public, developer, admin):
+        app.register_blueprint(module.bp)

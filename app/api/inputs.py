@@ -1,0 +1,100 @@
+"""Strict reading of request bodies: every field checked before anything runs."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from flask import request
+
+from app.errors import ApiError, BadRequest, TooLarge
+from app.validation import MAX_VERSION_CODE, PACKAGE_ID_RE
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: type  # int, str, bool or list
+    required: bool = True
+    minimum: int | None = None
+    maximum: int | None = None
+    min_len: int | None = None
+    max_len: int | None = None
+    pattern: re.Pattern | None = None
+    hint: str = ""
+
+    def check(self, name: str, value):
+        if value is None and not self.required:
+            return None
+        if not _is_kind(value, self.kind):
+            raise BadRequest(f"{name} must be {_KIND_NAMES[self.kind]}", code="invalid_field",
+                             details={"field": name})
+        if self.kind is int:
+            if self.minimum is not None and value < self.minimum:
+                raise BadRequest(f"{name} must be at least {self.minimum}", code="invalid_field",
+                                 details={"field": name})
+            if self.maximum is not None and value > self.maximum:
+                raise BadRequest(f"{name} must be at most {self.maximum}", code="invalid_field",
+                                 details={"field": name})
+        if self.kind is str:
+            if self.min_len is not None and len(value) < self.min_len or (
+                    self.max_len is not None and len(value) > self.max_len):
+                raise BadRequest(f"{name} must be {self.min_len}-{self.max_len} characters",
+                                 code="invalid_field", details={"field": name})
+            if self.pattern is not None and not self.pattern.match(value):
+                raise BadRequest(f"{name} is not valid{': ' + self.hint if self.hint else ''}",
+                                 code="invalid_field", details={"field": name})
+        return value
+
+
+_KIND_NAMES = {int: "an integer", str: "a string", bool: "true or false", list: "a list"}
+
+
+def _is_kind(value, kind) -> bool:
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+# Fields shared by several routes.
+PACKAGE_ID = Field(str, min_len=3, max_len=128, pattern=PACKAGE_ID_RE,
+                   hint="lower-case dotted segments such as com.example.notes")
+APP_NAME = Field(str, min_len=1, max_len=80)
+VERSION_CODE = Field(int, minimum=1, maximum=MAX_VERSION_CODE)
+VERSION_NAME = Field(str, min_len=1, max_len=64)
+REASON = Field(str, min_len=1, max_len=2000)
+
+
+def read_json(spec: dict[str, Field], max_bytes: int) -> dict:
+    """The request's JSON object, checked against `spec`; unknown keys refused."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise TooLarge(f"the request body is larger than {max_bytes} bytes", code="body_too_large")
+    if request.mimetype != "application/json":
+        raise ApiError("send the body as application/json", status=415,
+                       code="unsupported_media_type")
+    raw = request.stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise TooLarge(f"the request body is larger than {max_bytes} bytes", code="body_too_large")
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"the body is not valid JSON: {e}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_json")
+    unknown = sorted(set(body) - set(spec))
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}", code="unknown_field",
+                         details={"field": unknown[0]})
+    out = {}
+    for name, field in spec.items():
+        if name not in body:
+            if field.required:
+                raise BadRequest(f"{name} is required", code="missing_field", details={"field": name})
+            out[name] = None
+            continue
+        out[name] = field.check(name, body[name])
+    return out

@@ -1,0 +1,170 @@
+"""Configuration: every setting the appliance reads, in one place.
+
+Settings come from `MOSIS_*` environment variables, read once at start-up.
+Each field documents its variable and default; docs/configuration.md lists
+them for operators.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MiB = 1024 * 1024
+HOUR = 3600
+DAY = 24 * HOUR
+
+
+class ConfigError(ValueError):
+    """A setting has a value the appliance cannot run with."""
+
+
+def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: dict, name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bool(env: dict, name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long each kind of version keeps its objects, in seconds."""
+
+    temp_upload: int = HOUR  # MOSIS_RETENTION_TEMP_SECONDS
+    failed: int = DAY  # MOSIS_RETENTION_FAILED_SECONDS
+    rejected: int = 7 * DAY  # MOSIS_RETENTION_REJECTED_SECONDS
+    draft: int = 30 * DAY  # MOSIS_RETENTION_DRAFT_SECONDS
+    superseded: int = 365 * DAY  # MOSIS_RETENTION_SUPERSEDED_SECONDS
+    pulled: int = 30 * DAY  # MOSIS_RETENTION_PULLED_SECONDS
+
+
+@dataclass(frozen=True)
+class PackageLimits:
+    """What a `.mosis` archive may contain; see docs/validation.md."""
+
+    max_package_bytes: int = 512 * MiB  # MOSIS_MAX_PACKAGE_BYTES
+    max_entries: int = 10_000  # MOSIS_MAX_PACKAGE_ENTRIES
+    max_unpacked_bytes: int = 2048 * MiB  # MOSIS_MAX_UNPACKED_BYTES
+    # An entry whose unpacked size is above the floor and whose ratio is above
+    # the maximum is refused as a likely zip bomb (Warehouse's rule, tightened).
+    max_compression_ratio: float = 50.0  # MOSIS_MAX_COMPRESSION_RATIO
+    compression_ratio_floor: int = 16 * MiB  # MOSIS_COMPRESSION_RATIO_FLOOR_BYTES
+    max_manifest_bytes: int = 64 * 1024  # fixed by the package format
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("var")  # MOSIS_DATA_DIR
+    database_url: str = ""  # MOSIS_DATABASE_URL (default: SQLite under data_dir)
+    admin_token: str = ""  # MOSIS_ADMIN_TOKEN
+
+    # Object storage: the app talks to `s3_endpoint`; URLs handed to clients
+    # are signed for `s3_public_endpoint` (the edge in front of storage).
+    s3_endpoint: str = "http://127.0.0.1:8333"  # MOSIS_S3_ENDPOINT
+    s3_public_endpoint: str = ""  # MOSIS_S3_PUBLIC_ENDPOINT (default: public_url)
+    s3_access_key: str = "mosis"  # MOSIS_S3_ACCESS_KEY
+    s3_secret_key: str = "mosis-local-secret"  # MOSIS_S3_SECRET_KEY
+    s3_region: str = "us-east-1"  # MOSIS_S3_REGION
+    bucket: str = "mosis"  # MOSIS_S3_BUCKET
+
+    # Where devices and developers reach the appliance (the edge).
+    public_url: str = "http://127.0.0.1:8080"  # MOSIS_PUBLIC_URL
+
+    upload_url_ttl: int = 15 * 60  # MOSIS_UPLOAD_URL_TTL_SECONDS
+    download_url_ttl: int = HOUR  # MOSIS_DOWNLOAD_URL_TTL_SECONDS
+    signing_key: str = ""  # MOSIS_SIGNING_KEY (base64 raw Ed25519 seed)
+
+    validation_lease_seconds: int = 300  # MOSIS_VALIDATION_LEASE_SECONDS
+    validation_poll_seconds: float = 1.0  # MOSIS_VALIDATION_POLL_SECONDS
+    validation_max_attempts: int = 5  # MOSIS_VALIDATION_MAX_ATTEMPTS
+
+    max_json_bytes: int = 64 * 1024  # MOSIS_MAX_JSON_BYTES
+    scheduler_metrics_addr: str = "127.0.0.1:8001"  # MOSIS_SCHEDULER_METRICS_ADDR
+
+    limits: PackageLimits = field(default_factory=PackageLimits)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'mosis.db').resolve()}"
+
+    @property
+    def resolved_s3_public_endpoint(self) -> str:
+        return self.s3_public_endpoint or self.public_url
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        d = cls()
+        limits = PackageLimits(
+            max_package_bytes=_int(env, "MOSIS_MAX_PACKAGE_BYTES", d.limits.max_package_bytes, 1),
+            max_entries=_int(env, "MOSIS_MAX_PACKAGE_ENTRIES", d.limits.max_entries, 1),
+            max_unpacked_bytes=_int(env, "MOSIS_MAX_UNPACKED_BYTES", d.limits.max_unpacked_bytes, 1),
+            max_compression_ratio=_float(env, "MOSIS_MAX_COMPRESSION_RATIO", d.limits.max_compression_ratio),
+            compression_ratio_floor=_int(
+                env, "MOSIS_COMPRESSION_RATIO_FLOOR_BYTES", d.limits.compression_ratio_floor
+            ),
+        )
+        r = d.retention
+        retention = RetentionPolicy(
+            temp_upload=_int(env, "MOSIS_RETENTION_TEMP_SECONDS", r.temp_upload),
+            failed=_int(env, "MOSIS_RETENTION_FAILED_SECONDS", r.failed),
+            rejected=_int(env, "MOSIS_RETENTION_REJECTED_SECONDS", r.rejected),
+            draft=_int(env, "MOSIS_RETENTION_DRAFT_SECONDS", r.draft),
+            superseded=_int(env, "MOSIS_RETENTION_SUPERSEDED_SECONDS", r.superseded),
+            pulled=_int(env, "MOSIS_RETENTION_PULLED_SECONDS", r.pulled),
+        )
+        return cls(
+            data_dir=Path(env.get("MOSIS_DATA_DIR") or d.data_dir),
+            database_url=env.get("MOSIS_DATABASE_URL", ""),
+            admin_token=env.get("MOSIS_ADMIN_TOKEN", ""),
+            s3_endpoint=env.get("MOSIS_S3_ENDPOINT") or d.s3_endpoint,
+            s3_public_endpoint=env.get("MOSIS_S3_PUBLIC_ENDPOINT", ""),
+            s3_access_key=env.get("MOSIS_S3_ACCESS_KEY") or d.s3_access_key,
+            s3_secret_key=env.get("MOSIS_S3_SECRET_KEY") or d.s3_secret_key,
+            s3_region=env.get("MOSIS_S3_REGION") or d.s3_region,
+            bucket=env.get("MOSIS_S3_BUCKET") or d.bucket,
+            public_url=(env.get("MOSIS_PUBLIC_URL") or d.public_url).rstrip("/"),
+            upload_url_ttl=_int(env, "MOSIS_UPLOAD_URL_TTL_SECONDS", d.upload_url_ttl, 60),
+            download_url_ttl=_int(env, "MOSIS_DOWNLOAD_URL_TTL_SECONDS", d.download_url_ttl, 60),
+            signing_key=env.get("MOSIS_SIGNING_KEY", ""),
+            validation_lease_seconds=_int(env, "MOSIS_VALIDATION_LEASE_SECONDS", d.validation_lease_seconds, 5),
+            validation_poll_seconds=_float(env, "MOSIS_VALIDATION_POLL_SECONDS", d.validation_poll_seconds),
+            validation_max_attempts=_int(env, "MOSIS_VALIDATION_MAX_ATTEMPTS", d.validation_max_attempts, 1),
+            max_json_bytes=_int(env, "MOSIS_MAX_JSON_BYTES", d.max_json_bytes, 1024),
+            scheduler_metrics_addr=env.get("MOSIS_SCHEDULER_METRICS_ADDR") or d.scheduler_metrics_addr,
+            limits=limits,
+            retention=retention,
+        )

@@ -1,0 +1,33 @@
+"""gunicorn settings for the API, shared by scripts/run and the Docker image.
+
+Command-line flags (--bind, --workers) override these.
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("MOSIS_APP_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("MOSIS_APP_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
+threads = int(os.environ.get("MOSIS_APP_THREADS", "4"))
+worker_class = "gthread"
+timeout = 60
+graceful_timeout = 20
+keepalive = 5
+# Create the app once in the master: migrations run once, workers fork ready.
+preload_app = True
+accesslog = None
+errorlog = "-"
+max_requests = 10000
+max_requests_jitter = 500
+
+
+def post_fork(server, worker):
+    # Connections opened in the master must not be shared with workers.
+    server.app.wsgi().extensions["mosis"].storage.reset_connections()
+
+
+def child_exit(server, worker):
+    # A dead worker's live gauges must not be summed with the living ones.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,44 @@
+"""Prometheus metrics of the appliance (API and scheduler).
+
+Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set before the app is imported,
+so these metrics are shared between workers through files; gauges say how
+workers' values combine.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import Counter, Histogram
+
+UPLOADS_STARTED = Counter("mosis_uploads_started_total", "Versions created (upload URLs issued)")
+UPLOADS_COMPLETED = Counter("mosis_uploads_completed_total", "Uploads completed and queued for validation")
+UPLOADS_FAILED = Counter("mosis_uploads_failed_total", "Uploads that failed, by reason code", ["reason"])
+VALIDATIONS = Counter("mosis_validations_total", "Validation outcomes, by result (ok or reason code)",
+                      ["result"])
+VALIDATION_SECONDS = Histogram("mosis_validation_duration_seconds", "Time to validate one package",
+                               buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+DOWNLOAD_LINKS = Counter("mosis_download_links_total", "Download links issued")
+
+
+def init_app(app) -> None:
+    """Request metrics per route (templated, so labels stay bounded) and /metrics."""
+    from flask import Response
+    from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+    from prometheus_flask_exporter import PrometheusMetrics
+
+    # A registry per app keeps app factories (tests, CLI) from colliding on
+    # metric names; the module metrics above live in the default registry.
+    flask_registry = CollectorRegistry(auto_describe=True)
+    PrometheusMetrics(app, path=None, registry=flask_registry, group_by="url_rule",
+                      excluded_paths=["^/metrics$", "^/healthz$"])
+
+    @app.get("/metrics")
+    def prometheus_metrics():
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            body = generate_latest(registry)
+        else:
+            body = generate_latest(REGISTRY) + generate_latest(flask_registry)
+        return Response(body, mimetype="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,66 @@
+"""Versioned schema migrations, applied in order at start.
+
+Each step has a number, a name and a function. Steps are idempotent (they
+check before they change), so a fresh database created from the current
+models passes through later steps harmlessly, and a crash half-way through a
+step is finished by the next start. Add new steps at the end; never renumber.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import peewee as pw
+from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
+
+from app.models import ALL_MODELS, SchemaMigration, database
+
+log = logging.getLogger(__name__)
+
+
+def _migrator(db: pw.Database):
+    return PostgresqlMigrator(db) if isinstance(db, pw.PostgresqlDatabase) else SqliteMigrator(db)
+
+
+def add_column_if_missing(model: type[pw.Model], field_name: str) -> None:
+    """Add `model.field_name` (as the model declares it) to an existing table."""
+    db = database.obj
+    table = model._meta.table_name
+    if field_name in {c.name for c in db.get_columns(table)}:
+        return
+    field = model._meta.fields[field_name]
+    migrate(_migrator(db).add_column(table, field.column_name, field))
+
+
+def _initial_schema() -> None:
+    database.create_tables(ALL_MODELS, safe=True)
+
+
+# (number, name, function). Later issues append here.
+STEPS: list[tuple[int, str, Callable[[], None]]] = [
+    (1, "initial schema", _initial_schema),
+]
+
+
+def applied_versions() -> set[int]:
+    return {m.version for m in SchemaMigration.select(SchemaMigration.version)}
+
+
+def migrate_database() -> list[int]:
+    """Apply every step not yet recorded; return the numbers applied."""
+    db = database.obj
+    with db.connection_context():
+        db.create_tables([SchemaMigration], safe=True)
+        done = applied_versions()
+        applied = []
+        for number, name, step in STEPS:
+            if number in done:
+                continue
+            with db.atomic():
+                step()
+                # Two processes may start together; the primary key lets one win.
+                SchemaMigration.insert(version=number, name=name).on_conflict_ignore().execute()
+            log.info("applied migration %d: %s", number, name)
+            applied.append(number)
+        return applied

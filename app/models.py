@@ -1,0 +1,151 @@
+"""Database models. The schema is created and upgraded by app.migrations."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import peewee as pw
+
+database = pw.DatabaseProxy()
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC: stored the same way on SQLite and PostgreSQL."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class JSONField(pw.TextField):
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class SchemaMigration(BaseModel):
+    version = pw.IntegerField(primary_key=True)
+    name = pw.CharField(max_length=200)
+    applied_at = pw.DateTimeField(default=utcnow)
+
+
+class Developer(BaseModel):
+    id = pw.CharField(primary_key=True, max_length=32, default=new_id)
+    name = pw.CharField(max_length=200)
+    email = pw.CharField(max_length=320, unique=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class ApiToken(BaseModel):
+    """A developer's bearer token; only its SHA-256 is stored."""
+
+    id = pw.CharField(primary_key=True, max_length=32, default=new_id)
+    developer = pw.ForeignKeyField(Developer, backref="tokens", on_delete="CASCADE")
+    token_hash = pw.CharField(max_length=64, unique=True)
+    prefix = pw.CharField(max_length=16)  # first characters, to recognise a token in lists
+    created_at = pw.DateTimeField(default=utcnow)
+    revoked_at = pw.DateTimeField(null=True)
+    last_used_at = pw.DateTimeField(null=True)
+
+
+class App(BaseModel):
+    id = pw.CharField(primary_key=True, max_length=32, default=new_id)
+    developer = pw.ForeignKeyField(Developer, backref="apps", on_delete="RESTRICT")
+    package_id = pw.CharField(max_length=128, unique=True)
+    name = pw.CharField(max_length=80)
+    # Highest version_code ever published; a new version must exceed it.
+    max_published_code = pw.BigIntegerField(default=0)
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+
+class VersionStatus:
+    UPLOADING = "uploading"
+    VALIDATING = "validating"
+    DRAFT = "draft"
+    PUBLISHED = "published"  # the app's current version; at most one per app
+    SUPERSEDED = "superseded"  # was published, a newer one replaced it
+    FAILED = "failed"
+    REJECTED = "rejected"
+    PULLED = "pulled"
+    ABANDONED = "abandoned"
+    PURGED = "purged"
+
+    ALL = (UPLOADING, VALIDATING, DRAFT, PUBLISHED, SUPERSEDED, FAILED, REJECTED, PULLED,
+           ABANDONED, PURGED)
+    # Statuses that release their version_code for reuse.
+    RELEASED = (FAILED, ABANDONED, PURGED)
+
+
+class Version(BaseModel):
+    id = pw.CharField(primary_key=True, max_length=32, default=new_id)
+    app = pw.ForeignKeyField(App, backref="versions", on_delete="RESTRICT")
+    version_code = pw.BigIntegerField()
+    version_name = pw.CharField(max_length=64)
+    status = pw.CharField(max_length=16, default=VersionStatus.UPLOADING, index=True)
+    declared_size = pw.BigIntegerField()
+    declared_sha256 = pw.CharField(max_length=64, null=True)
+    upload_id = pw.CharField(max_length=32, unique=True, default=new_id)
+    size = pw.BigIntegerField(null=True)
+    sha256 = pw.CharField(max_length=64, null=True)
+    manifest = JSONField(null=True)
+    signature = pw.CharField(max_length=128, null=True)
+    error_code = pw.CharField(max_length=64, null=True)
+    error_message = pw.TextField(null=True)
+    status_reason = pw.TextField(null=True)  # why an admin rejected or pulled it
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+    uploaded_at = pw.DateTimeField(null=True)
+    validated_at = pw.DateTimeField(null=True)
+    published_at = pw.DateTimeField(null=True)
+    superseded_at = pw.DateTimeField(null=True)
+    rejected_at = pw.DateTimeField(null=True)
+    failed_at = pw.DateTimeField(null=True)
+    pulled_at = pw.DateTimeField(null=True)
+    purged_at = pw.DateTimeField(null=True)
+    purge_reason = pw.TextField(null=True)
+    # Validation queue lease: a worker owns the version until the lease runs out.
+    lease_owner = pw.CharField(max_length=64, null=True)
+    lease_expires_at = pw.DateTimeField(null=True, index=True)
+    attempts = pw.IntegerField(default=0)
+
+
+class AuditEvent(BaseModel):
+    id = pw.BigAutoField()
+    at = pw.DateTimeField(default=utcnow, index=True)
+    actor = pw.CharField(max_length=80)  # "admin", "developer:<id>", "system"
+    action = pw.CharField(max_length=64, index=True)
+    subject_type = pw.CharField(max_length=32)
+    subject_id = pw.CharField(max_length=64, index=True)
+    details = JSONField(null=True)
+
+
+# version_code is unique per app among versions that still hold it, and an app
+# has at most one current published version: both enforced by the database.
+_released = ", ".join(f"'{s}'" for s in VersionStatus.RELEASED)
+Version.add_index(
+    Version.index(Version.app, Version.version_code, unique=True, name="version_app_code_live")
+    .where(pw.SQL(f"status NOT IN ({_released})"))
+)
+Version.add_index(
+    Version.index(Version.app, unique=True, name="version_app_current")
+    .where(pw.SQL(f"status = '{VersionStatus.PUBLISHED}'"))
+)
+
+ALL_MODELS = [SchemaMigration, Developer, ApiToken, App, Version, AuditEvent]
+
+
+def record_audit(actor: str, action: str, subject_type: str, subject_id: str, **details) -> AuditEvent:
+    return AuditEvent.create(actor=actor, action=action, subject_type=subject_type,
+                             subject_id=subject_id, details=details or None)

@@ -1,0 +1,285 @@
+"""The native stack without Docker: storage (SeaweedFS `weed`), API
+(gunicorn), scheduler and edge (nginx) as child processes.
+
+`scripts/run` uses `python -m app.native run`; the test fixtures use the same
+functions, so what the tests start is what an operator runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- processes ------------------------------------------------------------------
+
+@dataclass
+class Service:
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+    ready_url: str | None = None
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see "
+                                   f"{self.log_path}:\n{self.tail()}")
+            if self.ready_url is None or _http_ok(self.ready_url):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {timeout}s; see {self.log_path}:\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        """Die at once, as a crash would."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def spawn(name: str, argv: list[str], log_dir: Path, env: dict | None = None,
+          ready_url: str | None = None, cwd: Path | None = None) -> Service:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    log = open(log_path, "ab")
+    # A process group of its own, so stopping it stops its children too.
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            cwd=cwd or ROOT, start_new_session=True)
+    log.close()
+    return Service(name, proc, log_path, ready_url)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports (each also free at port + 10000, weed's gRPC habit)."""
+    ports: set[int] = set()
+    while len(ports) < n:
+        p = free_port()
+        if p < 55000 and _port_free(p + 10000):
+            ports.add(p)
+    return sorted(ports)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def venv_bin(tool: str) -> str:
+    """A tool installed beside this interpreter (the venv), else on PATH."""
+    local = Path(sys.executable).parent / tool
+    if local.exists():
+        return str(local)
+    found = shutil.which(tool)
+    if not found:
+        raise RuntimeError(f"{tool} is not installed; run scripts/run or scripts/test to set it up")
+    return found
+
+
+# -- storage: SeaweedFS ----------------------------------------------------------
+
+@dataclass
+class WeedPorts:
+    s3: int = 8333
+    master: int = 9333
+    volume: int = 8340
+    filer: int = 8888
+    admin: int = 23646
+
+    @classmethod
+    def free(cls) -> "WeedPorts":
+        return cls(*free_ports(5))
+
+
+def start_weed(data_dir: Path, access_key: str, secret_key: str, ports: WeedPorts,
+               log_dir: Path) -> Service:
+    """SeaweedFS in one process, S3 on 127.0.0.1:ports.s3 with static credentials.
+
+    Every port is given explicitly: weed moves to the next free port when one
+    is taken, and a silent move would point the app at the wrong server.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "s3-identities.json"
+    config.write_text(json.dumps({"identities": [{
+        "name": "mosis",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}))
+    config.chmod(0o600)
+    p = ports
+    argv = [venv_bin("weed"), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-master.port={p.master}", f"-master.port.grpc={p.master + 10000}",
+            f"-volume.port={p.volume}", f"-volume.port.grpc={p.volume + 10000}",
+            f"-filer.port={p.filer}", f"-filer.port.grpc={p.filer + 10000}",
+            f"-s3.port={p.s3}", f"-s3.port.grpc={p.s3 + 10000}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
+            "-admin.ui=false", f"-admin.port={p.admin}", f"-admin.port.grpc={p.admin + 10000}",
+            f"-s3.config={config}", "-master.telemetry=false", "-master.volumeSizeLimitMB=1024"]
+    return spawn("weed", argv, log_dir, env=dict(os.environ),
+                 ready_url=f"http://127.0.0.1:{p.s3}/healthz", cwd=data_dir)
+
+
+# -- app and scheduler ---------------------------------------------------------------
+
+def start_api(env: dict, bind: str, log_dir: Path, workers: int = 2) -> Service:
+    multiproc = Path(env["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(multiproc, ignore_errors=True)  # stale files would double-count
+    multiproc.mkdir(parents=True)
+    argv = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "app" / "gunicorn_conf.py"),
+            "--bind", bind, "--workers", str(workers), "app:create_app()"]
+    return spawn("api", argv, log_dir, env=env, ready_url=f"http://{bind}/healthz")
+
+
+def start_scheduler(env: dict, log_dir: Path) -> Service:
+    addr = env.get("MOSIS_SCHEDULER_METRICS_ADDR", "127.0.0.1:8001")
+    return spawn("scheduler", [sys.executable, "-m", "app.scheduler"], log_dir, env=env,
+                 ready_url=f"http://{addr}/metrics")
+
+
+# -- `scripts/run` -----------------------------------------------------------------------
+
+def _secret(path: Path, make) -> str:
+    """A generated secret kept under the data dir, so restarts keep it."""
+    if path.exists():
+        return path.read_text().strip()
+    value = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+def _interrupt(*_):
+    raise KeyboardInterrupt
+
+
+@dataclass
+class Stack:
+    services: list[Service] = field(default_factory=list)
+
+    def add(self, service: Service, timeout: float = 60) -> Service:
+        self.services.append(service)
+        service.wait_ready(timeout)
+        return service
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir = Path(os.environ.get("MOSIS_DATA_DIR") or ROOT / "var").resolve()
+    log_dir = data_dir / "logs"
+    http_port = int(os.environ.get("MOSIS_HTTP_PORT", "8080"))
+    app_bind = os.environ.get("MOSIS_APP_BIND", "127.0.0.1:8000")
+    ports = WeedPorts(s3=int(os.environ.get("MOSIS_S3_PORT", "8333")))
+    env = dict(os.environ)
+    env.setdefault("MOSIS_DATA_DIR", str(data_dir))
+    env["MOSIS_ADMIN_TOKEN"] = env.get("MOSIS_ADMIN_TOKEN") or _secret(
+        data_dir / "admin-token", lambda: "adm_" + secrets.token_urlsafe(32))
+    env.setdefault("MOSIS_S3_ENDPOINT", f"http://127.0.0.1:{ports.s3}")
+    env.setdefault("MOSIS_S3_ACCESS_KEY", "mosis")
+    env["MOSIS_S3_SECRET_KEY"] = env.get("MOSIS_S3_SECRET_KEY") or _secret(
+        data_dir / "s3-secret", lambda: secrets.token_urlsafe(24))
+    env.setdefault("MOSIS_PUBLIC_URL", f"http://127.0.0.1:{http_port}")
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir / "run" / "prometheus"))
+
+    # Until the edge runs in front of storage, clients reach storage directly.
+    env.setdefault("MOSIS_S3_PUBLIC_ENDPOINT", env["MOSIS_S3_ENDPOINT"])
+
+    stack = Stack()
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        stack.add(start_weed(data_dir / "s3", env["MOSIS_S3_ACCESS_KEY"], env["MOSIS_S3_SECRET_KEY"],
+                             ports, log_dir))
+        stack.add(start_api(env, app_bind, log_dir))
+        stack.add(start_scheduler(env, log_dir))
+        print(f"""
+Mosis storage appliance is running.
+  API        http://{app_bind}/v1/
+  S3         {env['MOSIS_S3_ENDPOINT']}
+  public     {env['MOSIS_PUBLIC_URL']}
+  data       {data_dir}   (logs in {log_dir})
+  admin token {env['MOSIS_ADMIN_TOKEN']}
+Press Ctrl-C to stop.""", flush=True)
+        while all(s.alive() for s in stack.services):
+            time.sleep(0.5)
+        dead = [s for s in stack.services if not s.alive()]
+        for s in dead:
+            print(f"{s.name} stopped unexpectedly:\n{s.tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.native")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the whole stack in the foreground")
+    args = parser.parse_args(argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""Apps and their versions: the version lifecycle of the design contract.
+
+    uploading -> validating -> draft -> published -> superseded
+                     |           |          |
+                   failed     rejected    pulled          (any) -> purged
+
+Every status change is a conditional UPDATE (`... WHERE status = <expected>`)
+so concurrent requests and workers cannot both win, and the database's
+indexes keep version codes unique and one published version per app.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import peewee as pw
+
+from app import metrics
+from app.errors import Conflict, NotFound, TooLarge
+from app.models import App, Developer, Version, VersionStatus as S, database, record_audit, utcnow
+from app.services import Services
+from app.storage import manifest_key, package_key, temp_key
+
+# -- apps ---------------------------------------------------------------------
+
+
+def create_app(developer: Developer, package_id: str, name: str) -> App:
+    try:
+        with database.atomic():
+            app = App.create(developer=developer, package_id=package_id, name=name)
+            record_audit(f"developer:{developer.id}", "app.created", "app", app.id,
+                         package_id=package_id)
+    except pw.IntegrityError:
+        raise Conflict(f"the package_id {package_id!r} is already registered",
+                       code="package_id_taken") from None
+    return app
+
+
+def apps_of(developer: Developer) -> list[App]:
+    return list(App.select().where(App.developer == developer).order_by(App.created_at))
+
+
+def app_of(developer: Developer, app_id: str) -> App:
+    """The developer's app; another developer's app does not exist for them."""
+    app = App.get_or_none((App.id == app_id) & (App.developer == developer))
+    if app is None:
+        raise NotFound("no such app", code="app_not_found")
+    return app
+
+
+# -- versions -------------------------------------------------------------------
+
+
+def version_of(app: App, version_code: int) -> Version:
+    """The version holding `version_code` now (released codes are history)."""
+    version = (Version.select()
+               .where((Version.app == app) & (Version.version_code == version_code)
+                      & Version.status.not_in(S.RELEASED))
+               .first())
+    if version is None:
+        version = (Version.select()
+                   .where((Version.app == app) & (Version.version_code == version_code))
+                   .order_by(Version.created_at.desc()).first())
+    if version is None:
+        raise NotFound(f"app has no version {version_code}", code="version_not_found")
+    return version
+
+
+def versions_of(app: App) -> list[Version]:
+    return list(Version.select().where(Version.app == app)
+                .order_by(Version.version_code.desc(), Version.created_at.desc()))
+
+
+def version_by_id(version_id: str) -> Version:
+    version = Version.get_or_none(Version.id == version_id)
+    if version is None:
+        raise NotFound("no such version", code="version_not_found")
+    return version
+
+
+def keys_of(version: Version) -> tuple[str, str]:
+    """(package key, manifest key) of a version in the bucket."""
+    app = version.app
+    return (package_key(app.developer_id, app.id, version.version_code),
+            manifest_key(app.developer_id, app.id, version.version_code))
+
+
+def create_version(svc: Services, app: App, version_code: int, version_name: str, size: int,
+                   sha256: str | None) -> tuple[Version, dict]:
+    limit = svc.settings.limits.max_package_bytes
+    if size > limit:
+        raise TooLarge(f"the package is {size} bytes; the limit is {limit} bytes",
+                       code="too_large", details={"limit": limit})
+    try:
+        with database.atomic():
+            current = App.get_by_id(app.id)
+            if version_code <= current.max_published_code:
+                raise Conflict(f"version_code must be greater than {current.max_published_code}, "
+                               "the highest version ever published", code="version_code_not_increasing",
+                               details={"max_published_code": current.max_published_code})
+            version = Version.create(app=app, version_code=version_code, version_name=version_name,
+                                     declared_size=size, declared_sha256=sha256)
+    except pw.IntegrityError:
+        raise Conflict(f"version {version_code} already exists for this app",
+                       code="version_exists") from None
+    metrics.UPLOADS_STARTED.inc()
+    return version, upload_instructions(svc, version)
+
+
+def upload_instructions(svc: Services, version: Version) -> dict:
+    ttl = svc.settings.upload_url_ttl
+    return {
+        "url": svc.storage.presigned_put(temp_key(version.upload_id), ttl),
+        "method": "PUT",
+        "headers": {"Content-Type": "application/octet-stream"},
+        "expires_at": iso(utcnow() + dt.timedelta(seconds=ttl)),
+        "max_bytes": version.declared_size,
+    }
+
+
+def _fail(version: Version, code: str, message: str, expected_status: str) -> bool:
+    now = utcnow()
+    changed = (Version.update(status=S.FAILED, error_code=code, error_message=message,
+                              failed_at=now, updated_at=now, lease_owner=None, lease_expires_at=None)
+               .where((Version.id == version.id) & (Version.status == expected_status)).execute())
+    if changed:
+        metrics.UPLOADS_FAILED.labels(reason=code).inc()
+    return bool(changed)
+
+
+def complete_upload(svc: Services, app: App, version_code: int) -> Version:
+    """Move the uploaded bytes into place and queue validation. Idempotent."""
+    version = version_of(app, version_code)
+    if version.status != S.UPLOADING:
+        if version.status in (S.FAILED, S.ABANDONED, S.PURGED):
+            raise Conflict(f"version {version_code} is {version.status}; create it again",
+                           code="invalid_state", details={"status": version.status})
+        return version  # already completed: completing again changes nothing
+    storage, limit = svc.storage, svc.settings.limits.max_package_bytes
+    temp, final = temp_key(version.upload_id), keys_of(version)[0]
+    info = storage.stat(temp)
+    if info is None:
+        # A previous attempt may have copied the bytes and died before the row changed.
+        info = storage.stat(final)
+        if info is None:
+            raise Conflict("nothing was uploaded for this version; PUT the package to the upload "
+                           "URL first", code="upload_missing")
+    if info.size > limit or info.size != version.declared_size:
+        storage.delete(temp, final)
+        if info.size > limit:
+            msg = f"the upload is {info.size} bytes; the limit is {limit} bytes"
+            _fail(version, "too_large", msg, S.UPLOADING)
+            raise TooLarge(msg, code="too_large")
+        msg = f"the upload is {info.size} bytes but {version.declared_size} were declared"
+        _fail(version, "size_mismatch", msg, S.UPLOADING)
+        raise Conflict(msg, code="size_mismatch")
+    if info.key == temp:
+        storage.copy(temp, final)
+    now = utcnow()
+    changed = (Version.update(status=S.VALIDATING, size=info.size, uploaded_at=now, updated_at=now)
+               .where((Version.id == version.id) & (Version.status == S.UPLOADING)).execute())
+    # Only now that the row points at the final object may the temp one go.
+    storage.delete(temp)
+    if changed:
+        metrics.UPLOADS_COMPLETED.inc()
+        record_audit(f"developer:{app.developer_id}", "version.uploaded", "version", version.id,
+                     version_code=version.version_code, size=info.size)
+    return Version.get_by_id(version.id)
+
+
+def publish(svc: Services, app: App, version_code: int) -> Version:
+    version = version_of(app, version_code)
+    if version.status == S.PUBLISHED:
+        return version  # publishing twice is harmless
+    if version.status != S.DRAFT:
+        raise Conflict(f"only a draft can be published; version {version_code} is {version.status}",
+                       code="invalid_state", details={"status": version.status})
+    now = utcnow()
+    with database.atomic():
+        # Compare-and-set on the app row: of two publishes racing, one wins.
+        raised = (App.update(max_published_code=version_code, updated_at=now)
+                  .where((App.id == app.id) & (App.max_published_code < version_code)).execute())
+        if not raised:
+            raise Conflict("a version with a higher version_code has been published already",
+                           code="version_code_not_increasing")
+        (Version.update(status=S.SUPERSEDED, superseded_at=now, updated_at=now)
+         .where((Version.app == app) & (Version.status == S.PUBLISHED)).execute())
+        changed = (Version.update(status=S.PUBLISHED, published_at=now, updated_at=now)
+                   .where((Version.id == version.id) & (Version.status == S.DRAFT)).execute())
+        if not changed:
+            raise Conflict("the version changed while it was being published", code="invalid_state")
+        record_audit(f"developer:{app.developer_id}", "version.published", "version", version.id,
+                     version_code=version_code)
+    return Version.get_by_id(version.id)
+
+
+def reject(version_id: str, reason: str) -> Version:
+    return _admin_transition(version_id, reason, S.REJECTED, (S.DRAFT, S.VALIDATING), "rejected_at")
+
+
+def pull(svc: Services, version_id: str, reason: str) -> Version:
+    version = _admin_transition(version_id, reason, S.PULLED, (S.PUBLISHED, S.SUPERSEDED, S.DRAFT),
+                                "pulled_at")
+    # After the row no longer offers it, make every cache forget it.
+    svc.purge_cached(list(keys_of(version)))
+    return version
+
+
+def _admin_transition(version_id: str, reason: str, target: str, sources: tuple[str, ...],
+                      stamp: str) -> Version:
+    version = version_by_id(version_id)
+    if version.status == target:
+        return version
+    if version.status not in sources:
+        raise Conflict(f"a {version.status} version cannot become {target}", code="invalid_state",
+                       details={"status": version.status})
+    now = utcnow()
+    with database.atomic():
+        changed = (Version.update(status=target, status_reason=reason, updated_at=now,
+                                  lease_owner=None, lease_expires_at=None, **{stamp: now})
+                   .where((Version.id == version.id) & (Version.status == version.status)).execute())
+        if not changed:
+            raise Conflict("the version changed meanwhile; try again", code="invalid_state")
+        record_audit("admin", f"version.{target}", "version", version.id, reason=reason,
+                     previous_status=version.status)
+    return Version.get_by_id(version.id)
+
+
+# -- public catalogue -------------------------------------------------------------
+
+
+def published_app(package_id: str) -> tuple[App, Version]:
+    app = App.get_or_none(App.package_id == package_id)
+    current = None
+    if app is not None:
+        current = Version.get_or_none((Version.app == app) & (Version.status == S.PUBLISHED))
+    if current is None:
+        raise NotFound(f"{package_id!r} has no published version", code="package_not_found")
+    return app, current
+
+
+def download_info(svc: Services, package_id: str) -> dict:
+    app, version = published_app(package_id)
+    ttl = svc.settings.download_url_ttl
+    metrics.DOWNLOAD_LINKS.inc()
+    return {
+        "download_url": svc.download_link(keys_of(version)[0]),
+        "version": version.version_name,
+        "version_code": version.version_code,
+        "size": version.size,
+        "sha256": version.sha256,
+        "signature": version.signature,
+        "key_id": svc.signing_key.key_id,
+        "expires_at": iso(utcnow() + dt.timedelta(seconds=ttl)),
+    }
+
+
+# -- representations ----------------------------------------------------------------
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.replace(microsecond=0).isoformat() + "Z"
+
+
+def app_dict(app: App) -> dict:
+    return {"id": app.id, "package_id": app.package_id, "name": app.name,
+            "developer_id": app.developer_id, "created_at": iso(app.created_at)}
+
+
+def version_dict(v: Version) -> dict:
+    return {
+        "id": v.id, "app_id": v.app_id, "version_code": v.version_code,
+        "version_name": v.version_name, "status": v.status,
+        "size": v.size if v.size is not None else v.declared_size,
+        "sha256": v.sha256 or v.declared_sha256,
+        "manifest": v.manifest, "signature": v.signature,
+        "error": {"code": v.error_code, "message": v.error_message} if v.error_code else None,
+        "reason": v.status_reason,
+        "created_at": iso(v.created_at), "uploaded_at": iso(v.uploaded_at),
+        "validated_at": iso(v.validated_at), "published_at": iso(v.published_at),
+        "superseded_at": iso(v.superseded_at), "purged_at": iso(v.purged_at),
+    }

@@ -1,0 +1,59 @@
+"""The scheduler process: the validation queue and the housekeeping jobs.
+
+Run it as `python -m app.scheduler` (or `mosis-scheduler`). It exports its
+own metrics on MOSIS_SCHEDULER_METRICS_ADDR (default 127.0.0.1:8001).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+from prometheus_client import start_http_server
+
+from app.config import Settings
+from app.models import database
+from app.services import Services, build_services
+from app import validation_worker
+
+log = logging.getLogger("mosis.scheduler")
+
+
+def with_db(job):
+    """Each job runs in a pool thread: give it its own connection."""
+    def run(*args, **kwargs):
+        with database.connection_context():
+            return job(*args, **kwargs)
+
+    run.__name__ = job.__name__
+    return run
+
+
+def build_scheduler(svc: Services) -> BlockingScheduler:
+    scheduler = BlockingScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
+    scheduler.add_job(with_db(validation_worker.run_pending), "interval",
+                      seconds=svc.settings.validation_poll_seconds, args=[svc], id="validate",
+                      name="validation queue")
+    return scheduler
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("MOSIS_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    svc = build_services(settings)
+    host, _, port = settings.scheduler_metrics_addr.rpartition(":")
+    start_http_server(int(port), addr=host or "127.0.0.1")
+    scheduler = build_scheduler(svc)
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=False))
+    log.info("scheduler started; metrics on %s:%s", host, port)
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""The appliance's long-lived collaborators, built once per process.
+
+The API (one per gunicorn worker) and the scheduler build the same
+`Services` from the same `Settings`, so both see one configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+from flask import current_app
+
+from app.config import Settings
+from app.db import bind_database
+from app.errors import Unavailable
+from app.migrations import migrate_database
+from app.signing import SigningKey, load_signing_key
+from app.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    storage: Storage
+    signing_key: SigningKey
+    # Called with the object keys whose cached copies must go (edge, CDN).
+    cache_purgers: list[Callable[[list[str]], None]] = field(default_factory=list)
+
+    def download_link(self, key: str) -> str:
+        """A URL through which a device fetches `key` until the link expires."""
+        return self.storage.presigned_get(key, self.settings.download_url_ttl)
+
+    def purge_cached(self, keys: list[str]) -> None:
+        for purge in self.cache_purgers:
+            try:
+                purge(keys)
+            except Exception:  # a cache we cannot reach must not undo a pull
+                log.exception("cache purge failed for %s", keys)
+
+
+def build_services(settings: Settings, *, migrate: bool = True, ensure_bucket: bool = True) -> Services:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = bind_database(settings.resolved_database_url)
+    if migrate:
+        migrate_database()
+    storage = Storage(settings)
+    if ensure_bucket:
+        try:
+            storage.ensure_bucket()
+        except Unavailable as e:
+            # Start anyway: /readyz reports it and the scheduler tries again.
+            log.warning("bucket setup postponed: %s", e.message)
+    key = load_signing_key(settings.signing_key, settings.data_dir)
+    # Leave no connection open: gunicorn forks workers from this process.
+    if hasattr(db, "close_all"):
+        db.close_all()
+    elif not db.is_closed():
+        db.close()
+    return Services(settings=settings, storage=storage, signing_key=key)
+
+
+def services() -> Services:
+    return current_app.extensions["mosis"]

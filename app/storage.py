@@ -1,0 +1,251 @@
+"""Object storage: the one module that talks S3 (through the minio SDK).
+
+Every object key the appliance uses is built here, so the bucket layout of
+the design contract lives in one place:
+
+    packages/{developer_id}/{app_id}/{version_code}/package.mosis
+    packages/{developer_id}/{app_id}/{version_code}/manifest.json
+    assets/{app_id}/icon-{32,64,128}.png
+    assets/{app_id}/screenshots/{n}.png
+    temp/{upload_id}/package.mosis
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+from dataclasses import dataclass
+from typing import Iterator
+from urllib.parse import urlparse
+
+import urllib3
+from minio import Minio
+from minio.commonconfig import CopySource, Filter
+from minio.deleteobjects import DeleteObject
+from minio.error import S3Error
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
+
+from app.config import Settings
+from app.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+PACKAGES, ASSETS, TEMP, BACKUPS = "packages", "assets", "temp", "backups"
+PREFIXES = (PACKAGES, ASSETS, TEMP, BACKUPS)
+CHUNK = 1024 * 1024
+MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchVersion", "NotFound"}
+
+
+# -- key layout --------------------------------------------------------------
+
+def package_dir(developer_id: str, app_id: str, version_code: int) -> str:
+    return f"{PACKAGES}/{developer_id}/{app_id}/{int(version_code)}"
+
+
+def package_key(developer_id: str, app_id: str, version_code: int) -> str:
+    return f"{package_dir(developer_id, app_id, version_code)}/package.mosis"
+
+
+def manifest_key(developer_id: str, app_id: str, version_code: int) -> str:
+    return f"{package_dir(developer_id, app_id, version_code)}/manifest.json"
+
+
+def temp_key(upload_id: str) -> str:
+    return f"{TEMP}/{upload_id}/package.mosis"
+
+
+def icon_key(app_id: str, size: int) -> str:
+    return f"{ASSETS}/{app_id}/icon-{int(size)}.png"
+
+
+def screenshot_key(app_id: str, position: int) -> str:
+    return f"{ASSETS}/{app_id}/screenshots/{int(position)}.png"
+
+
+# -- the client ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str
+    last_modified: dt.datetime | None
+    content_type: str | None = None
+
+
+def _endpoint(url: str) -> tuple[str, bool]:
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    if parsed.path not in ("", "/"):
+        raise ValueError(f"an S3 endpoint cannot carry a path: {url!r}")
+    return parsed.netloc, parsed.scheme == "https"
+
+
+def _http_client() -> urllib3.PoolManager:
+    # Fail fast when storage is down (the API answers 503 and the caller
+    # retries) instead of the SDK's default of minutes of retries.
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=3, read=60),
+        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+        maxsize=16,
+    )
+
+
+def assets_public_policy(bucket: str) -> dict:
+    """Anonymous reads of assets only: everything else needs a signature."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": ["*"]},
+            "Action": ["s3:GetObject"],
+            "Resource": [f"arn:aws:s3:::{bucket}/{ASSETS}/*"],
+        }],
+    }
+
+
+class Storage:
+    def __init__(self, settings: Settings):
+        self.bucket = settings.bucket
+        host, secure = _endpoint(settings.s3_endpoint)
+        creds = dict(access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,
+                     region=settings.s3_region)
+        self.client = Minio(host, secure=secure, http_client=_http_client(), **creds)
+        # Presigned URLs are signed for the host clients reach; with an explicit
+        # region, signing needs no network call to that host.
+        pub_host, pub_secure = _endpoint(settings.resolved_s3_public_endpoint)
+        self.public = Minio(pub_host, secure=pub_secure, **creds)
+
+    # -- setup ---------------------------------------------------------------
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket, its access policy and lifecycle rules if missing."""
+        with self._guard("create the bucket"):
+            if not self.client.bucket_exists(bucket_name=self.bucket):
+                try:
+                    self.client.make_bucket(bucket_name=self.bucket)
+                except S3Error as e:
+                    if e.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+            self.client.set_bucket_policy(bucket_name=self.bucket,
+                                          policy=json.dumps(assets_public_policy(self.bucket)))
+        self._ensure_lifecycle()
+
+    def _ensure_lifecycle(self) -> None:
+        # A safety net only: S3 expiry counts whole days, so the retention job
+        # is what removes abandoned uploads after an hour.
+        config = LifecycleConfig([
+            Rule("Enabled", rule_filter=Filter(prefix=f"{TEMP}/"), rule_id="temp-expiry",
+                 expiration=Expiration(days=1)),
+        ])
+        try:
+            self.client.set_bucket_lifecycle(bucket_name=self.bucket, config=config)
+        except (S3Error, urllib3.exceptions.HTTPError) as e:
+            log.warning("storage does not accept lifecycle rules: %s", e)
+
+    def reset_connections(self) -> None:
+        """Drop pooled connections (after fork they belong to the parent)."""
+        self.client._http.clear()
+
+    def ping(self) -> None:
+        with self._guard("reach storage"):
+            self.client.bucket_exists(bucket_name=self.bucket)
+
+    # -- presigned URLs ------------------------------------------------------
+
+    def presigned_put(self, key: str, ttl: int) -> str:
+        return self.public.presigned_put_object(bucket_name=self.bucket, object_name=key,
+                                                expires=dt.timedelta(seconds=ttl))
+
+    def presigned_get(self, key: str, ttl: int) -> str:
+        return self.public.presigned_get_object(bucket_name=self.bucket, object_name=key,
+                                                expires=dt.timedelta(seconds=ttl))
+
+    # -- objects ---------------------------------------------------------------
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        with self._guard("read object metadata"):
+            try:
+                st = self.client.stat_object(bucket_name=self.bucket, object_name=key)
+            except S3Error as e:
+                if e.code in MISSING_CODES:
+                    return None
+                raise
+        return ObjectInfo(key, st.size, (st.etag or "").strip('"'), st.last_modified, st.content_type)
+
+    def exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+    def copy(self, src: str, dst: str) -> None:
+        """Server-side copy: the bytes never pass through the app."""
+        with self._guard("copy an object"):
+            self.client.copy_object(bucket_name=self.bucket, object_name=dst,
+                                    source=CopySource(bucket_name=self.bucket, object_name=src))
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream",
+            cache_control: str | None = None) -> None:
+        headers = {"Cache-Control": cache_control} if cache_control else None
+        with self._guard("write an object"):
+            self.client.put_object(bucket_name=self.bucket, object_name=key, data=io.BytesIO(data),
+                                   length=len(data), content_type=content_type, metadata=headers)
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes from `offset` (fewer at the end of the object)."""
+        if length <= 0:
+            return b""
+        return b"".join(self.stream(key, offset=offset, length=length))
+
+    def stream(self, key: str, offset: int = 0, length: int = 0, chunk: int = CHUNK) -> Iterator[bytes]:
+        """Yield the object's bytes in chunks; memory stays at one chunk."""
+        with self._guard("read an object"):
+            resp = self.client.get_object(bucket_name=self.bucket, object_name=key,
+                                          offset=offset, length=length)
+        try:
+            with self._guard("read an object"):
+                yield from resp.stream(chunk)
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    def delete(self, *keys: str) -> None:
+        """Delete objects; deleting one that is already gone is not an error."""
+        if not keys:
+            return
+        with self._guard("delete objects"):
+            errors = list(self.client.remove_objects(
+                bucket_name=self.bucket, delete_object_list=[DeleteObject(k) for k in keys]))
+        failed = [e for e in errors if e.code not in MISSING_CODES]
+        if failed:
+            raise Unavailable(f"storage refused to delete {failed[0].name}: {failed[0].message}",
+                              code="storage_unavailable")
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        with self._guard("list objects"):
+            for o in self.client.list_objects(bucket_name=self.bucket, prefix=prefix, recursive=True):
+                if not o.is_dir:
+                    yield ObjectInfo(o.object_name, o.size or 0, (o.etag or "").strip('"'), o.last_modified)
+
+    def _guard(self, doing: str):
+        return _StorageGuard(doing)
+
+
+class _StorageGuard:
+    """Turn transport failures into 503 `storage_unavailable`, once, with context."""
+
+    def __init__(self, doing: str):
+        self.doing = doing
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, Unavailable):
+            return False
+        if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+            raise Unavailable(f"storage is unreachable (could not {self.doing}): {exc}",
+                              code="storage_unavailable") from exc
+        if isinstance(exc, S3Error) and exc.code in ("ServiceUnavailable", "SlowDown", "InternalError"):
+            raise Unavailable(f"storage is unavailable (could not {self.doing}): {exc.code}",
+                              code="storage_unavailable") from exc
+        return False

@@ -1,0 +1,138 @@
+"""The validation queue: the database is the queue, a lease is the lock.
+
+A worker claims one `validating` version by writing its name and a lease
+expiry into the row (a conditional UPDATE, so two workers never both win),
+validates the package straight from storage, then moves the version to
+`draft` or `failed`. A worker that dies leaves a lease that runs out, and
+the version is claimed again; storage trouble puts it back without using up
+one of its attempts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import time
+
+import peewee as pw
+
+from app import metrics
+from app.errors import Unavailable
+from app.models import App, Version, VersionStatus as S, record_audit, utcnow
+from app.packages import keys_of
+from app.services import Services
+from app.validation import Expected, PackageInvalid, validate_package
+
+log = logging.getLogger(__name__)
+STORAGE_RETRY_SECONDS = 15
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:64]
+
+
+def _claimable(now: dt.datetime):
+    return (Version.status == S.VALIDATING) & (
+        Version.lease_expires_at.is_null() | (Version.lease_expires_at < now))
+
+
+def claim_next(owner: str, lease_seconds: int, now: dt.datetime | None = None) -> Version | None:
+    """Take the oldest unleased validating version, or None if there is none."""
+    now = now or utcnow()
+    for candidate in (Version.select(Version.id).where(_claimable(now))
+                      .order_by(Version.uploaded_at, Version.id).limit(5)):
+        taken = (Version.update(lease_owner=owner,
+                                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+                                attempts=Version.attempts + 1)
+                 .where((Version.id == candidate.id) & _claimable(now)).execute())
+        if taken:
+            return Version.get_by_id(candidate.id)
+    return None
+
+
+def queue_depth() -> int:
+    return Version.select().where(Version.status == S.VALIDATING).count()
+
+
+def _finish(version: Version, owner: str, **changes) -> bool:
+    now = utcnow()
+    changes.update(updated_at=now, lease_owner=None, lease_expires_at=None)
+    return bool(Version.update(**changes)
+                .where((Version.id == version.id) & (Version.status == S.VALIDATING)
+                       & (Version.lease_owner == owner)).execute())
+
+
+def validate_claimed(svc: Services, version: Version, owner: str) -> str:
+    """Validate a version this worker holds; return the outcome code."""
+    settings = svc.settings
+    app = App.get_by_id(version.app_id)
+    pkg_key, man_key = keys_of(version)
+    if version.attempts > settings.validation_max_attempts:
+        return _fail(version, owner, "validation_error", "validation did not finish after "
+                     f"{settings.validation_max_attempts} attempts; upload the package again, and "
+                     "tell the store admins if it keeps happening")
+    started = time.monotonic()
+    try:
+        info = svc.storage.stat(pkg_key)
+        if info is None:
+            return _fail(version, owner, "upload_missing", "the uploaded package is no longer in "
+                         "storage; upload it again")
+        report = validate_package(
+            info.size,
+            read_range=lambda offset, length: svc.storage.read_range(pkg_key, offset, length),
+            stream=svc.storage.stream(pkg_key),
+            expected=Expected(app.package_id, version.version_code, version.declared_size,
+                              version.declared_sha256),
+            limits=settings.limits,
+        )
+    except PackageInvalid as e:
+        return _fail(version, owner, e.code, e.message)
+    except Unavailable as e:
+        # Not the package's fault: give the attempt back and retry later.
+        log.warning("validation of %s postponed: %s", version.id, e.message)
+        (Version.update(attempts=Version.attempts - 1, lease_owner=None,
+                        lease_expires_at=utcnow() + dt.timedelta(seconds=STORAGE_RETRY_SECONDS))
+         .where((Version.id == version.id) & (Version.lease_owner == owner)).execute())
+        return "postponed"
+    finally:
+        metrics.VALIDATION_SECONDS.observe(time.monotonic() - started)
+    svc.storage.put(man_key, report.manifest_bytes, content_type="application/json")
+    signature = svc.signing_key.sign_package(app.package_id, version.version_code, report.sha256,
+                                             report.size)
+    if _finish(version, owner, status=S.DRAFT, size=report.size, sha256=report.sha256,
+               manifest=report.manifest, signature=signature, validated_at=utcnow()):
+        metrics.VALIDATIONS.labels(result="ok").inc()
+        record_audit("system", "version.validated", "version", version.id, sha256=report.sha256)
+    return "ok"
+
+
+def _fail(version: Version, owner: str, code: str, message: str) -> str:
+    if _finish(version, owner, status=S.FAILED, error_code=code, error_message=message,
+               failed_at=utcnow()):
+        metrics.VALIDATIONS.labels(result=code).inc()
+        metrics.UPLOADS_FAILED.labels(reason=code).inc()
+        record_audit("system", "version.failed", "version", version.id, code=code)
+    return code
+
+
+def run_pending(svc: Services, owner: str | None = None, limit: int = 100) -> list[str]:
+    """Validate queued versions until none is claimable (or `limit` is reached)."""
+    owner = owner or worker_name()
+    outcomes = []
+    while len(outcomes) < limit:
+        try:
+            version = claim_next(owner, svc.settings.validation_lease_seconds)
+        except pw.OperationalError as e:  # database locked or gone: try next tick
+            log.warning("validation queue unavailable: %s", e)
+            break
+        if version is None:
+            break
+        try:
+            outcomes.append(validate_claimed(svc, version, owner))
+        except Exception:
+            # The lease runs out and the version is tried again, up to the limit.
+            log.exception("validation of %s crashed", version.id)
+            outcomes.append("crashed")
+    return outcomes

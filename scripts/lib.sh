@@ -1,0 +1,60 @@
+# Shared setup for scripts/run and scripts/test (sourced, not run).
+# Idempotent: each step checks before it installs.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${MOSIS_VENV:-$ROOT/.venv}"
+PYTHON_BIN="${PYTHON:-python3}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# The virtualenv with the appliance and its extras; reinstalled when
+# pyproject.toml changes.
+ensure_venv() {
+    local extras="${1:-}"
+    local stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)${extras:+-$extras}"
+    if [ -f "$stamp" ]; then return 0; fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating virtualenv in $VENV"
+        "$PYTHON_BIN" -m venv "$VENV"
+    fi
+    log "installing Python packages${extras:+ (with $extras)}"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null
+    "$VENV/bin/python" -m pip install --quiet -e "$ROOT${extras:+[$extras]}"
+    rm -f "$VENV"/.installed-*
+    touch "$stamp"
+}
+
+# Debian packages the native stack needs (nginx, Prometheus, ...), installed
+# when missing and when this user may install them.
+ensure_apt() {
+    local missing=()
+    local pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo="sudo -n"; else
+            log "please install: ${missing[*]} (apt-get install ${missing[*]})"; return 1
+        fi
+    fi
+    log "installing ${missing[*]}"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    # Debian's packages start their daemons; we run our own copies instead.
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    $sudo rm -f /usr/sbin/policy-rc.d
+}
+
+# PostgreSQL for the tests: use the one on 127.0.0.1:5432, start it if it is
+# installed but stopped.
+ensure_postgres() {
+    if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return 0; fi
+    if command -v pg_ctlcluster >/dev/null && ls /etc/postgresql >/dev/null 2>&1; then
+        log "starting PostgreSQL"
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+    fi
+    pg_isready -q -h 127.0.0.1 -p 5432 || { log "PostgreSQL is not reachable on 127.0.0.1:5432"; return 1; }
+}

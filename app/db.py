@@ -26,7 +26,10 @@ def open_database(url: str) -> pw.Database:
         path = parsed.path
         if path not in ("", "/:memory:"):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return pw.SqliteDatabase(path or ":memory:", pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+        # IMMEDIATE: a transaction takes the write lock when it begins, so a
+        # read-then-write never fails on lock upgrade; it waits (busy_timeout).
+        return pw.SqliteDatabase(path or ":memory:", pragmas=SQLITE_PRAGMAS, check_same_thread=False,
+                                 lock_type="IMMEDIATE")
     if parsed.scheme in ("postgres", "postgresql"):
         # A pool: connecting per request costs more than a cached download link.
         return PooledPostgresqlDatabase(

@@ -8,6 +8,7 @@ step is finished by the next start. Add new steps at the end; never renumber.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Callable
 
@@ -47,10 +48,27 @@ def applied_versions() -> set[int]:
     return {m.version for m in SchemaMigration.select(SchemaMigration.version)}
 
 
+MIGRATION_LOCK_ID = 0x6D6F736973  # "mosis": PostgreSQL advisory lock key
+
+
+@contextlib.contextmanager
+def _migration_lock(db: pw.Database):
+    """One process migrates at a time (the API and scheduler start together)."""
+    if isinstance(db, pw.PostgresqlDatabase):
+        db.execute_sql("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_ID,))
+        try:
+            yield
+        finally:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_ID,))
+    else:
+        with db.atomic():  # SQLite: BEGIN IMMEDIATE holds the write lock
+            yield
+
+
 def migrate_database() -> list[int]:
     """Apply every step not yet recorded; return the numbers applied."""
     db = database.obj
-    with db.connection_context():
+    with db.connection_context(), _migration_lock(db):
         db.create_tables([SchemaMigration], safe=True)
         done = applied_versions()
         applied = []

@@ -131,6 +131,23 @@ class AuditEvent(BaseModel):
     details = JSONField(null=True)
 
 
+class JobState(BaseModel):
+    """A housekeeping job's lease (who runs it now) and record (how it went)."""
+
+    name = pw.CharField(primary_key=True, max_length=64)
+    owner = pw.CharField(max_length=64, null=True)
+    lease_expires_at = pw.DateTimeField(null=True)
+    next_run_after = pw.DateTimeField(null=True)
+    last_started_at = pw.DateTimeField(null=True)
+    last_finished_at = pw.DateTimeField(null=True)
+    last_success_at = pw.DateTimeField(null=True)
+    last_duration = pw.FloatField(null=True)
+    last_items = pw.BigIntegerField(null=True)
+    last_error = pw.TextField(null=True)
+    runs = pw.BigIntegerField(default=0)
+    failures = pw.BigIntegerField(default=0)
+
+
 # version_code is unique per app among versions that still hold it, and an app
 # has at most one current published version: both enforced by the database.
 _released = ", ".join(f"'{s}'" for s in VersionStatus.RELEASED)
@@ -143,7 +160,7 @@ Version.add_index(
     .where(pw.SQL(f"status = '{VersionStatus.PUBLISHED}'"))
 )
 
-ALL_MODELS = [SchemaMigration, Developer, ApiToken, App, Version, AuditEvent]
+ALL_MODELS = [SchemaMigration, Developer, ApiToken, App, Version, AuditEvent, JobState]
 
 
 def record_audit(actor: str, action: str, subject_type: str, subject_id: str, **details) -> AuditEvent:

@@ -186,6 +186,9 @@ def start_api(env: dict, bind: str, log_dir: Path, workers: int = 2) -> Service:
 
 def start_scheduler(env: dict, log_dir: Path) -> Service:
     addr = env.get("MOSIS_SCHEDULER_METRICS_ADDR", "127.0.0.1:8001")
+    # The scheduler serves its own metrics; in the API's multiprocess
+    # directory they would be exported twice.
+    env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     return spawn("scheduler", [sys.executable, "-m", "app.scheduler"], log_dir, env=env,
                  ready_url=f"http://{addr}/metrics")
 
@@ -244,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
 
     stack = Stack()
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started in the background
     try:
         stack.add(start_weed(data_dir / "s3", env["MOSIS_S3_ACCESS_KEY"], env["MOSIS_S3_SECRET_KEY"],
                              ports, log_dir))

@@ -6,6 +6,7 @@ own metrics on MOSIS_SCHEDULER_METRICS_ADDR (default 127.0.0.1:8001).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from app.config import Settings
 from app.models import database
 from app.services import Services, build_services
 from app import validation_worker
+from app.jobs import Job, run_job
 
 log = logging.getLogger("mosis.scheduler")
 
@@ -31,11 +33,25 @@ def with_db(job):
     return run
 
 
-def build_scheduler(svc: Services) -> BlockingScheduler:
+# Housekeeping jobs, each run once per period across all schedulers (see
+# app.jobs). The validation queue is not among them: it runs on every
+# scheduler, its rows are leased one by one.
+HOUSEKEEPING: list[Job] = []
+
+# How often each scheduler asks whether a housekeeping job is due.
+TICK_SECONDS = 30
+
+
+def build_scheduler(svc: Services, jobs: list[Job] | None = None) -> BlockingScheduler:
     scheduler = BlockingScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
     scheduler.add_job(with_db(validation_worker.run_pending), "interval",
                       seconds=svc.settings.validation_poll_seconds, args=[svc], id="validate",
                       name="validation queue")
+    owner = validation_worker.worker_name()
+    for job in HOUSEKEEPING if jobs is None else jobs:
+        tick = min(TICK_SECONDS, max(1, job.period.total_seconds()))
+        scheduler.add_job(run_job, "interval", seconds=tick, args=[job, svc, owner], id=job.name,
+                          name=job.name, next_run_time=dt.datetime.now(dt.timezone.utc))
     return scheduler
 
 

@@ -139,3 +139,51 @@ def api(client, services):
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def stack_env(settings: Settings, api_port: int, scheduler_port: int) -> dict:
+    """Environment for real API and scheduler processes built from `settings`."""
+    env = dict(os.environ)
+    env.update({
+        "MOSIS_DATA_DIR": str(settings.data_dir),
+        "MOSIS_DATABASE_URL": settings.resolved_database_url,
+        "MOSIS_ADMIN_TOKEN": settings.admin_token,
+        "MOSIS_S3_ENDPOINT": settings.s3_endpoint,
+        "MOSIS_S3_ACCESS_KEY": settings.s3_access_key,
+        "MOSIS_S3_SECRET_KEY": settings.s3_secret_key,
+        "MOSIS_S3_BUCKET": settings.bucket,
+        "MOSIS_PUBLIC_URL": settings.public_url,
+        "MOSIS_VALIDATION_POLL_SECONDS": "0.2",
+        "MOSIS_APP_BIND": f"127.0.0.1:{api_port}",
+        "MOSIS_SCHEDULER_METRICS_ADDR": f"127.0.0.1:{scheduler_port}",
+        "PROMETHEUS_MULTIPROC_DIR": str(settings.data_dir / "run" / "prometheus"),
+    })
+    return env
+
+
+@pytest.fixture
+def live_stack(settings):
+    """The API under gunicorn and the scheduler, as real processes."""
+    from app.native import free_ports, start_api, start_scheduler
+
+    api_port, scheduler_port = free_ports(2)
+    env = stack_env(settings, api_port, scheduler_port)
+    logs = settings.data_dir / "logs"
+    started = []
+    try:
+        for service in (start_api(env, env["MOSIS_APP_BIND"], logs),
+                        start_scheduler(env, logs)):
+            started.append(service)
+            service.wait_ready(60)
+    except Exception:
+        for s in started:
+            s.stop()
+        raise
+    stack = type("LiveStack", (), {})()
+    stack.api, stack.scheduler = started
+    stack.url = f"http://127.0.0.1:{api_port}"
+    stack.scheduler_url = f"http://127.0.0.1:{scheduler_port}"
+    stack.env = env
+    yield stack
+    for s in reversed(started):
+        s.stop()

@@ -1,0 +1,113 @@
+"""Housekeeping jobs: run once per period across all schedulers, and recorded.
+
+Each job has a row in `job_state` that is both its lock and its record:
+
+- a scheduler runs a job only if it can take the row's lease (a conditional
+  UPDATE) and the job's period has passed since its last finished run, so two
+  schedulers started together run each job once;
+- a scheduler that dies mid-job leaves a lease that runs out, and the next
+  scheduler tick runs the job again (its period did not restart);
+- every run records when it started and finished, how long it took, how many
+  items it handled and its error, and the same numbers go to Prometheus.
+
+A job is a plain function `fn(svc, now) -> int` (items handled) or a dict
+with an `items` key; it raises on failure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+from prometheus_client import Counter, Gauge
+
+from app.models import JobState, database, utcnow
+
+log = logging.getLogger(__name__)
+
+JOB_LAST_SUCCESS = Gauge("mosis_job_last_success_timestamp_seconds",
+                         "Unix time of the job's last successful run", ["job"])
+JOB_LAST_RUN = Gauge("mosis_job_last_run_timestamp_seconds", "Unix time of the job's last run", ["job"])
+JOB_DURATION = Gauge("mosis_job_last_duration_seconds", "Duration of the job's last run", ["job"])
+JOB_ITEMS = Gauge("mosis_job_last_items", "Items the job's last run handled", ["job"])
+JOB_RUNS = Counter("mosis_job_runs_total", "Job runs, by result (ok or error)", ["job", "result"])
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    fn: Callable
+    period: dt.timedelta
+    max_runtime: dt.timedelta = dt.timedelta(hours=1)  # lease length
+
+
+def _ensure_row(name: str) -> None:
+    JobState.insert(name=name).on_conflict_ignore().execute()
+
+
+def try_acquire(job: Job, owner: str, now: dt.datetime) -> bool:
+    """Take the job's lease if it is free and the job is due."""
+    _ensure_row(job.name)
+    free = JobState.lease_expires_at.is_null() | (JobState.lease_expires_at < now)
+    due = JobState.next_run_after.is_null() | (JobState.next_run_after <= now)
+    return bool(JobState.update(owner=owner, lease_expires_at=now + job.max_runtime,
+                                last_started_at=now)
+                .where((JobState.name == job.name) & free & due).execute())
+
+
+def _items_of(result) -> int:
+    if isinstance(result, dict):
+        return int(result.get("items", 0))
+    return int(result or 0)
+
+
+def run_job(job: Job, svc, owner: str, now: dt.datetime | None = None, force: bool = False):
+    """Run `job` if this scheduler wins it; return its result, or None if skipped."""
+    now = now or utcnow()
+    with database.connection_context():
+        if force:
+            _ensure_row(job.name)
+        elif not try_acquire(job, owner, now):
+            return None
+        started = time.monotonic()
+        JOB_LAST_RUN.labels(job.name).set(time.time())
+        try:
+            result = job.fn(svc, now)
+        except Exception as e:
+            duration = time.monotonic() - started
+            log.exception("job %s failed", job.name)
+            (JobState.update(lease_expires_at=None, last_finished_at=utcnow(), last_duration=duration,
+                             last_error="".join(traceback.format_exception_only(e)).strip()[:2000],
+                             failures=JobState.failures + 1, runs=JobState.runs + 1)
+             .where(JobState.name == job.name).execute())
+            JOB_RUNS.labels(job.name, "error").inc()
+            JOB_DURATION.labels(job.name).set(duration)
+            return None
+        duration = time.monotonic() - started
+        items = _items_of(result)
+        finished = utcnow()
+        (JobState.update(lease_expires_at=None, last_finished_at=finished, last_success_at=finished,
+                         last_duration=duration, last_items=items, last_error=None,
+                         runs=JobState.runs + 1,
+                         # 90 % of the period: scheduler ticks jitter a little.
+                         next_run_after=now + job.period * 0.9)
+         .where(JobState.name == job.name).execute())
+        JOB_RUNS.labels(job.name, "ok").inc()
+        JOB_DURATION.labels(job.name).set(duration)
+        JOB_ITEMS.labels(job.name).set(items)
+        JOB_LAST_SUCCESS.labels(job.name).set(time.time())
+        return result
+
+
+def job_states() -> list[dict]:
+    from app.packages import iso
+
+    return [{"name": s.name, "last_started_at": iso(s.last_started_at),
+             "last_success_at": iso(s.last_success_at), "last_duration_seconds": s.last_duration,
+             "last_items": s.last_items, "last_error": s.last_error, "runs": s.runs,
+             "failures": s.failures}
+            for s in JobState.select().order_by(JobState.name)]

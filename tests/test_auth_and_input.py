@@ -1,0 +1,150 @@
+"""Authentication, ownership and hostile input: clear 4xx codes, nothing changed."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.models import ApiToken, App, Version
+from tests.helpers import ADMIN, bearer, build_package, unique_package_id
+
+
+def test_anonymous_callers_get_401(client):
+    for method, path in [("get", "/v1/apps"), ("post", "/v1/apps"),
+                         ("post", "/v1/admin/developers"), ("get", f"/v1/apps/{'a' * 32}")]:
+        r = getattr(client, method)(path)
+        assert r.status_code == 401, (method, path)
+        assert r.json["error"]["code"] == "unauthorized"
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_wrong_tokens_are_refused(client, api):
+    dev = api.new_developer()
+    assert client.get("/v1/apps", headers=bearer("mos_not_a_real_token")).status_code == 401
+    assert client.get("/v1/apps", headers={"Authorization": "Basic abc"}).status_code == 401
+    # a developer is not an admin, and the admin is not a developer
+    r = client.post("/v1/admin/developers", json={"name": "x", "email": "x@example.com"},
+                    headers=dev["headers"])
+    assert r.status_code == 403
+    assert client.get("/v1/apps", headers=ADMIN).status_code == 403
+
+
+def test_tokens_are_stored_hashed(api):
+    dev = api.new_developer()
+    token = dev["token"]
+    rows = list(ApiToken.select())
+    assert rows and all(token not in (r.token_hash, r.prefix) for r in rows)
+    assert any(token.startswith(r.prefix) for r in rows)
+
+
+def test_a_developer_cannot_see_or_touch_another_developers_app(api, client):
+    owner, other = api.new_developer(), api.new_developer()
+    app = api.create_app(owner)
+    api.submit(owner, app, 1)
+    base = f"/v1/apps/{app['id']}"
+    calls = [("get", base, None), ("get", f"{base}/versions", None), ("get", f"{base}/versions/1", None),
+             ("post", f"{base}/versions", {"version_code": 2, "version_name": "2", "size": 10}),
+             ("post", f"{base}/versions/1/complete", None), ("post", f"{base}/versions/1/publish", None)]
+    for method, path, body in calls:
+        r = getattr(client, method)(path, json=body, headers=other["headers"])
+        assert r.status_code == 404, (method, path, r.json)
+        assert r.json["error"]["code"] == "app_not_found"
+    assert client.get("/v1/apps", headers=other["headers"]).json == {"apps": []}
+    assert api.version(owner, app, 1)["status"] == "draft"
+
+
+@pytest.mark.parametrize("body, code", [
+    ({"version_code": 0, "version_name": "x", "size": 10}, "invalid_field"),
+    ({"version_code": -5, "version_name": "x", "size": 10}, "invalid_field"),
+    ({"version_code": 2**31, "version_name": "x", "size": 10}, "invalid_field"),
+    ({"version_code": "7", "version_name": "x", "size": 10}, "invalid_field"),
+    ({"version_code": True, "version_name": "x", "size": 10}, "invalid_field"),
+    ({"version_code": 1.5, "version_name": "x", "size": 10}, "invalid_field"),
+    ({"version_code": 1, "version_name": "", "size": 10}, "invalid_field"),
+    ({"version_code": 1, "version_name": "x" * 65, "size": 10}, "invalid_field"),
+    ({"version_code": 1, "version_name": "x", "size": 0}, "invalid_field"),
+    ({"version_code": 1, "version_name": "x", "size": 10, "sha256": "nothex"}, "invalid_field"),
+    ({"version_code": 1, "version_name": "x"}, "missing_field"),
+    ({"version_code": 1, "version_name": "x", "size": 10, "evil": 1}, "unknown_field"),
+    ([1, 2, 3], "invalid_json"),
+])
+def test_bad_version_requests_get_stable_codes(api, client, body, code):
+    dev = api.new_developer()
+    app = api.create_app(dev)
+    r = client.post(f"/v1/apps/{app['id']}/versions", json=body, headers=dev["headers"])
+    assert r.status_code == 400, r.json
+    assert r.json["error"]["code"] == code
+    assert Version.select().count() == 0
+
+
+def test_malformed_and_oversized_bodies(api, client):
+    dev = api.new_developer()
+    h = dev["headers"]
+    r = client.post("/v1/apps", data="{not json", headers={**h, "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json["error"]["code"] == "invalid_json"
+    r = client.post("/v1/apps", data="package_id=x", headers={**h, "Content-Type": "text/plain"})
+    assert r.status_code == 415 and r.json["error"]["code"] == "unsupported_media_type"
+    big = '{"package_id": "com.a.b", "name": "' + "x" * 200_000 + '"}'
+    r = client.post("/v1/apps", data=big, headers={**h, "Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json["error"]["code"] == "body_too_large"
+    assert App.select().count() == 0
+
+
+def test_oversized_package_is_refused_before_upload(api, services):
+    dev = api.new_developer()
+    app = api.create_app(dev)
+    limit = services.settings.limits.max_package_bytes
+    r = api.client.post(f"/v1/apps/{app['id']}/versions", headers=dev["headers"],
+                        json={"version_code": 1, "version_name": "1", "size": limit + 1})
+    assert r.status_code == 413 and r.json["error"]["code"] == "too_large"
+
+
+@pytest.mark.parametrize("package_id", ["Com.Upper.Case", "nodots", "com..double", "com.-x.y",
+                                        "com.x." + "a" * 130, "1com.x", "com.x y"])
+def test_bad_package_ids(api, client, package_id):
+    dev = api.new_developer()
+    r = client.post("/v1/apps", json={"package_id": package_id, "name": "x"}, headers=dev["headers"])
+    assert r.status_code == 400 and r.json["error"]["code"] == "invalid_field"
+
+
+def test_unknown_routes_and_methods_answer_json(client, api):
+    r = client.get("/v1/nothing-here")
+    assert r.status_code == 404 and r.json["error"]["code"] == "not_found"
+    r = client.delete("/v1/signing-key")
+    assert r.status_code == 405 and r.json["error"]["code"] == "method_not_allowed"
+    assert "GET" in r.headers["Allow"]
+    dev = api.new_developer()
+    for path in ["/v1/apps/not-an-id", "/v1/apps/" + "g" * 32, f"/v1/apps/{'a' * 32}/versions/0",
+                 f"/v1/apps/{'a' * 32}/versions/99999999999", "/v1/packages/..%2Fetc/download"]:
+        r = client.get(path, headers=dev["headers"])
+        assert r.status_code == 404 and r.is_json, path
+
+
+def test_duplicate_email_is_a_conflict(client):
+    body = {"name": "A", "email": "same@example.com"}
+    assert client.post("/v1/admin/developers", json=body, headers=ADMIN).status_code == 201
+    r = client.post("/v1/admin/developers", json=body, headers=ADMIN)
+    assert r.status_code == 409 and r.json["error"]["code"] == "email_taken"
+
+
+def test_readyz_and_healthz(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json["checks"] == {"database": "ok", "storage": "ok"}
+
+
+def test_readyz_reports_storage_down(settings, tmp_path):
+    from app import create_app
+
+    dead = settings.replace(s3_endpoint="http://127.0.0.1:9", data_dir=tmp_path / "d2")
+    client = create_app(dead).test_client()
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.json["checks"]["storage"].startswith("error")
+    # and an API call that needs storage says so with a retry hint
+    assert client.get("/healthz").status_code == 200
+
+
+def test_metrics_endpoint(client, api):
+    api.new_developer()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "mosis_uploads_started_total" in text
+    assert 'flask_http_request_total{method="POST",status="201"}' in text

@@ -1,0 +1,62 @@
+"""The whole journey over HTTP against real processes: gunicorn, scheduler, S3."""
+
+from __future__ import annotations
+
+import time
+
+import requests
+
+from app.signing import signed_message, verify
+from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
+
+
+def wait_for_status(url, headers, wanted, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        version = requests.get(url, headers=headers, timeout=10).json()["version"]
+        if version["status"] in wanted:
+            return version
+        time.sleep(0.2)
+    raise AssertionError(f"version stayed {version['status']}")
+
+
+def test_developer_ships_and_device_downloads(live_stack):
+    base = live_stack.url
+    r = requests.post(f"{base}/v1/admin/developers", json={"name": "Ada", "email": "ada@example.com"},
+                      headers=ADMIN, timeout=10)
+    assert r.status_code == 201
+    dev = bearer(r.json()["token"])
+
+    package_id = unique_package_id()
+    r = requests.post(f"{base}/v1/apps", json={"package_id": package_id, "name": "Notes"},
+                      headers=dev, timeout=10)
+    assert r.status_code == 201
+    app_id = r.json()["app"]["id"]
+
+    data = build_package(package_id, 42, files={"big.bin": bytes(range(256)) * 20000})
+    r = requests.post(f"{base}/v1/apps/{app_id}/versions", headers=dev, timeout=10, json={
+        "version_code": 42, "version_name": "1.4.2", "size": len(data), "sha256": sha256(data)})
+    assert r.status_code == 201
+    upload = r.json()["upload"]
+    put = requests.request(upload["method"], upload["url"], data=data, headers=upload["headers"], timeout=60)
+    assert put.status_code == 200
+
+    r = requests.post(f"{base}/v1/apps/{app_id}/versions/42/complete", headers=dev, timeout=30)
+    assert r.status_code == 202
+    version = wait_for_status(f"{base}/v1/apps/{app_id}/versions/42", dev, {"draft", "failed"})
+    assert version["status"] == "draft", version["error"]
+
+    r = requests.post(f"{base}/v1/apps/{app_id}/versions/42/publish", headers=dev, timeout=10)
+    assert r.status_code == 200
+
+    info = requests.get(f"{base}/v1/packages/{package_id}/download", timeout=10).json()
+    body = requests.get(info["download_url"], timeout=60).content
+    assert body == data and sha256(body) == info["sha256"] and info["size"] == len(data)
+    key = requests.get(f"{base}/v1/signing-key", timeout=10).json()
+    assert verify(key["public_key"], info["signature"],
+                  signed_message(package_id, 42, info["sha256"], info["size"]))
+
+    metrics = requests.get(f"{base}/metrics", timeout=10).text
+    assert "mosis_download_links_total 1.0" in metrics
+    assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
+    assert "mosis_validations_total" in requests.get(f"{live_stack.scheduler_url}/metrics", timeout=10).text

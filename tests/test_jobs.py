@@ -1,0 +1,62 @@
+"""Housekeeping jobs run once per period across schedulers, and are recorded."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+from app.jobs import Job, run_job
+from app.models import JobState, utcnow
+
+
+def _counting_job(name="count", period=dt.timedelta(hours=1)):
+    calls = []
+    lock = threading.Lock()
+
+    def fn(svc, now):
+        with lock:
+            calls.append(now)
+        return len(calls)
+
+    return Job(name, fn, period), calls
+
+
+def test_two_schedulers_started_together_run_a_job_once(services):
+    job, calls = _counting_job()
+    now = utcnow()
+    threads = [threading.Thread(target=run_job, args=(job, services, f"s{i}", now)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    # within its period the job does not run again, after it it does
+    assert run_job(job, services, "s0", now + dt.timedelta(minutes=30)) is None
+    assert run_job(job, services, "s1", now + dt.timedelta(hours=1)) == 2
+
+
+def test_a_crashed_run_is_taken_over_when_its_lease_runs_out(services):
+    job, calls = _counting_job("crashy")
+    now = utcnow()
+    from app.jobs import try_acquire
+    from app.models import database
+
+    with database.connection_context():
+        assert try_acquire(job, "dead-scheduler", now)  # took it and died
+    assert run_job(job, services, "other", now + dt.timedelta(minutes=10)) is None
+    assert run_job(job, services, "other", now + job.max_runtime + dt.timedelta(seconds=1)) == 1
+
+
+def test_runs_are_recorded(services):
+    def boom(svc, now):
+        raise RuntimeError("disk on fire")
+
+    assert run_job(Job("boom", boom, dt.timedelta(minutes=5)), services, "s") is None
+    job, _ = _counting_job("fine")
+    run_job(job, services, "s")
+    boom_state, fine_state = JobState.get_by_id("boom"), JobState.get_by_id("fine")
+    assert boom_state.failures == 1 and "disk on fire" in boom_state.last_error
+    assert boom_state.last_success_at is None
+    assert fine_state.runs == 1 and fine_state.last_items == 1 and fine_state.last_success_at
+    # a failed run may be retried at once: its period did not restart
+    assert run_job(Job("boom", lambda s, n: 3, dt.timedelta(minutes=5)), services, "s") == 3

@@ -98,6 +98,9 @@ class Settings:
 
     # Where devices and developers reach the appliance (the edge).
     public_url: str = "http://127.0.0.1:8080"  # MOSIS_PUBLIC_URL
+    # Base URL under which bucket objects are public: `{cdn_url}/{key}` serves
+    # `assets/...` and (with a signed link) `packages/...`.
+    cdn_url: str = ""  # MOSIS_CDN_URL (default: public_url)
 
     upload_url_ttl: int = 15 * 60  # MOSIS_UPLOAD_URL_TTL_SECONDS
     download_url_ttl: int = HOUR  # MOSIS_DOWNLOAD_URL_TTL_SECONDS
@@ -116,6 +119,10 @@ class Settings:
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'mosis.db').resolve()}"
+
+    @property
+    def resolved_cdn_url(self) -> str:
+        return (self.cdn_url or self.public_url).rstrip("/")
 
     @property
     def resolved_s3_public_endpoint(self) -> str:
@@ -157,6 +164,7 @@ class Settings:
             s3_region=env.get("MOSIS_S3_REGION") or d.s3_region,
             bucket=env.get("MOSIS_S3_BUCKET") or d.bucket,
             public_url=(env.get("MOSIS_PUBLIC_URL") or d.public_url).rstrip("/"),
+            cdn_url=env.get("MOSIS_CDN_URL", "").rstrip("/"),
             upload_url_ttl=_int(env, "MOSIS_UPLOAD_URL_TTL_SECONDS", d.upload_url_ttl, 60),
             download_url_ttl=_int(env, "MOSIS_DOWNLOAD_URL_TTL_SECONDS", d.download_url_ttl, 60),
             signing_key=env.get("MOSIS_SIGNING_KEY", ""),

@@ -30,6 +30,10 @@ class Services:
     # Called with the object keys whose cached copies must go (edge, CDN).
     cache_purgers: list[Callable[[list[str]], None]] = field(default_factory=list)
 
+    def public_object_url(self, key: str) -> str:
+        """Where anyone can fetch a public object (assets) through the edge."""
+        return f"{self.settings.resolved_cdn_url}/{key}"
+
     def download_link(self, key: str) -> str:
         """A URL through which a device fetches `key` until the link expires."""
         return self.storage.presigned_get(key, self.settings.download_url_ttl)

@@ -7,6 +7,7 @@ import logging
 import peewee as pw
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Settings
 from app.errors import ApiError
@@ -25,12 +26,20 @@ def create_app(settings: Settings | None = None, *, services=None) -> Flask:
     flask_app.json.sort_keys = False
     flask_app.extensions["mosis"] = services or build_services(settings)
 
+    _behind_proxies(flask_app, settings.proxy_hops)
     _connect_per_request(flask_app)
     _json_errors(flask_app)
     metrics.init_app(flask_app)
     api.register(flask_app)
     cli.register(flask_app)
     return flask_app
+
+
+def _behind_proxies(flask_app: Flask, hops: int) -> None:
+    """Believe X-Forwarded-For/-Proto from the `hops` proxies in front (the
+    edge: one; it already resolved Cloudflare's client address)."""
+    if hops:
+        flask_app.wsgi_app = ProxyFix(flask_app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
 
 def _connect_per_request(flask_app: Flask) -> None:

@@ -8,7 +8,9 @@ them for operators.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +44,11 @@ def _float(env: dict, name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _words(env: dict, name: str) -> tuple[str, ...]:
+    """A comma- or space-separated list."""
+    return tuple(w for w in re.split(r"[,\s]+", env.get(name, "")) if w)
 
 
 def _bool(env: dict, name: str, default: bool) -> bool:
@@ -116,6 +123,27 @@ class Settings:
     limits: PackageLimits = field(default_factory=PackageLimits)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
+    # The edge (nginx): see docs/edge.md.
+    # Shared by the app (which signs download links) and nginx (which checks
+    # them); generated under data_dir when unset.
+    download_link_secret: str = ""  # MOSIS_DOWNLOAD_LINK_SECRET
+    # The edge's internal endpoint (cache purge, status), never public.
+    edge_internal_url: str = ""  # MOSIS_EDGE_INTERNAL_URL (unset: no edge cache to purge)
+    edge_cache_max_bytes: int = 10 * 1024 * MiB  # MOSIS_EDGE_CACHE_MAX_BYTES
+    edge_api_rate: int = 20  # MOSIS_EDGE_API_RATE (requests per second per client on /v1/)
+    edge_api_burst: int = 40  # MOSIS_EDGE_API_BURST
+    # Proxies in front of the edge, besides Cloudflare, whose client address header is believed.
+    edge_trusted_proxies: tuple[str, ...] = ()  # MOSIS_EDGE_TRUSTED_PROXIES
+    edge_tls_cert: str = ""  # MOSIS_EDGE_TLS_CERT (PEM path; with the key, the edge also speaks HTTPS)
+    edge_tls_key: str = ""  # MOSIS_EDGE_TLS_KEY
+    # Reverse proxies between clients and Flask (nginx: 1); Flask believes
+    # X-Forwarded-For/-Proto from that many hops.
+    proxy_hops: int = 1  # MOSIS_PROXY_HOPS
+
+    cloudflare_zone_id: str = ""  # MOSIS_CLOUDFLARE_ZONE_ID
+    cloudflare_api_token: str = ""  # MOSIS_CLOUDFLARE_API_TOKEN
+    cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"  # MOSIS_CLOUDFLARE_API_URL
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'mosis.db').resolve()}"
@@ -127,6 +155,10 @@ class Settings:
     @property
     def resolved_s3_public_endpoint(self) -> str:
         return self.s3_public_endpoint or self.public_url
+
+    @property
+    def cloudflare_enabled(self) -> bool:
+        return bool(self.cloudflare_zone_id and self.cloudflare_api_token)
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -175,4 +207,38 @@ class Settings:
             scheduler_metrics_addr=env.get("MOSIS_SCHEDULER_METRICS_ADDR") or d.scheduler_metrics_addr,
             limits=limits,
             retention=retention,
+            download_link_secret=_link_secret(env.get("MOSIS_DOWNLOAD_LINK_SECRET", "")),
+            edge_internal_url=env.get("MOSIS_EDGE_INTERNAL_URL", "").rstrip("/"),
+            edge_cache_max_bytes=_int(env, "MOSIS_EDGE_CACHE_MAX_BYTES", d.edge_cache_max_bytes, 16 * MiB),
+            edge_api_rate=_int(env, "MOSIS_EDGE_API_RATE", d.edge_api_rate, 1),
+            edge_api_burst=_int(env, "MOSIS_EDGE_API_BURST", d.edge_api_burst, 0),
+            edge_trusted_proxies=_networks(_words(env, "MOSIS_EDGE_TRUSTED_PROXIES"),
+                                           "MOSIS_EDGE_TRUSTED_PROXIES"),
+            edge_tls_cert=env.get("MOSIS_EDGE_TLS_CERT", ""),
+            edge_tls_key=env.get("MOSIS_EDGE_TLS_KEY", ""),
+            proxy_hops=_int(env, "MOSIS_PROXY_HOPS", d.proxy_hops, 0),
+            cloudflare_zone_id=env.get("MOSIS_CLOUDFLARE_ZONE_ID", ""),
+            cloudflare_api_token=env.get("MOSIS_CLOUDFLARE_API_TOKEN", ""),
+            cloudflare_api_url=(env.get("MOSIS_CLOUDFLARE_API_URL") or d.cloudflare_api_url).rstrip("/"),
         )
+
+
+# The secret is written into nginx's configuration: keep it to characters
+# that need no quoting there.
+LINK_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
+
+
+def _link_secret(value: str) -> str:
+    if value and not LINK_SECRET_RE.match(value):
+        raise ConfigError("MOSIS_DOWNLOAD_LINK_SECRET must be 32-256 characters of A-Z, a-z, 0-9, _ and -")
+    return value
+
+
+def _networks(values: tuple[str, ...], name: str) -> tuple[str, ...]:
+    out = []
+    for value in values:
+        try:
+            out.append(str(ipaddress.ip_network(value, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not an IP address or network") from None
+    return tuple(out)

@@ -22,6 +22,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.config import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -193,6 +195,26 @@ def start_scheduler(env: dict, log_dir: Path) -> Service:
                  ready_url=f"http://{addr}/metrics")
 
 
+# -- edge: nginx ---------------------------------------------------------------------------
+
+def start_edge(settings, *, http_port: int, internal_port: int, app_bind: str, log_dir: Path,
+               prefix: Path | None = None, tls_port: int | None = None) -> Service:
+    """nginx from the OS package with the configuration rendered for this
+    machine (app.edge), checked with `nginx -t` before it starts."""
+    from app import edge
+
+    target = edge.native_target(settings, http_port=http_port, internal_port=internal_port,
+                                app_bind=app_bind, prefix=prefix, log_dir=log_dir, tls_port=tls_port)
+    conf = edge.write_config(settings, target, edge.link_secret(settings))
+    edge.nginx_test(conf, target.prefix)
+    argv = [edge.nginx_binary(), "-p", str(target.prefix), "-c", str(conf), "-e", "stderr",
+            "-g", "daemon off;"]
+    service = spawn("edge", argv, log_dir, env=dict(os.environ),
+                    ready_url=f"http://127.0.0.1:{internal_port}/health")
+    service.target = target
+    return service
+
+
 # -- `scripts/run` -----------------------------------------------------------------------
 
 def _secret(path: Path, make) -> str:
@@ -241,9 +263,13 @@ def run(args: argparse.Namespace) -> int:
         data_dir / "s3-secret", lambda: secrets.token_urlsafe(24))
     env.setdefault("MOSIS_PUBLIC_URL", f"http://127.0.0.1:{http_port}")
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir / "run" / "prometheus"))
-
-    # Until the edge runs in front of storage, clients reach storage directly.
-    env.setdefault("MOSIS_S3_PUBLIC_ENDPOINT", env["MOSIS_S3_ENDPOINT"])
+    # The edge: uploads, downloads and assets all go through it (presigned
+    # upload URLs are signed for it: MOSIS_S3_PUBLIC_ENDPOINT defaults to
+    # MOSIS_PUBLIC_URL). The app and nginx share the download link secret.
+    internal_port = int(os.environ.get("MOSIS_EDGE_INTERNAL_PORT", "8081"))
+    env.setdefault("MOSIS_EDGE_INTERNAL_URL", f"http://127.0.0.1:{internal_port}")
+    env["MOSIS_DOWNLOAD_LINK_SECRET"] = env.get("MOSIS_DOWNLOAD_LINK_SECRET") or _secret(
+        data_dir / "download-link-secret", lambda: secrets.token_urlsafe(32))
 
     stack = Stack()
     signal.signal(signal.SIGTERM, _interrupt)
@@ -253,12 +279,16 @@ def run(args: argparse.Namespace) -> int:
                              ports, log_dir))
         stack.add(start_api(env, app_bind, log_dir))
         stack.add(start_scheduler(env, log_dir))
+        settings = Settings.from_env(env)
+        tls_port = int(env.get("MOSIS_HTTPS_PORT", "8443")) if settings.edge_tls_cert else None
+        stack.add(start_edge(settings, http_port=http_port, internal_port=internal_port,
+                             app_bind=app_bind, log_dir=log_dir, tls_port=tls_port))
         print(f"""
 Mosis storage appliance is running.
-  API        http://{app_bind}/v1/
-  S3         {env['MOSIS_S3_ENDPOINT']}
-  public     {env['MOSIS_PUBLIC_URL']}
-  data       {data_dir}   (logs in {log_dir})
+  edge       {env['MOSIS_PUBLIC_URL']}   (API, uploads, downloads, assets)
+  API        http://{app_bind}/v1/   (behind the edge)
+  S3         {env['MOSIS_S3_ENDPOINT']}   (behind the edge; never expose it)
+  data       {data_dir}   (logs in {log_dir}; edge access log edge-access.log)
   admin token {env['MOSIS_ADMIN_TOKEN']}
 Press Ctrl-C to stop.""", flush=True)
         while all(s.alive() for s in stack.services):
@@ -270,7 +300,7 @@ Press Ctrl-C to stop.""", flush=True)
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
         return 0
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:  # a service that will not start, a bad setting
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:

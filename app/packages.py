@@ -19,7 +19,7 @@ from app import metrics
 from app.errors import Conflict, NotFound, TooLarge
 from app.models import App, Developer, Version, VersionStatus as S, database, record_audit, utcnow
 from app.services import Services
-from app.storage import manifest_key, package_key, temp_key
+from app.storage import manifest_key, package_key, parse_package_key, temp_key
 
 # -- apps ---------------------------------------------------------------------
 
@@ -253,6 +253,27 @@ def download_info(svc: Services, package_id: str) -> dict:
         "key_id": svc.signing_key.key_id,
         "expires_at": iso(utcnow() + dt.timedelta(seconds=ttl)),
     }
+
+
+# Versions whose package the edge may still serve to a link holder: links
+# are issued for the published one and stay good for their lifetime after a
+# newer version supersedes it; a pulled (or any other) one is refused.
+SERVABLE = (S.PUBLISHED, S.SUPERSEDED)
+
+
+def servable_package(key: str) -> Version:
+    """The version whose package is `key`, if the edge may serve it."""
+    parsed = parse_package_key(key)
+    version = None
+    if parsed is not None:
+        developer_id, app_id, version_code = parsed
+        version = (Version.select().join(App)
+                   .where((App.id == app_id) & (App.developer == developer_id)
+                          & (Version.version_code == version_code) & Version.status.in_(SERVABLE))
+                   .first())
+    if version is None:
+        raise NotFound("no such package, or it is no longer available", code="package_not_found")
+    return version
 
 
 # -- representations ----------------------------------------------------------------

@@ -7,15 +7,18 @@ The API (one per gunicorn worker) and the scheduler build the same
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from flask import current_app
 
+from app.edge import link_secret, signed_link
 from app.config import Settings
 from app.db import bind_database
 from app.errors import Unavailable
 from app.migrations import migrate_database
+from app.purge import purgers_for
 from app.signing import SigningKey, load_signing_key
 from app.storage import Storage
 
@@ -29,14 +32,18 @@ class Services:
     signing_key: SigningKey
     # Called with the object keys whose cached copies must go (edge, CDN).
     cache_purgers: list[Callable[[list[str]], None]] = field(default_factory=list)
+    # Shared with the edge, which checks the links signed with it.
+    download_link_secret: str = ""
 
     def public_object_url(self, key: str) -> str:
         """Where anyone can fetch a public object (assets) through the edge."""
         return f"{self.settings.resolved_cdn_url}/{key}"
 
-    def download_link(self, key: str) -> str:
-        """A URL through which a device fetches `key` until the link expires."""
-        return self.storage.presigned_get(key, self.settings.download_url_ttl)
+    def download_link(self, key: str, now: float | None = None) -> str:
+        """A URL at the edge through which a device fetches `key` until the
+        link expires; nginx checks it (secure_link) before anything else."""
+        expires = int(now if now is not None else time.time()) + self.settings.download_url_ttl
+        return signed_link(self.settings.resolved_cdn_url, key, self.download_link_secret, expires)
 
     def purge_cached(self, keys: list[str]) -> None:
         for purge in self.cache_purgers:
@@ -64,7 +71,9 @@ def build_services(settings: Settings, *, migrate: bool = True, ensure_bucket: b
         db.close_all()
     elif not db.is_closed():
         db.close()
-    return Services(settings=settings, storage=storage, signing_key=key)
+    return Services(settings=settings, storage=storage, signing_key=key,
+                    cache_purgers=purgers_for(settings),
+                    download_link_secret=link_secret(settings))
 
 
 def services() -> Services:

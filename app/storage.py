@@ -16,6 +16,7 @@ import datetime as dt
 import io
 import json
 import logging
+import re
 from dataclasses import dataclass
 from typing import Iterator
 from urllib.parse import urlparse
@@ -50,6 +51,15 @@ def package_key(developer_id: str, app_id: str, version_code: int) -> str:
 
 def manifest_key(developer_id: str, app_id: str, version_code: int) -> str:
     return f"{package_dir(developer_id, app_id, version_code)}/manifest.json"
+
+
+PACKAGE_KEY_RE = re.compile(rf"^{PACKAGES}/([0-9a-f]{{32}})/([0-9a-f]{{32}})/([1-9][0-9]{{0,9}})/package\.mosis$")
+
+
+def parse_package_key(key: str) -> tuple[str, str, int] | None:
+    """(developer_id, app_id, version_code) of a package key, else None."""
+    m = PACKAGE_KEY_RE.match(key)
+    return (m.group(1), m.group(2), int(m.group(3))) if m else None
 
 
 def temp_key(upload_id: str) -> str:
@@ -158,9 +168,12 @@ class Storage:
         return self.public.presigned_put_object(bucket_name=self.bucket, object_name=key,
                                                 expires=dt.timedelta(seconds=ttl))
 
-    def presigned_get(self, key: str, ttl: int) -> str:
-        return self.public.presigned_get_object(bucket_name=self.bucket, object_name=key,
-                                                expires=dt.timedelta(seconds=ttl))
+    def presigned_get(self, key: str, ttl: int, *, internal: bool = False) -> str:
+        """A GET URL for clients, or (internal) for the edge, which reaches
+        storage at the app's own endpoint."""
+        client = self.client if internal else self.public
+        return client.presigned_get_object(bucket_name=self.bucket, object_name=key,
+                                           expires=dt.timedelta(seconds=ttl))
 
     # -- objects ---------------------------------------------------------------
 

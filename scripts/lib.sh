@@ -58,3 +58,10 @@ ensure_postgres() {
     fi
     pg_isready -q -h 127.0.0.1 -p 5432 || { log "PostgreSQL is not reachable on 127.0.0.1:5432"; return 1; }
 }
+
+# nginx, the edge in front of the API and storage (Debian's package: it has
+# the secure_link, slice, realip, dav and stub_status modules built in).
+ensure_nginx() {
+    if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then return 0; fi
+    ensure_apt nginx
+}

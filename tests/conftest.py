@@ -158,6 +158,17 @@ def stack_env(settings: Settings, api_port: int, scheduler_port: int) -> dict:
         "MOSIS_SCHEDULER_METRICS_ADDR": f"127.0.0.1:{scheduler_port}",
         "PROMETHEUS_MULTIPROC_DIR": str(settings.data_dir / "run" / "prometheus"),
     })
+    # Edge settings, when the test gives them.
+    for name, value in (("MOSIS_CDN_URL", settings.cdn_url),
+                        ("MOSIS_S3_PUBLIC_ENDPOINT", settings.s3_public_endpoint),
+                        ("MOSIS_DOWNLOAD_LINK_SECRET", settings.download_link_secret),
+                        ("MOSIS_EDGE_INTERNAL_URL", settings.edge_internal_url),
+                        ("MOSIS_CLOUDFLARE_ZONE_ID", settings.cloudflare_zone_id),
+                        ("MOSIS_CLOUDFLARE_API_TOKEN", settings.cloudflare_api_token),
+                        ("MOSIS_CLOUDFLARE_API_URL", settings.cloudflare_api_url),
+                        ("MOSIS_MAX_PACKAGE_BYTES", str(settings.limits.max_package_bytes))):
+        if value:
+            env[name] = value
     return env
 
 
@@ -187,3 +198,90 @@ def live_stack(settings):
     yield stack
     for s in reversed(started):
         s.stop()
+
+
+# -- the edge: nginx in front of the real app and storage ------------------------------
+
+class EdgeStack:
+    """API, scheduler and edge as real processes; `url` is the edge."""
+
+    def __init__(self, settings: Settings, http_port: int, internal_port: int):
+        self.settings = settings
+        self.url = settings.public_url
+        self.internal_url = settings.edge_internal_url
+        self.http_port, self.internal_port = http_port, internal_port
+        self.services: list = []
+
+    @property
+    def access_log(self) -> Path:
+        return self.settings.data_dir / "logs" / "edge-access.log"
+
+    def log_entries(self) -> list[dict]:
+        import json
+
+        if not self.access_log.exists():
+            return []
+        return [json.loads(line) for line in self.access_log.read_text().splitlines() if line.strip()]
+
+    def log_for(self, response) -> dict:
+        """The access log line of a response, found by its X-Request-ID."""
+        import time
+
+        request_id = response.headers["X-Request-ID"]
+        for _ in range(50):  # nginx writes the line as the response ends
+            found = [e for e in self.log_entries() if e["request_id"] == request_id]
+            if found:
+                return found[0]
+            time.sleep(0.05)
+        raise AssertionError(f"no access log line for request {request_id}")
+
+
+def edge_settings(base: Settings, http_port: int, internal_port: int, **changes) -> Settings:
+    """`base` with the edge as its public URL (uploads and downloads go through it)."""
+    import secrets
+
+    return base.replace(public_url=f"http://127.0.0.1:{http_port}",
+                        edge_internal_url=f"http://127.0.0.1:{internal_port}",
+                        download_link_secret=secrets.token_urlsafe(32), **changes)
+
+
+def start_edge_stack(settings: Settings, http_port: int, internal_port: int,
+                     scheduler: bool = True) -> EdgeStack:
+    from app.native import free_ports, start_api, start_edge, start_scheduler
+
+    api_port, scheduler_port = free_ports(2)
+    env = stack_env(settings, api_port, scheduler_port)
+    logs = settings.data_dir / "logs"
+    stack = EdgeStack(settings, http_port, internal_port)
+    stack.env = env
+    stack.api_url = f"http://127.0.0.1:{api_port}"
+    try:
+        starts = [lambda: start_api(env, env["MOSIS_APP_BIND"], logs)]
+        if scheduler:
+            starts.append(lambda: start_scheduler(env, logs))
+        starts.append(lambda: start_edge(settings, http_port=http_port, internal_port=internal_port,
+                                         app_bind=env["MOSIS_APP_BIND"], log_dir=logs))
+        for start in starts:
+            service = start()
+            stack.services.append(service)
+            service.wait_ready(60)
+    except BaseException:
+        stop_edge_stack(stack)
+        raise
+    return stack
+
+
+def stop_edge_stack(stack: EdgeStack) -> None:
+    for service in reversed(stack.services):
+        service.stop()
+
+
+@pytest.fixture
+def edge(settings):
+    """The whole native stack behind the edge, as `scripts/run` starts it."""
+    from app.native import free_ports
+
+    http_port, internal_port = free_ports(2)
+    stack = start_edge_stack(edge_settings(settings, http_port, internal_port), http_port, internal_port)
+    yield stack
+    stop_edge_stack(stack)

@@ -110,3 +110,60 @@ class Api:
         r = self.publish(dev, app, code)
         assert r.status_code == 200, r.json
         return r.json["version"]
+
+
+class HttpApi:
+    """Drives a running appliance over HTTP (through the edge), as a developer,
+    an admin and a device would."""
+
+    def __init__(self, base_url: str):
+        self.base = base_url.rstrip("/")
+
+    def call(self, method: str, path: str, expect: int | None = None, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        r = requests.request(method, self.base + path, **kwargs)
+        if expect is not None:
+            assert r.status_code == expect, (r.status_code, r.text)
+        return r
+
+    def new_developer(self) -> dict:
+        r = self.call("POST", "/v1/admin/developers", 201, headers=ADMIN,
+                      json={"name": "Dev", "email": f"{uuid.uuid4().hex[:10]}@example.com"})
+        return {"id": r.json()["developer"]["id"], "headers": bearer(r.json()["token"])}
+
+    def create_app(self, dev: dict, package_id: str | None = None) -> dict:
+        r = self.call("POST", "/v1/apps", 201, headers=dev["headers"],
+                      json={"package_id": package_id or unique_package_id(), "name": "Test App"})
+        return r.json()["app"]
+
+    def create_version(self, dev: dict, app: dict, code: int, data: bytes) -> dict:
+        r = self.call("POST", f"/v1/apps/{app['id']}/versions", 201, headers=dev["headers"], json={
+            "version_code": code, "version_name": f"1.0.{code}", "size": len(data), "sha256": sha256(data)})
+        return r.json()
+
+    def wait_status(self, dev: dict, app: dict, code: int, wanted: set, timeout: float = 30) -> dict:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            version = self.call("GET", f"/v1/apps/{app['id']}/versions/{code}", 200,
+                                headers=dev["headers"]).json()["version"]
+            if version["status"] in wanted or time.monotonic() > deadline:
+                return version
+            time.sleep(0.2)
+
+    def ship(self, dev: dict, app: dict, code: int, data: bytes | None = None) -> dict:
+        """Create, upload (to the presigned URL), complete, await validation, publish."""
+        data = data if data is not None else build_package(app["package_id"], code)
+        upload = self.create_version(dev, app, code, data)["upload"]
+        put = requests.request(upload["method"], upload["url"], data=data, headers=upload["headers"],
+                               timeout=60)
+        assert put.status_code == 200, put.text
+        self.call("POST", f"/v1/apps/{app['id']}/versions/{code}/complete", 202, headers=dev["headers"])
+        version = self.wait_status(dev, app, code, {"draft", "failed"})
+        assert version["status"] == "draft", version["error"]
+        return self.call("POST", f"/v1/apps/{app['id']}/versions/{code}/publish", 200,
+                         headers=dev["headers"]).json()["version"]
+
+    def download_info(self, package_id: str) -> dict:
+        return self.call("GET", f"/v1/packages/{package_id}/download", 200).json()

@@ -1,4 +1,5 @@
-"""The whole journey over HTTP against real processes: gunicorn, scheduler, S3."""
+"""The whole journey over HTTP against real processes: the edge (nginx), gunicorn,
+scheduler, S3 — everything through the edge, as `scripts/run` serves it."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ def wait_for_status(url, headers, wanted, timeout=30):
     raise AssertionError(f"version stayed {version['status']}")
 
 
-def test_developer_ships_and_device_downloads(live_stack):
-    base = live_stack.url
+def test_developer_ships_and_device_downloads(edge):
+    base = edge.url
     r = requests.post(f"{base}/v1/admin/developers", json={"name": "Ada", "email": "ada@example.com"},
                       headers=ADMIN, timeout=10)
     assert r.status_code == 201
@@ -38,6 +39,7 @@ def test_developer_ships_and_device_downloads(live_stack):
         "version_code": 42, "version_name": "1.4.2", "size": len(data), "sha256": sha256(data)})
     assert r.status_code == 201
     upload = r.json()["upload"]
+    assert upload["url"].startswith(f"{base}/{edge.settings.bucket}/temp/")  # through the edge
     put = requests.request(upload["method"], upload["url"], data=data, headers=upload["headers"], timeout=60)
     assert put.status_code == 200
 
@@ -50,13 +52,15 @@ def test_developer_ships_and_device_downloads(live_stack):
     assert r.status_code == 200
 
     info = requests.get(f"{base}/v1/packages/{package_id}/download", timeout=10).json()
+    assert info["download_url"].startswith(f"{base}/packages/")
     body = requests.get(info["download_url"], timeout=60).content
     assert body == data and sha256(body) == info["sha256"] and info["size"] == len(data)
     key = requests.get(f"{base}/v1/signing-key", timeout=10).json()
     assert verify(key["public_key"], info["signature"],
                   signed_message(package_id, 42, info["sha256"], info["size"]))
 
-    metrics = requests.get(f"{base}/metrics", timeout=10).text
+    metrics = requests.get(f"{edge.api_url}/metrics", timeout=10).text  # not public
     assert "mosis_download_links_total 1.0" in metrics
     assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
-    assert "mosis_validations_total" in requests.get(f"{live_stack.scheduler_url}/metrics", timeout=10).text
+    scheduler = edge.env["MOSIS_SCHEDULER_METRICS_ADDR"]
+    assert "mosis_validations_total" in requests.get(f"http://{scheduler}/metrics", timeout=10).text

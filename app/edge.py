@@ -1,0 +1,378 @@
+"""The edge: nginx in front of the API, uploads, downloads and assets.
+
+One template, `nginx/nginx.conf.template`, rendered for a target: `native`
+(scripts/run and the tests: local paths and ports) or `compose` (service
+names and container paths), so both ways of running share one configuration.
+
+Download links are checked by nginx itself (the `secure_link` module): the
+app signs `{expires}{path} {secret}` with MD5 and nginx recomputes it with the
+same secret, rendered into its configuration. docs/edge.md says why this and
+not HMAC-SHA256 in njs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import grp
+import hashlib
+import ipaddress
+import os
+import pwd
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from app.config import LINK_SECRET_RE, ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+NGINX_DIR = ROOT / "nginx"
+TEMPLATE = NGINX_DIR / "nginx.conf.template"
+CLOUDFLARE_IPS = NGINX_DIR / "cloudflare-ips.txt"
+
+LINK_SECRET_FILE = "download-link-secret"
+# The app's answer on a cache miss: where nginx continues, and the query
+# (a storage URL presigned for the internal endpoint) it fetches with.
+ORIGIN_LOCATION = "@mosis_origin"
+ORIGIN_QUERY_HEADER = "X-Mosis-Origin-Query"
+ASSET_MAX_AGE = 86400
+CACHE_KEYS_ZONE = "32m"  # about 250,000 cached objects
+# Storage's headers that must not reach clients (or decide caching).
+STORAGE_HIDDEN_HEADERS = (
+    "Cache-Control", "Expires", "Set-Cookie", "Vary", "X-Amz-Request-Id", "X-Amz-Id-2",
+    "X-Amz-Version-Id", "X-Amz-Server-Side-Encryption", "X-Amz-Storage-Class",
+    "X-Amz-Tagging-Count", "X-Amz-Website-Redirect-Location", "X-Amz-Expiration",
+)
+# First path segments the edge routes itself: a bucket cannot be named so.
+RESERVED_PATHS = {"v1", "packages", "assets", "healthz", "readyz", "edge", "purge"}
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+PRIVATE_NETWORKS = ("127.0.0.0/8", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+
+
+class EdgeConfigError(RuntimeError):
+    """The edge's configuration cannot be rendered or nginx refuses it."""
+
+
+# -- download links --------------------------------------------------------------
+
+def link_secret(settings: Settings) -> str:
+    """MOSIS_DOWNLOAD_LINK_SECRET, else the one kept under the data dir
+    (created on first use, readable by the owner only)."""
+    if settings.download_link_secret:
+        return settings.download_link_secret
+    path = Path(settings.data_dir) / LINK_SECRET_FILE
+    try:
+        value = path.read_text().strip()
+    except FileNotFoundError:
+        value = _create_secret(path)
+    if not LINK_SECRET_RE.match(value):
+        raise ConfigError(f"{path} does not hold a valid download link secret")
+    return value
+
+
+def _create_secret(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    # Exclusive create: two processes starting together agree on one secret.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def link_signature(path: str, expires: int, secret: str) -> str:
+    """What nginx computes for `secure_link_md5 "$secure_link_expires$uri {secret}"`."""
+    digest = hashlib.md5(f"{int(expires)}{path} {secret}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def signed_link(base_url: str, key: str, secret: str, expires: int) -> str:
+    """`{base_url}/{key}?expires=...&md5=...`, valid until `expires` (Unix time)."""
+    path = "/" + key.lstrip("/")
+    return f"{base_url.rstrip('/')}{path}?expires={int(expires)}&md5={link_signature(path, expires, secret)}"
+
+
+# -- targets ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how one edge runs: what differs between scripts/run and compose."""
+
+    name: str
+    prefix: Path  # nginx -p; the rendered nginx.conf lives here
+    listen: str
+    internal_listen: str
+    internal_allow: tuple[str, ...]
+    app_servers: tuple[str, ...]
+    storage_servers: tuple[str, ...]
+    cache_dir: str
+    temp_dir: str
+    pid_file: str
+    access_log: str
+    error_log: str
+    tls_listen: str | None = None
+    user: str | None = None  # worker user when the master runs as root
+    worker_processes: str = "auto"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.prefix / "nginx.conf"
+
+
+def host_port(url: str) -> str:
+    """`host:port` of an http(s) URL (the port made explicit)."""
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    if not parsed.hostname:
+        raise ConfigError(f"not a URL: {url!r}")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    return f"{host}:{port}"
+
+
+def native_target(settings: Settings, *, http_port: int, internal_port: int, app_bind: str,
+                  prefix: Path | None = None, tls_port: int | None = None,
+                  log_dir: Path | None = None) -> Target:
+    """The edge of scripts/run and the tests: loopback ports, state under the data dir."""
+    prefix = Path(prefix or Path(settings.data_dir) / "edge").resolve()
+    log_dir = Path(log_dir or Path(settings.data_dir) / "logs").resolve()
+    return Target(
+        name="native",
+        prefix=prefix,
+        listen=f"127.0.0.1:{http_port}",
+        internal_listen=f"127.0.0.1:{internal_port}",
+        internal_allow=("127.0.0.1",),
+        app_servers=(app_bind,),
+        storage_servers=(host_port(settings.s3_endpoint),),
+        cache_dir=str(prefix / "cache"),
+        temp_dir=str(prefix / "tmp"),
+        pid_file=str(prefix / "nginx.pid"),
+        access_log=str(log_dir / "edge-access.log"),
+        error_log=str(log_dir / "edge-error.log"),
+        tls_listen=f"127.0.0.1:{tls_port}" if tls_port else None,
+        user=_worker_user(Path(settings.data_dir)),
+    )
+
+
+def compose_target(settings: Settings, *, storage_servers: tuple[str, ...] | None = None,
+                   app_servers: tuple[str, ...] = ("app:8000",)) -> Target:
+    """The edge of compose.yaml: service names, the nginx image's paths."""
+    return Target(
+        name="compose",
+        prefix=Path("/etc/nginx"),
+        listen="80",
+        internal_listen="8081",
+        internal_allow=PRIVATE_NETWORKS,
+        app_servers=app_servers,
+        storage_servers=storage_servers or (host_port(settings.s3_endpoint),),
+        cache_dir="/var/cache/nginx/mosis",
+        temp_dir="/var/cache/nginx/tmp",
+        pid_file="/var/run/nginx.pid",
+        access_log="/var/log/nginx/edge-access.log",
+        error_log="stderr",
+        tls_listen="443",
+        user="nginx",
+    )
+
+
+def _worker_user(data_dir: Path) -> str | None:
+    """As root, workers run as the data dir's owner (they must reach the
+    cache under it); otherwise they run as whoever starts nginx."""
+    if os.geteuid() != 0:
+        return None
+    data_dir.mkdir(parents=True, exist_ok=True)
+    st = data_dir.stat()
+    return f"{pwd.getpwuid(st.st_uid).pw_name} {grp.getgrgid(st.st_gid).gr_name}"
+
+
+# -- rendering ---------------------------------------------------------------------
+
+def cloudflare_networks(path: Path = CLOUDFLARE_IPS) -> list[str]:
+    nets = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            nets.append(str(ipaddress.ip_network(line)))
+    return nets
+
+
+def server_names(settings: Settings) -> list[str]:
+    """The host names of the API, CDN and storage URLs: one host or three."""
+    names = []
+    for url in (settings.public_url, settings.resolved_cdn_url, settings.resolved_s3_public_endpoint):
+        host = urlparse(url).hostname
+        if host and host not in names:
+            names.append(host)
+    return names
+
+
+def _check_settings(settings: Settings) -> None:
+    if not BUCKET_RE.match(settings.bucket) or settings.bucket in RESERVED_PATHS:
+        raise ConfigError(f"the edge cannot route the bucket name {settings.bucket!r}: use 3-63 "
+                          f"characters of a-z, 0-9, . and -, none of {sorted(RESERVED_PATHS)}")
+    for name, url in (("MOSIS_PUBLIC_URL", settings.public_url), ("MOSIS_CDN_URL", settings.resolved_cdn_url),
+                      ("MOSIS_S3_PUBLIC_ENDPOINT", settings.resolved_s3_public_endpoint)):
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/"):
+            raise ConfigError(f"{name} must be an http(s) URL without a path, got {url!r}")
+    if bool(settings.edge_tls_cert) != bool(settings.edge_tls_key):
+        raise ConfigError("set both MOSIS_EDGE_TLS_CERT and MOSIS_EDGE_TLS_KEY, or neither")
+
+
+def _lines(indent: int, items, fmt: str) -> str:
+    return "\n".join(" " * indent + fmt.format(item) for item in items)
+
+
+def render(settings: Settings, target: Target, secret: str) -> str:
+    """nginx.conf for `target`, from the template and `settings`."""
+    _check_settings(settings)
+    if not LINK_SECRET_RE.match(secret):
+        raise ConfigError("the download link secret is not valid")
+    trusted = cloudflare_networks() + list(settings.edge_trusted_proxies)
+    tls = ""
+    if settings.edge_tls_cert and target.tls_listen:
+        tls = "\n".join([
+            f"        listen {target.tls_listen} ssl http2 default_server;",
+            f"        ssl_certificate {settings.edge_tls_cert};",
+            f"        ssl_certificate_key {settings.edge_tls_key};",
+            "        ssl_protocols TLSv1.2 TLSv1.3;",
+            "        ssl_session_cache shared:mosis_tls:10m;",
+        ])
+    values = {
+        "target": target.name,
+        "user": f"user {target.user};" if target.user else "# workers run as the user starting nginx",
+        "worker_processes": target.worker_processes,
+        "pid_file": target.pid_file,
+        "error_log": target.error_log,
+        "temp_dir": target.temp_dir,
+        "access_log": target.access_log,
+        "set_real_ip_from": _lines(4, trusted, "set_real_ip_from {};"),
+        "trusted_proxy_geo": _lines(8, trusted, "{} 1;"),
+        "api_rate": settings.edge_api_rate,
+        "api_burst": settings.edge_api_burst,
+        "cache_dir": target.cache_dir,
+        "keys_zone": CACHE_KEYS_ZONE,
+        "cache_max_bytes": settings.edge_cache_max_bytes,
+        "app_servers": _lines(8, target.app_servers, "server {};"),
+        "storage_servers": _lines(8, target.storage_servers, "server {};"),
+        "asset_max_age": ASSET_MAX_AGE,
+        "listen": target.listen,
+        "tls": tls,
+        "server_names": " ".join(server_names(settings)),
+        "link_secret": secret,
+        "storage_hide_headers": _lines(12, STORAGE_HIDDEN_HEADERS, "proxy_hide_header {};"),
+        "storage_host": host_port(settings.s3_endpoint),
+        "bucket": settings.bucket,
+        "bucket_re": re.escape(settings.bucket),
+        "max_upload_bytes": settings.limits.max_package_bytes,
+        "internal_listen": target.internal_listen,
+        "internal_allow": _lines(8, target.internal_allow, "allow {};"),
+    }
+    text = TEMPLATE.read_text()
+    missing = sorted(set(re.findall(r"{{(\w+)}}", text)) - set(values))
+    if missing:
+        raise EdgeConfigError(f"the template needs values for {missing}")
+    return re.sub(r"{{(\w+)}}", lambda m: str(values[m.group(1)]), text)
+
+
+def write_config(settings: Settings, target: Target, secret: str) -> Path:
+    """Render into `target.conf_path` and create the directories it names."""
+    text = render(settings, target, secret)
+    for d in (target.prefix, Path(target.temp_dir), Path(target.cache_dir).parent,
+              Path(target.access_log).parent):
+        d.mkdir(parents=True, exist_ok=True)
+    path = target.conf_path
+    # The secret is in it: owner only.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        raise EdgeConfigError("nginx is not installed (Debian: apt-get install nginx); "
+                              "scripts/run and scripts/test install it when they can")
+    return found
+
+
+def nginx_test(conf: Path, prefix: Path) -> None:
+    """`nginx -t` on a rendered file; raises with nginx's complaint."""
+    proc = subprocess.run([nginx_binary(), "-t", "-q", "-p", str(prefix), "-c", str(conf), "-e", "stderr"],
+                          capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise EdgeConfigError(f"nginx refuses {conf}:\n{proc.stderr.strip() or proc.stdout.strip()}")
+
+
+def check(settings: Settings, target: Target, secret: str) -> None:
+    """Validate `target`'s configuration with nginx -t on this machine.
+
+    Service names and container paths of other targets do not exist here, so
+    the check renders a copy with loopback servers and paths in a scratch
+    directory: everything else is what the target runs.
+    """
+    with tempfile.TemporaryDirectory(prefix="mosis-edge-check-") as scratch:
+        base = Path(scratch)
+        local = dataclasses.replace(
+            target, prefix=base,
+            app_servers=tuple("127.0.0.1:9" for _ in target.app_servers),
+            storage_servers=tuple("127.0.0.1:9" for _ in target.storage_servers),
+            cache_dir=str(base / "cache"), temp_dir=str(base / "tmp"), pid_file=str(base / "nginx.pid"),
+            access_log=str(base / "access.log"),
+            error_log="stderr" if target.error_log == "stderr" else str(base / "error.log"),
+            user=_worker_user(base))
+        local_settings = settings
+        if settings.edge_tls_cert and not Path(settings.edge_tls_cert).exists():
+            local_settings = settings.replace(edge_tls_cert="", edge_tls_key="")
+        nginx_test(write_config(local_settings, local, secret), base)
+
+
+# -- command line ------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.edge",
+                                     description="Render (and check) the edge's nginx configuration.")
+    parser.add_argument("--target", choices=("native", "compose"), default="native")
+    parser.add_argument("--out", type=Path, help="write here (default: standard output)")
+    parser.add_argument("--check", action="store_true", help="validate with nginx -t")
+    parser.add_argument("--http-port", type=int, default=int(os.environ.get("MOSIS_HTTP_PORT", "8080")))
+    parser.add_argument("--internal-port", type=int,
+                        default=int(os.environ.get("MOSIS_EDGE_INTERNAL_PORT", "8081")))
+    parser.add_argument("--app", default=os.environ.get("MOSIS_APP_BIND", "127.0.0.1:8000"),
+                        help="native: the API's address")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    if args.target == "native":
+        target = native_target(settings, http_port=args.http_port, internal_port=args.internal_port,
+                               app_bind=args.app)
+    else:
+        target = compose_target(settings)
+    secret = link_secret(settings)
+    try:
+        if args.check:
+            check(settings, target, secret)
+        text = render(settings, target, secret)
+    except (ConfigError, EdgeConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.out:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The edge's configuration, links, purgers and trust, without the whole stack."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import ipaddress
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from flask import request
+
+from app import edge
+from app.config import ConfigError, Settings
+from app.native import free_ports, start_edge
+from app.purge import CloudflarePurger, EdgePurger, PurgeError, edge_cache_path, purgers_for
+from tests.test_edge import CloudflareStub
+
+SECRET = "s" * 43
+
+
+def settings_for(tmp_path, **changes) -> Settings:
+    return Settings(data_dir=tmp_path / "data", **changes)
+
+
+# -- links ------------------------------------------------------------------------
+
+
+def test_link_signature_is_what_nginx_computes():
+    # echo -n '2147483647/packages/a/package.mosis s3cr3t' | openssl md5 -binary \
+    #   | openssl base64 | tr +/ -_ | tr -d =
+    assert edge.link_signature("/packages/a/package.mosis", 2147483647, "s3cr3t") == "hkFsI2N1DoE5y-5IvUqv3g"
+    link = edge.signed_link("https://cdn.example.com/", "packages/a/package.mosis", "s3cr3t", 2147483647)
+    assert link == "https://cdn.example.com/packages/a/package.mosis?expires=2147483647&md5=hkFsI2N1DoE5y-5IvUqv3g"
+
+
+def test_link_secret_is_generated_once_and_kept_private(tmp_path):
+    settings = settings_for(tmp_path)
+    first = edge.link_secret(settings)
+    assert re.match(r"^[A-Za-z0-9_-]{32,}$", first)
+    path = settings.data_dir / edge.LINK_SECRET_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert edge.link_secret(settings) == first
+    assert edge.link_secret(settings.replace(download_link_secret=SECRET)) == SECRET
+    with pytest.raises(ConfigError):
+        Settings.from_env({"MOSIS_DOWNLOAD_LINK_SECRET": "short"})
+    with pytest.raises(ConfigError):
+        Settings.from_env({"MOSIS_DOWNLOAD_LINK_SECRET": "x" * 40 + '";'})
+
+
+def test_download_links_point_at_the_edge_and_expire_after_the_ttl(services):
+    key = "packages/" + "a" * 32 + "/" + "b" * 32 + "/3/package.mosis"
+    link = services.download_link(key, now=1_700_000_000)
+    expires = 1_700_000_000 + services.settings.download_url_ttl
+    assert link == edge.signed_link(services.settings.resolved_cdn_url, key, services.download_link_secret,
+                                    expires)
+
+
+# -- rendering ---------------------------------------------------------------------
+
+
+def native(settings, tmp_path, **kw):
+    return edge.native_target(settings, http_port=18080, internal_port=18081, app_bind="127.0.0.1:18000",
+                              prefix=tmp_path / "edge", **kw)
+
+
+def test_native_config_renders_checks_and_keeps_its_secret_private(tmp_path):
+    settings = settings_for(tmp_path, s3_endpoint="http://127.0.0.1:18333", bucket="mosis",
+                            public_url="https://api.example.com", cdn_url="https://cdn.example.com",
+                            s3_public_endpoint="https://s3.example.com",
+                            edge_trusted_proxies=("10.1.0.0/16",))
+    target = native(settings, tmp_path)
+    conf = edge.write_config(settings, target, SECRET)
+    text = conf.read_text()
+    assert not re.search(r"{{\w+}}", text)
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    edge.nginx_test(conf, target.prefix)
+    assert "server_name api.example.com cdn.example.com s3.example.com;" in text
+    assert "listen 127.0.0.1:18080 default_server;" in text and "listen 127.0.0.1:18081;" in text
+    assert "server 127.0.0.1:18000;" in text and "server 127.0.0.1:18333;" in text
+    assert "proxy_set_header Host 127.0.0.1:18333;" in text  # the host storage URLs are signed for
+    assert f'secure_link_md5 "$secure_link_expires$uri {SECRET}";' in text
+    assert text.count(SECRET) == 1
+    assert f"client_max_body_size {settings.limits.max_package_bytes};" in text
+    assert f"max_size={settings.edge_cache_max_bytes}" in text
+    assert '"~^/mosis/temp/' in text or "^/mosis/temp/" in text
+    for net in edge.cloudflare_networks() + ["10.1.0.0/16"]:
+        assert f"set_real_ip_from {net};" in text and f"        {net} 1;" in text
+    assert str(tmp_path / "data" / "logs" / "edge-access.log") in text
+
+
+def test_compose_config_uses_service_names_and_passes_nginx(tmp_path):
+    settings = settings_for(tmp_path, s3_endpoint="http://minio1:9000", public_url="https://store.example.com",
+                            edge_tls_cert="/etc/nginx/tls/origin.pem", edge_tls_key="/etc/nginx/tls/origin.key")
+    target = edge.compose_target(settings, storage_servers=("minio1:9000", "minio2:9000"))
+    text = edge.render(settings, target, SECRET)
+    assert "server app:8000;" in text and "server minio1:9000;" in text and "server minio2:9000;" in text
+    assert "listen 80 default_server;" in text and "listen 443 ssl http2 default_server;" in text
+    assert "proxy_set_header Host minio1:9000;" in text
+    assert "proxy_cache_path /var/cache/nginx/mosis " in text and "user nginx;" in text
+    assert "access_log /var/log/nginx/edge-access.log mosis_json;" in text
+    assert "allow 172.16.0.0/12;" in text
+    edge.check(settings.replace(edge_tls_cert="", edge_tls_key=""), target, SECRET)
+
+
+def test_a_broken_template_value_is_caught_by_nginx(tmp_path):
+    settings = settings_for(tmp_path)
+    bad = dataclasses.replace(native(settings, tmp_path), listen="127.0.0.1:notaport")
+    conf = edge.write_config(settings, bad, SECRET)
+    with pytest.raises(edge.EdgeConfigError, match="notaport"):
+        edge.nginx_test(conf, bad.prefix)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"bucket": "packages"}, "bucket"),
+    ({"bucket": "Bad_Bucket"}, "bucket"),
+    ({"cdn_url": "https://cdn.example.com/mosis"}, "MOSIS_CDN_URL"),
+    ({"public_url": "ftp://example.com"}, "MOSIS_PUBLIC_URL"),
+    ({"edge_tls_cert": "/x.pem"}, "MOSIS_EDGE_TLS_KEY"),
+])
+def test_settings_the_edge_cannot_serve_are_refused(tmp_path, changes, message):
+    settings = settings_for(tmp_path, **changes)
+    with pytest.raises(ConfigError, match=message):
+        edge.render(settings, native(settings, tmp_path), SECRET)
+
+
+def test_trusted_proxies_must_be_networks():
+    with pytest.raises(ConfigError, match="MOSIS_EDGE_TRUSTED_PROXIES"):
+        Settings.from_env({"MOSIS_EDGE_TRUSTED_PROXIES": "10.0.0.0/8, example.com"})
+
+
+def test_cli_renders_the_compose_config(tmp_path):
+    out = tmp_path / "nginx.conf"
+    env = {**os.environ, "MOSIS_DATA_DIR": str(tmp_path / "data"), "MOSIS_S3_ENDPOINT": "http://minio1:9000"}
+    proc = subprocess.run([sys.executable, "-m", "app.edge", "--target", "compose", "--check", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "server minio1:9000;" in out.read_text()
+    proc = subprocess.run([sys.executable, "-m", "app.edge"], capture_output=True, text=True, timeout=60,
+                          env={**env, "MOSIS_S3_BUCKET": "v1"})
+    assert proc.returncode == 1 and "bucket" in proc.stderr
+
+
+def test_tls_at_the_edge(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                         serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    http_port, internal_port, tls_port = free_ports(3)
+    settings = settings_for(tmp_path, download_link_secret=SECRET, edge_tls_cert=str(tmp_path / "cert.pem"),
+                            edge_tls_key=str(tmp_path / "key.pem"))
+    service = start_edge(settings, http_port=http_port, internal_port=internal_port,
+                         app_bind=f"127.0.0.1:{free_ports(1)[0]}", log_dir=tmp_path / "logs",
+                         tls_port=tls_port)
+    try:
+        service.wait_ready(30)
+        r = requests.get(f"https://127.0.0.1:{tls_port}/nothing", verify=str(tmp_path / "cert.pem"), timeout=10)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        # Nothing listens behind it: the API's absence is a clean JSON 502.
+        r = requests.get(f"https://127.0.0.1:{tls_port}/v1/signing-key", verify=str(tmp_path / "cert.pem"),
+                         timeout=10)
+        assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_unavailable"
+    finally:
+        service.stop()
+
+
+# -- purgers ----------------------------------------------------------------------
+
+
+def test_edge_cache_path_is_nginx_levels_1_2_of_the_key_md5():
+    # md5("/a/b") = aee31d71a4dce5fe24481547cc863476
+    assert edge_cache_path("a/b") == "6/47/aee31d71a4dce5fe24481547cc863476"
+    assert edge_cache_path("/a/b") == edge_cache_path("a/b")
+
+
+def test_cloudflare_purger_batches_and_reports_failures():
+    stub = CloudflareStub()
+    try:
+        purger = CloudflarePurger(stub.url, "zone-9", "token-9", "https://cdn.example.com/")
+        keys = [f"assets/app/screenshots/{i}.png" for i in range(65)]
+        purger(keys)
+        assert [len(c["body"]["files"]) for c in stub.calls] == [30, 30, 5]
+        assert stub.calls[0]["body"]["files"][0] == "https://cdn.example.com/assets/app/screenshots/0.png"
+        assert {c["path"] for c in stub.calls} == {"/client/v4/zones/zone-9/purge_cache"}
+        assert {c["authorization"] for c in stub.calls} == {"Bearer token-9"}
+        stub.fail = True
+        with pytest.raises(PurgeError, match="500"):
+            purger(["packages/x"])
+    finally:
+        stub.close()
+
+
+def test_purgers_follow_the_configuration(tmp_path):
+    assert purgers_for(settings_for(tmp_path)) == []
+    both = purgers_for(settings_for(tmp_path, edge_internal_url="http://127.0.0.1:1",
+                                    cloudflare_zone_id="z", cloudflare_api_token="t"))
+    assert [p.__name__ for p in both] == ["purge_edge", "purge_cloudflare"]
+    only_zone = purgers_for(settings_for(tmp_path, cloudflare_zone_id="z"))
+    assert only_zone == []
+    with pytest.raises(PurgeError):
+        EdgePurger(f"http://127.0.0.1:{free_ports(1)[0]}")(["packages/x"])
+
+
+# -- Cloudflare's ranges, Flask behind the edge --------------------------------------------
+
+
+def test_refreshing_cloudflare_ranges(tmp_path):
+    nginx_dir = tmp_path / "nginx"
+    nginx_dir.mkdir()
+    shutil.copy(edge.NGINX_DIR / "refresh-cloudflare-ips", nginx_dir)
+    shutil.copy(edge.CLOUDFLARE_IPS, nginx_dir)
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "ips-v4").write_text("\n".join(f"198.51.{i}.0/24" for i in range(12)) + "\n")
+    (lists / "ips-v6").write_text("2001:db8::/32\n")
+    script = [sys.executable, str(nginx_dir / "refresh-cloudflare-ips")]
+    run = lambda: subprocess.run(script, env={**os.environ, "CLOUDFLARE_IPS_BASE": lists.as_uri()},
+                                 capture_output=True, text=True, timeout=60)
+    assert run().returncode == 0
+    nets = edge.cloudflare_networks(nginx_dir / "cloudflare-ips.txt")
+    assert nets == [f"198.51.{i}.0/24" for i in range(12)] + ["2001:db8::/32"]
+    assert (nginx_dir / "cloudflare-ips.txt").read_text().startswith("# Cloudflare's edge address ranges")
+
+    (lists / "ips-v4").write_text("0.0.0.0/0\n" + (lists / "ips-v4").read_text())
+    refused = run()
+    assert refused.returncode == 1 and "refusing" in refused.stderr
+    assert edge.cloudflare_networks(nginx_dir / "cloudflare-ips.txt") == nets  # kept
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_flask_believes_one_proxy_hop(services):
+    from app import create_app
+
+    def whoami_app(hops):
+        flask_app = create_app(services.settings.replace(proxy_hops=hops), services=services)
+        flask_app.add_url_rule("/whoami", "whoami", lambda: {"addr": request.remote_addr,
+                                                            "scheme": request.scheme})
+        return flask_app.test_client()
+
+    headers = {"X-Forwarded-For": "198.51.100.1, 203.0.113.5", "X-Forwarded-Proto": "https"}
+    assert whoami_app(1).get("/whoami", headers=headers).json == {"addr": "203.0.113.5", "scheme": "https"}
+    assert whoami_app(0).get("/whoami", headers=headers).json == {"addr": "127.0.0.1", "scheme": "http"}

@@ -21,6 +21,7 @@ import ipaddress
 import os
 import pwd
 import re
+import resource
 import secrets
 import shutil
 import subprocess
@@ -123,6 +124,7 @@ class Target:
     tls_listen: str | None = None
     user: str | None = None  # worker user when the master runs as root
     worker_processes: str = "auto"
+    worker_connections: int = 4096
 
     @property
     def conf_path(self) -> Path:
@@ -160,6 +162,8 @@ def native_target(settings: Settings, *, http_port: int, internal_port: int, app
         error_log=str(log_dir / "edge-error.log"),
         tls_listen=f"127.0.0.1:{tls_port}" if tls_port else None,
         user=_worker_user(Path(settings.data_dir)),
+        # Within the open-file limit an unprivileged nginx may not raise.
+        worker_connections=max(256, min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2)),
     )
 
 
@@ -251,6 +255,7 @@ def render(settings: Settings, target: Target, secret: str) -> str:
         "target": target.name,
         "user": f"user {target.user};" if target.user else "# workers run as the user starting nginx",
         "worker_processes": target.worker_processes,
+        "worker_connections": target.worker_connections,
         "pid_file": target.pid_file,
         "error_log": target.error_log,
         "temp_dir": target.temp_dir,

@@ -206,6 +206,22 @@ def pull(svc: Services, version_id: str, reason: str) -> Version:
     return version
 
 
+# The edge may have started filling its cache for a download just before a
+# pull and finish after the pull's purge; purging recent pulls again (a
+# housekeeping job, every minute) closes that window.
+REPURGE_WINDOW = dt.timedelta(minutes=10)
+
+
+def purge_recent_pulls(svc: Services, now: dt.datetime) -> int:
+    if not svc.cache_purgers:
+        return 0
+    recent = list(Version.select().where((Version.status == S.PULLED)
+                                         & (Version.pulled_at >= now - REPURGE_WINDOW)))
+    for version in recent:
+        svc.purge_cached(list(keys_of(version)))
+    return len(recent)
+
+
 def _admin_transition(version_id: str, reason: str, target: str, sources: tuple[str, ...],
                       stamp: str) -> Version:
     version = version_by_id(version_id)

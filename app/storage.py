@@ -103,7 +103,11 @@ def _http_client() -> urllib3.PoolManager:
 
 
 def assets_public_policy(bucket: str) -> dict:
-    """Anonymous reads of assets only: everything else needs a signature."""
+    """Anonymous reads of assets only: everything else needs a signature.
+
+    packages/ stays private: the edge fetches a package with a URL the app
+    presigns on each cache miss (docs/edge.md), so no anonymous read is needed.
+    """
     return {
         "Version": "2012-10-17",
         "Statement": [{

@@ -377,7 +377,10 @@ def test_assets_are_public_cached_and_purgeable(stack, http, storage):
     storage.put(key, new_icon, content_type="image/png")
     assert requests.get(url, timeout=30).content == icon  # still cached
     EdgePurger(stack.internal_url)([key])
-    refreshed = requests.get(url, timeout=30)
+    # The edge keeps asset files open for a few seconds (open_file_cache_valid).
+    deadline = time.monotonic() + 30
+    while (refreshed := requests.get(url, timeout=30)).content != new_icon and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert refreshed.content == new_icon and refreshed.headers["X-Cache-Status"] == "MISS"
     EdgePurger(stack.internal_url)([key, "assets/never/cached.png"])  # absent entries are fine
 

@@ -260,3 +260,26 @@ def test_flask_believes_one_proxy_hop(services):
     headers = {"X-Forwarded-For": "198.51.100.1, 203.0.113.5", "X-Forwarded-Proto": "https"}
     assert whoami_app(1).get("/whoami", headers=headers).json == {"addr": "203.0.113.5", "scheme": "https"}
     assert whoami_app(0).get("/whoami", headers=headers).json == {"addr": "127.0.0.1", "scheme": "http"}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_recent_pulls_are_purged_again(api, client, services):
+    from app.models import utcnow
+    from app.packages import purge_recent_pulls
+    from tests.helpers import ADMIN
+
+    purged: list[list[str]] = []
+    services.cache_purgers.append(purged.append)
+    dev = api.new_developer()
+    app = api.create_app(dev)
+    version = api.ship(dev, app, 1)
+    other = api.ship(dev, api.create_app(dev), 1)  # published, not pulled
+    r = client.post(f"/v1/admin/versions/{version['id']}/pull", json={"reason": "x"}, headers=ADMIN)
+    assert r.status_code == 200 and len(purged) == 1  # the pull's own purge
+    keys = purged[0]
+    assert keys[0].endswith("/package.mosis") and app["id"] in keys[0]
+
+    assert purge_recent_pulls(services, utcnow()) == 1
+    assert purged[1:] == [keys]
+    assert purge_recent_pulls(services, utcnow() + dt.timedelta(minutes=11)) == 0
+    assert len(purged) == 2 and other["id"] != version["id"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
 import uuid
 import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import requests
 
@@ -167,3 +169,37 @@ class HttpApi:
 
     def download_info(self, package_id: str) -> dict:
         return self.call("GET", f"/v1/packages/{package_id}/download", 200).json()
+
+
+class CloudflareStub:
+    """Cloudflare's purge API, recorded: the one third party we cannot reach."""
+
+    def __init__(self):
+        self.calls: list[dict] = []
+        self.fail = False
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                stub.calls.append({"path": self.path, "authorization": self.headers.get("Authorization"),
+                                   "body": json.loads(body)})
+                status, answer = (500, {"success": False, "errors": [{"code": 10000}]}) if stub.fail else (
+                    200, {"success": True, "errors": [], "messages": [], "result": {"id": "purge"}})
+                data = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/client/v4"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

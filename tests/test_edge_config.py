@@ -21,7 +21,7 @@ from app import edge
 from app.config import ConfigError, Settings
 from app.native import free_ports, start_edge
 from app.purge import CloudflarePurger, EdgePurger, PurgeError, edge_cache_path, purgers_for
-from tests.test_edge import CloudflareStub
+from tests.helpers import CloudflareStub
 
 SECRET = "s" * 43
 

@@ -15,7 +15,7 @@ from typing import Callable
 import peewee as pw
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-from app.models import ALL_MODELS, SchemaMigration, database
+from app.models import ALL_MODELS, MONITORING_MODELS, SchemaMigration, database
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,14 @@ def _initial_schema() -> None:
     database.create_tables(ALL_MODELS, safe=True)
 
 
+def _monitoring_tables() -> None:
+    database.create_tables(MONITORING_MODELS, safe=True)
+
+
 # (number, name, function). Later issues append here.
 STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _initial_schema),
+    (70, "edge log cursor, edge traffic, storage scans, usage snapshots", _monitoring_tables),
 ]
 
 

@@ -19,6 +19,7 @@ from app.models import database
 from app.services import Services, build_services
 from app import validation_worker
 from app.jobs import Job, run_job
+from app import cost, edge_log, monitoring, usage
 
 log = logging.getLogger("mosis.scheduler")
 
@@ -38,6 +39,11 @@ def with_db(job):
 # scheduler, its rows are leased one by one.
 HOUSEKEEPING: list[Job] = []
 
+# Monitoring and cost tracking (docs/operations.md).
+HOUSEKEEPING.append(Job("storage_usage", usage.storage_usage_job, usage.SCAN_PERIOD))
+HOUSEKEEPING.append(Job("edge_log", edge_log.edge_log_job, edge_log.POLL_PERIOD))
+HOUSEKEEPING.append(Job("usage_snapshot", cost.snapshot_usage, cost.SNAPSHOT_PERIOD))
+
 # How often each scheduler asks whether a housekeeping job is due.
 TICK_SECONDS = 30
 
@@ -48,7 +54,12 @@ def build_scheduler(svc: Services, jobs: list[Job] | None = None) -> BlockingSch
                       seconds=svc.settings.validation_poll_seconds, args=[svc], id="validate",
                       name="validation queue")
     owner = validation_worker.worker_name()
-    for job in HOUSEKEEPING if jobs is None else jobs:
+    jobs = HOUSEKEEPING if jobs is None else jobs
+    # Gauges of shared state, on every scheduler (app.monitoring).
+    scheduler.add_job(with_db(monitoring.refresh), "interval", seconds=monitoring.REFRESH_SECONDS,
+                      args=[svc, jobs], id="gauges", name="gauges",
+                      next_run_time=dt.datetime.now(dt.timezone.utc))
+    for job in jobs:
         tick = min(TICK_SECONDS, max(1, job.period.total_seconds()))
         scheduler.add_job(run_job, "interval", seconds=tick, args=[job, svc, owner], id=job.name,
                           name=job.name, next_run_time=dt.datetime.now(dt.timezone.utc))

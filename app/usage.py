@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import peewee as pw
+
 from app.models import StorageScan, Version, VersionStatus as S, database, utcnow
 from app.storage import PACKAGES, PREFIXES, TEMP
 
@@ -98,7 +100,7 @@ def latest_scan() -> StorageScan | None:
 
 def versions_by_status() -> dict[str, int]:
     counts = {s: 0 for s in S.ALL}
-    for status, n in (Version.select(Version.status, Version.id.count())
+    for status, n in (Version.select(Version.status, pw.fn.COUNT(Version.id))
                       .group_by(Version.status).tuples()):
         counts[status] = n
     return counts
@@ -115,7 +117,7 @@ def storage_report(svc) -> dict:
         "scan_seconds": round(scan.duration, 3),
         "total": {"bytes": scan.total_bytes, "objects": scan.total_objects},
         "budget_bytes": budget,
-        "budget_used": round(scan.total_bytes / budget, 6) if budget else None,
+        "budget_used": scan.total_bytes / budget if budget else None,
         "by_prefix": scan.by_prefix,
         "by_status": scan.by_status,
         "versions_by_status": versions_by_status(),

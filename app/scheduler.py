@@ -11,6 +11,12 @@ import logging
 import os
 import signal
 
+# The scheduler serves its own metrics from memory. Inherited from the API's
+# environment, PROMETHEUS_MULTIPROC_DIR would make the client keep them in
+# files (failing if the directory is missing, exporting them twice if the
+# API's /metrics reads it): drop it before the client is imported.
+os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
 from apscheduler.schedulers.blocking import BlockingScheduler
 from prometheus_client import start_http_server
 

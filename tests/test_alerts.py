@@ -61,7 +61,10 @@ def test_a_broken_rule_fails_its_unit_test(promtool, repo_root, tmp_path):
     assert ") > 0.05" in rules
     (tmp_path / "alerts.yml").write_text(rules.replace(") > 0.05", ") > 0.5"))
     (tmp_path / "tests").mkdir()
-    shutil.copy(repo_root / "grafana" / "tests" / "alerts.test.yml", tmp_path / "tests")
+    cases = yaml.safe_load((repo_root / "grafana" / "tests" / "alerts.test.yml").read_text())
+    cases["tests"] = [c for c in cases["tests"]
+                      if c["alert_rule_test"][0]["alertname"] == "UploadFailureRateHigh"]
+    (tmp_path / "tests" / "alerts.test.yml").write_text(yaml.safe_dump(cases))
     result = subprocess.run([promtool, "test", "rules", "tests/alerts.test.yml"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "upload failures at 10 % fire" in result.stdout + result.stderr

@@ -78,3 +78,15 @@ def test_gunicorn_config_empties_the_metrics_dir_once(tmp_path, monkeypatch, rep
     stale.write_bytes(b"x" * 16)
     runpy.run_path(conf)
     assert stale.exists()
+
+
+def test_the_scheduler_keeps_its_metrics_in_memory_whatever_the_environment(tmp_path, repo_root):
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "missing"))
+    out = subprocess.run([sys.executable, "-c", "import app.scheduler, prometheus_client.values as v; "
+                          "print(v.ValueClass.__name__)"],
+                         cwd=repo_root, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "MutexValue"

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 CURSOR_NAME = "edge-access"
 POLL_PERIOD = dt.timedelta(seconds=10)
+# A run reads at most MAX_CHUNKS_PER_RUN chunks; a scheduler that dies mid-run
+# holds the job this long, not the default hour.
+MAX_RUNTIME = dt.timedelta(minutes=5)
 CHUNK = 4 * 1024 * 1024  # bytes read and committed at a time
 MAX_CHUNKS_PER_RUN = 64
 HEAD_BYTES = 256  # fingerprint of a file's start

@@ -47,7 +47,8 @@ HOUSEKEEPING: list[Job] = []
 
 # Monitoring and cost tracking (docs/operations.md).
 HOUSEKEEPING.append(Job("storage_usage", usage.storage_usage_job, usage.SCAN_PERIOD))
-HOUSEKEEPING.append(Job("edge_log", edge_log.edge_log_job, edge_log.POLL_PERIOD))
+HOUSEKEEPING.append(Job("edge_log", edge_log.edge_log_job, edge_log.POLL_PERIOD,
+                        max_runtime=edge_log.MAX_RUNTIME))
 HOUSEKEEPING.append(Job("usage_snapshot", cost.snapshot_usage, cost.SNAPSHOT_PERIOD))
 
 # How often each scheduler asks whether a housekeeping job is due.

@@ -150,6 +150,7 @@ def test_the_seeds_example_month_through_the_api(client):
     assert aws[1]["note"].startswith("the plan quotes $0.085-0.12/GB")
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # input checks: one database is enough
 @pytest.mark.parametrize("query, code", [
     ("storage=1", "unknown_parameter"),
     ("storage_gb=-1", "invalid_parameter"),

@@ -112,6 +112,8 @@ class Settings:
 
     max_json_bytes: int = 64 * 1024  # MOSIS_MAX_JSON_BYTES
     scheduler_metrics_addr: str = "127.0.0.1:8001"  # MOSIS_SCHEDULER_METRICS_ADDR
+    log_level: str = "INFO"  # MOSIS_LOG_LEVEL
+    log_format: str = "json"  # MOSIS_LOG_FORMAT: json or text
 
     # Monitoring and cost tracking (docs/operations.md).
     storage_budget_bytes: int = 100 * 1024**3  # MOSIS_STORAGE_BUDGET_BYTES
@@ -189,6 +191,8 @@ class Settings:
             storage_budget_bytes=_int(env, "MOSIS_STORAGE_BUDGET_BYTES", d.storage_budget_bytes),
             edge_access_log=env.get("MOSIS_EDGE_ACCESS_LOG", ""),
             prices_file=env.get("MOSIS_PRICES_FILE", ""),
+            log_level=(env.get("MOSIS_LOG_LEVEL") or d.log_level).upper(),
+            log_format=env.get("MOSIS_LOG_FORMAT") or d.log_format,
             limits=limits,
             retention=retention,
         )

@@ -40,6 +40,14 @@ def _fresh_multiprocess_dir() -> None:
 _fresh_multiprocess_dir()
 
 
+def on_starting(server):
+    from app.config import Settings
+    from app.weblog import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+
+
 def post_fork(server, worker):
     # Connections opened in the master must not be shared with workers.
     server.app.wsgi().extensions["mosis"].storage.reset_connections()

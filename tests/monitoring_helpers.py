@@ -30,16 +30,17 @@ def sample(metric: str, /, **labels) -> float:
 
 def local_prometheus_config(repo_root, api_target: str, scheduler_target: str,
                             interval: str = "1s") -> dict:
-    """grafana/prometheus.yml (the compose config) pointed at local processes.
+    """grafana/prometheus/prometheus.yml (the compose config) pointed at local processes.
 
     The jobs, metric paths and rule file are the production ones; only the
     targets, intervals and the rule file's absolute path change.
     """
     import yaml
 
-    config = yaml.safe_load((repo_root / "grafana" / "prometheus.yml").read_text())
+    prom_dir = repo_root / "grafana" / "prometheus"
+    config = yaml.safe_load((prom_dir / "prometheus.yml").read_text())
     config["global"].update(scrape_interval=interval, evaluation_interval=interval)
-    config["rule_files"] = [str(repo_root / "grafana" / name) for name in config["rule_files"]]
+    config["rule_files"] = [str(prom_dir / name) for name in config["rule_files"]]
     targets = {"mosis-api": api_target, "mosis-scheduler": scheduler_target}
     config["scrape_configs"] = [
         dict(job, static_configs=[{"targets": [targets[job["job_name"]]]}])

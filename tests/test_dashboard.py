@@ -175,7 +175,7 @@ def test_every_panel_returns_data_from_real_processes(live_stack, prometheus, se
         if all(r["health"] == "ok" for r in rules) or time.monotonic() > deadline:
             break
         time.sleep(1)
-    alerts = yaml.safe_load((ROOT / "grafana" / "alerts.yml").read_text())
+    alerts = yaml.safe_load((ROOT / "grafana" / "prometheus" / "alerts.yml").read_text())
     expected = {r["alert"] for g in alerts["groups"] for r in g["rules"]}
     assert {r["name"] for r in rules} == expected
     assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
@@ -189,7 +189,7 @@ def test_dashboard_and_provisioning_fit_together():
     datasources = yaml.safe_load((ROOT / "grafana/provisioning/datasources/prometheus.yml").read_text())
     providers = yaml.safe_load((ROOT / "grafana/provisioning/dashboards/mosis.yml").read_text())
     (source,) = datasources["datasources"]
-    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090/prometheus"
     panels = [p for p in dashboard["panels"] if p["type"] != "row"]
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
     for p in panels:

@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 from app.config import Settings
 from app.models import database
 from app.services import Services, build_services
-from app import validation_worker
+from app import uploads, validation_worker
 from app.jobs import Job, run_job
 
 log = logging.getLogger("mosis.scheduler")
@@ -37,6 +37,10 @@ def with_db(job):
 # app.jobs). The validation queue is not among them: it runs on every
 # scheduler, its rows are leased one by one.
 HOUSEKEEPING: list[Job] = []
+
+# Unfinished multipart uploads that no version will complete any more.
+HOUSEKEEPING.append(Job("abort-stale-multipart-uploads", uploads.abort_stale_multipart_uploads,
+                        dt.timedelta(minutes=15)))
 
 # How often each scheduler asks whether a housekeeping job is due.
 TICK_SECONDS = 30

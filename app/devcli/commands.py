@@ -147,18 +147,16 @@ def _get_version(api: Api, app: dict, code: int) -> dict | None:
 
 def version_lines(package_id: str, v: dict) -> list[str]:
     lines = [f"{package_id} {v['version_name']} (version_code {v['version_code']}): {v['status']}"]
-    if v.get("size") is not None:
-        lines.append(f"  size     {human_bytes(v['size'])} ({v['size']} bytes)")
-    if v.get("sha256"):
-        lines.append(f"  sha256   {v['sha256']}")
     manifest = v.get("manifest") or {}
-    if manifest:
-        lines.append(f"  name     {manifest.get('name')}")
-        lines.append(f"  permissions  {', '.join(manifest.get('permissions') or []) or 'none'}")
-    if v.get("error"):
-        lines.append(f"  error    {v['error']['code']}: {v['error']['message']}")
-    if v.get("reason"):
-        lines.append(f"  reason   {v['reason']}")
+    fields = [
+        ("size", f"{human_bytes(v['size'])} ({v['size']} bytes)" if v.get("size") is not None else None),
+        ("sha256", v.get("sha256")),
+        ("name", manifest.get("name")),
+        ("permissions", ", ".join(manifest.get("permissions") or []) or "none" if manifest else None),
+        ("error", f"{v['error']['code']}: {v['error']['message']}" if v.get("error") else None),
+        ("reason", v.get("reason")),
+    ]
+    lines += [f"  {label:<12} {value}" for label, value in fields if value]
     return lines
 
 

@@ -65,7 +65,7 @@ class Progress:
             filled = pct * 30 // 100
             sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {pct:3d}% "
                              f"{human_bytes(self.done)}/{human_bytes(self.total)} "
-                             f"{human_bytes(self._rate())}/s ")
+                             f"{human_bytes(self._rate())}/s\x1b[K")  # clear what a longer line left
             if final:
                 sys.stderr.write("\n")
             sys.stderr.flush()

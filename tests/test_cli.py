@@ -23,7 +23,9 @@ import pytest
 import requests
 
 from app.config import MiB, S3_MIN_PART_BYTES
-from app.storage import Storage, package_key
+from app.db import bind_database
+from app.models import Version, database
+from app.storage import Storage, package_key, temp_key
 from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
 
 on_sqlite = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -348,6 +350,20 @@ def test_every_failure_has_its_message_and_exit_code(live_stack, settings, tmp_p
     assert r.code == 5 and "[upload_mismatch]" in r.stderr and "--restart" in r.stderr
     r = cli("upload", tmp_path / "newer.mosis", "--restart", "--json")
     assert r.code == 0 and r.json["version"]["status"] == "draft"
+    # storage dropped the parts of an unfinished multipart upload (it expired): start again
+    big = Path(cli("pack", app_folder(tmp_path, package_id, 5, blob=int(1.3 * PART)), "--json").json["path"])
+    r = requests.post(f"{live_stack.url}/v1/apps/{app_id}/versions", headers=dev["headers"], timeout=10,
+                      json={"version_code": 5, "version_name": "1.5", "size": big.stat().st_size,
+                            "sha256": sha256(big.read_bytes())})
+    assert r.json()["upload"]["kind"] == "multipart"
+    bind_database(settings.resolved_database_url)
+    with database.connection_context():
+        row = Version.get_by_id(r.json()["version"]["id"])
+    Storage(settings).abort_multipart(temp_key(row.upload_id), row.multipart_upload_id)
+    r = cli("upload", big, "--json")
+    assert r.code == 0, r.stderr
+    assert "no longer holds the unfinished upload" in r.stderr and r.json["version"]["status"] == "draft"
+
     requests.post(f"{live_stack.url}/v1/apps/{app_id}/versions", headers=dev["headers"], timeout=10,
                   json={"version_code": 6, "version_name": "6", "size": 100})
     r = cli("abort", package_id, 6, "--json")

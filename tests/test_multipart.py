@@ -247,11 +247,25 @@ def test_cleanup_job_aborts_uploads_no_version_will_finish(api, services):
     assert not {live.multipart_upload_id, stray} & open_ids()
 
 
-def test_the_cleanup_job_is_registered():
+def test_the_cleanup_job_runs_as_a_recorded_housekeeping_job(api, services):
+    from app.jobs import run_job
+    from app.models import JobState
     from app.scheduler import HOUSEKEEPING
 
     job = next(j for j in HOUSEKEEPING if j.fn is uploads.abort_stale_multipart_uploads)
     assert job.period <= dt.timedelta(hours=1)
+    dev = api.new_developer()
+    app = api.create_app(dev)
+    api.create_version(dev, app, 1, big_package(app["package_id"], 1, parts=1.5))
+    row = Version.get(Version.version_code == 1)
+    later = row.created_at + dt.timedelta(seconds=services.settings.retention.temp_upload + 1)
+    result = run_job(job, services, "scheduler-a", later)
+    assert result["aborted"] >= 1
+    assert services.storage.list_parts(temp_key(row.upload_id), row.multipart_upload_id) is None
+    with database.connection_context():
+        state = JobState.get_by_id(job.name)
+    assert state.runs == 1 and state.last_items == result["items"] and state.last_error is None
+    assert run_job(job, services, "scheduler-b", later) is None  # not due again yet
 
 
 def test_part_plan():

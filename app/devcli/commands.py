@@ -326,9 +326,15 @@ def _prepare_version(ctx: Context, api: Api, app: dict, c: Checked) -> tuple[dic
     code = m["version_code"]
     v = _get_version(api, app, code)
     if v and v["status"] == "uploading":
-        if v["size"] == c.size and v["sha256"] in (None, c.sha256) and not ctx.args.restart:
-            return v, api.call("GET", f"{_version_path(app, code)}/upload")["upload"]
-        if not ctx.args.restart:
+        same_file = v["size"] == c.size and v["sha256"] in (None, c.sha256)
+        if same_file and not ctx.args.restart:
+            try:
+                return v, api.call("GET", f"{_version_path(app, code)}/upload")["upload"]
+            except CliError as e:
+                if e.code != "upload_missing":
+                    raise
+                ctx.out.note("storage no longer holds the unfinished upload; starting it again")
+        elif not ctx.args.restart:
             raise CliError(Exit.CONFLICT, f"version_code {code} has an unfinished upload of a "
                            "different file", code="upload_mismatch",
                            hint="run again with --restart to abort it and upload this file")

@@ -114,6 +114,8 @@ class Settings:
 
     max_json_bytes: int = 64 * 1024  # MOSIS_MAX_JSON_BYTES
     scheduler_metrics_addr: str = "127.0.0.1:8001"  # MOSIS_SCHEDULER_METRICS_ADDR
+    log_level: str = "INFO"  # MOSIS_LOG_LEVEL
+    log_format: str = "json"  # MOSIS_LOG_FORMAT: json or text
 
     limits: PackageLimits = field(default_factory=PackageLimits)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
@@ -180,6 +182,8 @@ class Settings:
             validation_max_attempts=_int(env, "MOSIS_VALIDATION_MAX_ATTEMPTS", d.validation_max_attempts, 1),
             max_json_bytes=_int(env, "MOSIS_MAX_JSON_BYTES", d.max_json_bytes, 1024),
             scheduler_metrics_addr=env.get("MOSIS_SCHEDULER_METRICS_ADDR") or d.scheduler_metrics_addr,
+            log_level=(env.get("MOSIS_LOG_LEVEL") or d.log_level).upper(),
+            log_format=env.get("MOSIS_LOG_FORMAT") or d.log_format,
             limits=limits,
             retention=retention,
             multipart_threshold_bytes=_int(env, "MOSIS_MULTIPART_THRESHOLD_BYTES",

@@ -21,6 +21,14 @@ max_requests = 10000
 max_requests_jitter = 500
 
 
+def on_starting(server):
+    from app.config import Settings
+    from app.weblog import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+
+
 def post_fork(server, worker):
     # Connections opened in the master must not be shared with workers.
     server.app.wsgi().extensions["mosis"].storage.reset_connections()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import signal
 
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -17,6 +16,7 @@ from prometheus_client import start_http_server
 from app.config import Settings
 from app.models import database
 from app.services import Services, build_services
+from app.weblog import configure_logging
 from app import uploads, validation_worker
 from app.jobs import Job, run_job
 
@@ -60,9 +60,8 @@ def build_scheduler(svc: Services, jobs: list[Job] | None = None) -> BlockingSch
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("MOSIS_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
     svc = build_services(settings)
     host, _, port = settings.scheduler_metrics_addr.rpartition(":")
     start_http_server(int(port), addr=host or "127.0.0.1")

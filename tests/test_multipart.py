@@ -150,14 +150,14 @@ def test_part_requests_are_checked(api):
     data = big_package(app["package_id"], 7)
     api.create_version(dev, app, 7, data)
     for numbers, code in (([0], "invalid_field"), ([4], "invalid_field"), ([], "invalid_field"),
-                          (["1"], "invalid_field"), ([True], "invalid_field"),
+                          (["1"], "invalid_field"), ([True], "invalid_field"), ([1.5], "invalid_field"),
                           (list(range(1, 102)), "invalid_field")):
         r = presign(api, dev, app, 7, numbers)
         assert r.status_code == 400 and r.json["error"]["code"] == code, (numbers, r.json)
     r = api.client.post(f"/v1/apps/{app['id']}/versions/7/upload/parts", json={"part_numbers": 1},
                         headers=dev["headers"])
     assert r.status_code == 400
-    r = presign(api, dev, app, 7, [1, 1, 2])
+    r = presign(api, dev, app, 7, [1, 1, 2.0])
     assert [p["part_number"] for p in r.json["parts"]] == [1, 2]
     assert r.json["parts"][0]["method"] == "PUT" and "partNumber=1" in r.json["parts"][0]["url"]
 

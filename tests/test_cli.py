@@ -295,6 +295,7 @@ def test_every_failure_has_its_message_and_exit_code(live_stack, settings, tmp_p
     assert cli("upload", tmp_path / "missing.mosis").code == 2
     assert cli("publish", package_id, "one").code == 2
     assert cli("download").code == 2
+    assert cli("upload", "x.mosis", "--publish", "--no-wait").code == 2
 
     # an app the developer does not have
     other = unique_package_id()

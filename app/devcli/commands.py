@@ -379,6 +379,9 @@ def _wait(ctx: Context, api: Api, path: str, version: dict, timeout: float) -> d
 
 def upload(ctx: Context) -> None:
     args = ctx.args
+    if args.publish and args.no_wait:
+        raise CliError(Exit.USAGE, "--publish waits for validation; it cannot go with --no-wait",
+                       code="conflicting_options")
     checked = _read_package(ctx)
     m = checked.manifest
     api = ctx.api()

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MiB = 1024 * 1024
+# S3 refuses parts smaller than this, except the last part of an upload.
+S3_MIN_PART_BYTES = 5 * MiB
 HOUR = 3600
 DAY = 24 * HOUR
 
@@ -123,6 +125,11 @@ class Settings:
     limits: PackageLimits = field(default_factory=PackageLimits)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
+    # Packages larger than the threshold upload in parts (S3 multipart), so a
+    # broken upload resumes from its last part instead of starting over.
+    multipart_threshold_bytes: int = 64 * MiB  # MOSIS_MULTIPART_THRESHOLD_BYTES
+    multipart_part_bytes: int = 8 * MiB  # MOSIS_MULTIPART_PART_BYTES (at least 5 MiB)
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'mosis.db').resolve()}"
@@ -195,4 +202,8 @@ class Settings:
             log_format=env.get("MOSIS_LOG_FORMAT") or d.log_format,
             limits=limits,
             retention=retention,
+            multipart_threshold_bytes=_int(env, "MOSIS_MULTIPART_THRESHOLD_BYTES",
+                                           d.multipart_threshold_bytes, 1),
+            multipart_part_bytes=_int(env, "MOSIS_MULTIPART_PART_BYTES", d.multipart_part_bytes,
+                                      S3_MIN_PART_BYTES),
         )

@@ -42,10 +42,18 @@ def _monitoring_tables() -> None:
     database.create_tables(MONITORING_MODELS, safe=True)
 
 
+def _multipart_uploads() -> None:
+    from app.models import Version
+
+    add_column_if_missing(Version, "multipart_upload_id")
+    add_column_if_missing(Version, "part_size")
+
+
 # (number, name, function). Later issues append here.
 STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _initial_schema),
     (70, "edge log cursor, edge traffic, storage scans, usage snapshots", _monitoring_tables),
+    (100, "multipart uploads: storage upload id and part size of a version", _multipart_uploads),
 ]
 
 

@@ -119,6 +119,10 @@ class Version(BaseModel):
     lease_owner = pw.CharField(max_length=64, null=True)
     lease_expires_at = pw.DateTimeField(null=True, index=True)
     attempts = pw.IntegerField(default=0)
+    # Multipart uploads: storage's upload id and the part size the client must
+    # use (fixed when the version is created). Null for single-PUT uploads.
+    multipart_upload_id = pw.CharField(max_length=1024, null=True)
+    part_size = pw.BigIntegerField(null=True)
 
 
 class AuditEvent(BaseModel):

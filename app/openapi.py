@@ -49,9 +49,24 @@ SCHEMAS = {
         "created_at": TIME, "uploaded_at": TIME, "validated_at": TIME, "published_at": TIME,
         "superseded_at": TIME, "purged_at": TIME,
     }),
-    "Upload": obj({"url": {"type": "string"}, "method": {"type": "string"},
-                   "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-                   "expires_at": TIME}, {"max_bytes": {"type": "integer"}}),
+    # Small packages: one presigned PUT. Large ones: an S3 multipart upload
+    # whose part URLs come from …/upload/parts (docs/cli.md).
+    "Upload": {"anyOf": [ref("SingleUpload"), ref("MultipartUpload")]},
+    "SingleUpload": obj({"kind": {"const": "single"}, "url": {"type": "string"},
+                         "method": {"type": "string"},
+                         "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                         "expires_at": TIME}, {"max_bytes": {"type": "integer"}}),
+    "MultipartUpload": obj({"kind": {"const": "multipart"}, "size": {"type": "integer"},
+                            "part_size": {"type": "integer"}, "part_count": {"type": "integer"},
+                            "max_parts_per_request": {"type": "integer"}, "expires_at": TIME},
+                           {"parts": {"type": "array", "items": ref("UploadedPart")},
+                            "uploaded_bytes": {"type": "integer"}}),
+    "UploadedPart": obj({"part_number": {"type": "integer"}, "size": {"type": "integer"},
+                         "etag": {"type": "string"}, "last_modified": TIME}),
+    "PartUrl": obj({"part_number": {"type": "integer"}, "url": {"type": "string"},
+                    "method": {"type": "string"},
+                    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "size": {"type": "integer"}}),
     "Developer": obj({"id": HEX_ID, "name": {"type": "string"}, "email": {"type": "string"},
                       "created_at": TIME}),
     "Download": obj({"download_url": {"type": "string"}, "version": {"type": "string"},
@@ -224,6 +239,22 @@ PATHS = {
         "The upload is done: check it and queue validation (idempotent)", 202, 409, 413),
     "/v1/apps/{app_id}/versions/{version_code}/publish": version_route(
         "Make a draft the app's current version (idempotent)", 200, 409),
+    "/v1/apps/{app_id}/versions/{version_code}/upload": {
+        "get": op("Where an unfinished upload stands: the parts storage holds (multipart) or a "
+                  "fresh URL (single PUT)", responses(200, obj({"upload": ref("Upload")}), *DEV_ERRORS, 409),
+                  auth="developer", params=[APP, CODE], tag="versions"),
+        "delete": op("Abort an unfinished upload: the version is abandoned, its code free (idempotent)",
+                     responses(200, obj({"version": ref("Version")}), *DEV_ERRORS, 409),
+                     auth="developer", params=[APP, CODE], tag="versions"),
+    },
+    "/v1/apps/{app_id}/versions/{version_code}/upload/parts": {"post": op(
+        "Presigned PUT URLs for parts of a multipart upload",
+        responses(200, obj({"parts": {"type": "array", "items": ref("PartUrl")}, "expires_at": TIME}),
+                  *DEV_ERRORS, 409, *JSON_INPUT_ERRORS),
+        auth="developer", params=[APP, CODE], tag="versions",
+        body=obj({"part_numbers": {"type": "array", "minItems": 1, "maxItems": 100,
+                                   "items": {"type": "integer", "minimum": 1, "maximum": 10000}}},
+                 closed=True))},
 }
 
 

@@ -24,7 +24,7 @@ from app.config import Settings
 from app.models import database
 from app.services import Services, build_services
 from app.weblog import configure_logging
-from app import validation_worker
+from app import uploads, validation_worker
 from app.jobs import Job, run_job
 from app import cost, edge_log, monitoring, usage
 
@@ -51,6 +51,9 @@ HOUSEKEEPING.append(Job("storage_usage", usage.storage_usage_job, usage.SCAN_PER
 HOUSEKEEPING.append(Job("edge_log", edge_log.edge_log_job, edge_log.POLL_PERIOD,
                         max_runtime=edge_log.MAX_RUNTIME))
 HOUSEKEEPING.append(Job("usage_snapshot", cost.snapshot_usage, cost.SNAPSHOT_PERIOD))
+# Unfinished multipart uploads that no version will complete any more.
+HOUSEKEEPING.append(Job("abort_stale_multipart_uploads", uploads.abort_stale_multipart_uploads,
+                        dt.timedelta(minutes=15)))
 
 # How often each scheduler asks whether a housekeeping job is due.
 TICK_SECONDS = 30

@@ -41,3 +41,6 @@ def register(app: Flask) -> None:
                                   package_id=PackageIdConverter)
     for module in (ops, public, developer, admin):
         app.register_blueprint(module.bp)
+
+    from app.api import uploads
+    app.register_blueprint(uploads.bp)

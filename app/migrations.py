@@ -15,7 +15,7 @@ from typing import Callable
 import peewee as pw
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-from app.models import ALL_MODELS, SchemaMigration, database
+from app.models import ALL_MODELS, App, SchemaMigration, Screenshot, database
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,17 @@ def _initial_schema() -> None:
     database.create_tables(ALL_MODELS, safe=True)
 
 
+def _assets_schema() -> None:
+    for column in ("asset_seq", "icon_number", "icon_sha256"):
+        add_column_if_missing(App, column)
+    database.create_tables([Screenshot], safe=True)
+
+
 # (number, name, function). Later issues append here.
 STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _initial_schema),
 ]
+STEPS.append((40, "icons and screenshots", _assets_schema))
 
 
 def applied_versions() -> set[int]:

@@ -41,3 +41,5 @@ def register(app: Flask) -> None:
                                   package_id=PackageIdConverter)
     for module in (ops, public, developer, admin):
         app.register_blueprint(module.bp)
+    from app.api import assets
+    app.register_blueprint(assets.bp)

@@ -6,7 +6,9 @@ import datetime as dt
 import functools
 import io
 import socket
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -17,6 +19,7 @@ from app.errors import Unavailable
 from app.models import App, utcnow
 from app.storage import icon_key, screenshot_key
 from tests import images as I
+from tests.helpers import Api
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 ONLY_PIXELS = {b"IHDR", b"IDAT", b"IEND"}  # what a stripped PNG may hold
@@ -442,6 +445,74 @@ def test_reorder_and_delete_check_their_input(api):
     r = api.client.delete(f"{path}/3", headers=dev["headers"])
     assert error(r) == (404, "screenshot_not_found")
     assert error(api.client.delete(f"{path}/0", headers=dev["headers"])) == (404, "screenshot_not_found")
+
+
+def test_concurrent_uploads_keep_the_limit_and_leave_no_stray_objects(api, app, services):
+    dev = api.new_developer()
+    application = api.create_app(dev)
+    for n in range(7):
+        add_screenshot(api, dev, application, I.encode(Image.new("RGB", (400, 400), (n, 0, 0)), "PNG"))
+    shots = [I.encode(Image.new("RGB", (400, 400), (0, n * 40, 0)), "PNG") for n in range(4)]
+    icons = [I.encode(I.icon(256).rotate(n * 20), "PNG") for n in range(4)]
+    barrier = threading.Barrier(8)
+
+    def send(kind, data):
+        client = app.test_client()  # one per thread, as concurrent requests have
+        barrier.wait()
+        if kind == "icon":
+            return put_icon(Api(client, services), dev, application, data).status_code
+        r = add_screenshot(Api(client, services), dev, application, data)
+        return r.status_code if r.status_code == 201 else error(r)
+
+    with ThreadPoolExecutor(8) as pool:
+        jobs = [("shot", d) for d in shots] + [("icon", d) for d in icons]
+        results = list(pool.map(lambda job: send(*job), jobs))
+    assert sorted(results[:4], key=str) == sorted([201] + [(409, "too_many_screenshots")] * 3, key=str)
+    assert results[4:] == [200] * 4
+    listed = screenshots(api, dev, application)
+    assert [s["position"] for s in listed] == list(range(1, 9))
+    current = api.client.get(f"/v1/apps/{application['id']}/icon", headers=dev["headers"]).json["icons"]
+    offered = {_key(u) for u in current.values()} | {_key(s["url"]) for s in listed}
+    offered |= {_key(s["webp_url"]) for s in listed if s["webp_url"]}
+    assert stored(services, application["id"]) == offered  # the losers' objects are gone
+    assert all(fetch_png(u) for u in current.values())
+
+
+def test_two_uploads_cannot_both_take_the_last_place(api, services, monkeypatch):
+    """The room check and the insert happen under the app's row lock: hold the
+    first upload between them and the second must wait, then find no room."""
+    from app.models import database
+
+    dev = api.new_developer()
+    application = api.create_app(dev)
+    for n in range(7):
+        add_screenshot(api, dev, application, I.encode(Image.new("RGB", (400, 400), (n, 0, 0)), "PNG"))
+    meet = threading.Barrier(2, timeout=1)  # both get here together only without the lock
+    real_check = assets._check_room
+
+    def check_room_slowly(app_row, limit):
+        if database.in_transaction():
+            try:
+                meet.wait()
+            except threading.BrokenBarrierError:
+                pass
+        return real_check(app_row, limit)
+
+    monkeypatch.setattr(assets, "_check_room", check_room_slowly)
+    png = I.encode(Image.new("RGB", (400, 400)), "PNG")
+    app_row = App.get_by_id(application["id"])
+
+    def upload():
+        with database.connection_context():
+            try:
+                return assets.add_screenshot(services, app_row, png, "developer:test").position
+            except assets.ApiError as e:
+                return e.code
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(map(str, pool.map(lambda _: upload(), range(2))))
+    assert outcomes == ["8", "too_many_screenshots"]
+    assert len(screenshots(api, dev, application)) == 8
 
 
 # -- access ---------------------------------------------------------------------------

@@ -113,6 +113,12 @@ class Settings:
     validation_max_attempts: int = 5  # MOSIS_VALIDATION_MAX_ATTEMPTS
 
     max_json_bytes: int = 64 * 1024  # MOSIS_MAX_JSON_BYTES
+    # Icons and screenshots (docs/assets.md).
+    max_asset_bytes: int = 10 * MiB  # MOSIS_MAX_ASSET_BYTES: largest uploaded image
+    max_screenshots: int = 8  # MOSIS_MAX_SCREENSHOTS: per app
+    # Long side over short side; 2 is Google Play's rule, tall phones (20:9) need 2.25.
+    screenshot_max_ratio: float = 2.0  # MOSIS_SCREENSHOT_MAX_RATIO
+    screenshot_webp: bool = True  # MOSIS_SCREENSHOT_WEBP: keep a WebP variant when smaller
     scheduler_metrics_addr: str = "127.0.0.1:8001"  # MOSIS_SCHEDULER_METRICS_ADDR
     log_level: str = "INFO"  # MOSIS_LOG_LEVEL
     log_format: str = "json"  # MOSIS_LOG_FORMAT: json or text
@@ -194,6 +200,10 @@ class Settings:
             validation_poll_seconds=_float(env, "MOSIS_VALIDATION_POLL_SECONDS", d.validation_poll_seconds),
             validation_max_attempts=_int(env, "MOSIS_VALIDATION_MAX_ATTEMPTS", d.validation_max_attempts, 1),
             max_json_bytes=_int(env, "MOSIS_MAX_JSON_BYTES", d.max_json_bytes, 1024),
+            max_asset_bytes=_int(env, "MOSIS_MAX_ASSET_BYTES", d.max_asset_bytes, 1024),
+            max_screenshots=_int(env, "MOSIS_MAX_SCREENSHOTS", d.max_screenshots, 1),
+            screenshot_max_ratio=_float(env, "MOSIS_SCREENSHOT_MAX_RATIO", d.screenshot_max_ratio),
+            screenshot_webp=_bool(env, "MOSIS_SCREENSHOT_WEBP", d.screenshot_webp),
             scheduler_metrics_addr=env.get("MOSIS_SCHEDULER_METRICS_ADDR") or d.scheduler_metrics_addr,
             storage_budget_bytes=_int(env, "MOSIS_STORAGE_BUDGET_BYTES", d.storage_budget_bytes),
             edge_access_log=env.get("MOSIS_EDGE_ACCESS_LOG", ""),

@@ -68,6 +68,12 @@ class App(BaseModel):
     max_published_code = pw.BigIntegerField(default=0)
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
+    # Assets (app.assets): every stored icon set or screenshot takes the next
+    # number, which names its objects; numbers are never reused, so a URL
+    # always names the same bytes and caches may keep it forever.
+    asset_seq = pw.BigIntegerField(default=0)
+    icon_number = pw.BigIntegerField(null=True)  # the current icon set, if any
+    icon_sha256 = pw.CharField(max_length=64, null=True)  # of its 128 px PNG
 
 
 class VersionStatus:
@@ -125,6 +131,24 @@ class Version(BaseModel):
     part_size = pw.BigIntegerField(null=True)
 
 
+class Screenshot(BaseModel):
+    """One of an app's screenshots; `position` orders them, from 1."""
+
+    id = pw.CharField(primary_key=True, max_length=32, default=new_id)
+    app = pw.ForeignKeyField(App, backref="screenshots", on_delete="CASCADE")
+    number = pw.BigIntegerField()  # names its objects (App.asset_seq)
+    position = pw.IntegerField()
+    width = pw.IntegerField()
+    height = pw.IntegerField()
+    size = pw.IntegerField()  # bytes of the PNG
+    sha256 = pw.CharField(max_length=64)  # of the PNG
+    webp_size = pw.IntegerField(null=True)  # bytes of the WebP variant, when one is kept
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("app", "number"), True),)
+
+
 class AuditEvent(BaseModel):
     id = pw.BigAutoField()
     at = pw.DateTimeField(default=utcnow, index=True)
@@ -165,6 +189,7 @@ Version.add_index(
 )
 
 ALL_MODELS = [SchemaMigration, Developer, ApiToken, App, Version, AuditEvent, JobState]
+ALL_MODELS.append(Screenshot)
 
 
 def record_audit(actor: str, action: str, subject_type: str, subject_id: str, **details) -> AuditEvent:

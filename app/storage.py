@@ -5,9 +5,12 @@ the design contract lives in one place:
 
     packages/{developer_id}/{app_id}/{version_code}/package.mosis
     packages/{developer_id}/{app_id}/{version_code}/manifest.json
-    assets/{app_id}/icon-{32,64,128}.png
-    assets/{app_id}/screenshots/{n}.png
+    assets/{app_id}/icons/{n}/icon-{32,64,128}.png
+    assets/{app_id}/screenshots/{n}.png   (and {n}.webp when smaller)
     temp/{upload_id}/package.mosis
+
+Asset keys carry a number that is never reused within an app (see
+app/assets.py), so an asset's URL always names the same bytes.
 """
 
 from __future__ import annotations
@@ -58,12 +61,12 @@ def temp_key(upload_id: str) -> str:
     return f"{TEMP}/{upload_id}/package.mosis"
 
 
-def icon_key(app_id: str, size: int) -> str:
-    return f"{ASSETS}/{app_id}/icon-{int(size)}.png"
+def icon_key(app_id: str, number: int, size: int) -> str:
+    return f"{ASSETS}/{app_id}/icons/{int(number)}/icon-{int(size)}.png"
 
 
-def screenshot_key(app_id: str, position: int) -> str:
-    return f"{ASSETS}/{app_id}/screenshots/{int(position)}.png"
+def screenshot_key(app_id: str, number: int, ext: str = "png") -> str:
+    return f"{ASSETS}/{app_id}/screenshots/{int(number)}.{ext}"
 
 
 def upload_id_of_temp_key(key: str) -> str | None:

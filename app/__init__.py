@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, services=None) -> Flask:
-    from app import api, cli, metrics
+    from app import api, cli, metrics, weblog
     from app.services import build_services
 
     settings = settings or Settings.from_env()
@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None, *, services=None) -> Flask:
     flask_app.json.sort_keys = False
     flask_app.extensions["mosis"] = services or build_services(settings)
 
+    weblog.init_app(flask_app)
     _behind_proxies(flask_app, settings.proxy_hops)
     _connect_per_request(flask_app)
     _json_errors(flask_app)

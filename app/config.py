@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MiB = 1024 * 1024
+# S3 refuses parts smaller than this, except the last part of an upload.
+S3_MIN_PART_BYTES = 5 * MiB
 HOUR = 3600
 DAY = 24 * HOUR
 
@@ -118,10 +120,28 @@ class Settings:
     validation_max_attempts: int = 5  # MOSIS_VALIDATION_MAX_ATTEMPTS
 
     max_json_bytes: int = 64 * 1024  # MOSIS_MAX_JSON_BYTES
+    # Icons and screenshots (docs/assets.md).
+    max_asset_bytes: int = 10 * MiB  # MOSIS_MAX_ASSET_BYTES: largest uploaded image
+    max_screenshots: int = 8  # MOSIS_MAX_SCREENSHOTS: per app
+    # Long side over short side; 2 is Google Play's rule, tall phones (20:9) need 2.25.
+    screenshot_max_ratio: float = 2.0  # MOSIS_SCREENSHOT_MAX_RATIO
+    screenshot_webp: bool = True  # MOSIS_SCREENSHOT_WEBP: keep a WebP variant when smaller
     scheduler_metrics_addr: str = "127.0.0.1:8001"  # MOSIS_SCHEDULER_METRICS_ADDR
+    log_level: str = "INFO"  # MOSIS_LOG_LEVEL
+    log_format: str = "json"  # MOSIS_LOG_FORMAT: json or text
+
+    # Monitoring and cost tracking (docs/operations.md).
+    storage_budget_bytes: int = 100 * 1024**3  # MOSIS_STORAGE_BUDGET_BYTES
+    edge_access_log: str = ""  # MOSIS_EDGE_ACCESS_LOG (default: data_dir/logs/edge-access.log)
+    prices_file: str = ""  # MOSIS_PRICES_FILE (default: app/prices.json)
 
     limits: PackageLimits = field(default_factory=PackageLimits)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+
+    # Packages larger than the threshold upload in parts (S3 multipart), so a
+    # broken upload resumes from its last part instead of starting over.
+    multipart_threshold_bytes: int = 64 * MiB  # MOSIS_MULTIPART_THRESHOLD_BYTES
+    multipart_part_bytes: int = 8 * MiB  # MOSIS_MULTIPART_PART_BYTES (at least 5 MiB)
 
     # The edge (nginx): see docs/edge.md.
     # Shared by the app (which signs download links) and nginx (which checks
@@ -151,6 +171,14 @@ class Settings:
     @property
     def resolved_cdn_url(self) -> str:
         return (self.cdn_url or self.public_url).rstrip("/")
+
+    @property
+    def resolved_edge_access_log(self) -> Path:
+        return Path(self.edge_access_log) if self.edge_access_log else self.data_dir / "logs" / "edge-access.log"
+
+    @property
+    def resolved_prices_file(self) -> Path:
+        return Path(self.prices_file) if self.prices_file else Path(__file__).with_name("prices.json")
 
     @property
     def resolved_s3_public_endpoint(self) -> str:
@@ -204,9 +232,22 @@ class Settings:
             validation_poll_seconds=_float(env, "MOSIS_VALIDATION_POLL_SECONDS", d.validation_poll_seconds),
             validation_max_attempts=_int(env, "MOSIS_VALIDATION_MAX_ATTEMPTS", d.validation_max_attempts, 1),
             max_json_bytes=_int(env, "MOSIS_MAX_JSON_BYTES", d.max_json_bytes, 1024),
+            max_asset_bytes=_int(env, "MOSIS_MAX_ASSET_BYTES", d.max_asset_bytes, 1024),
+            max_screenshots=_int(env, "MOSIS_MAX_SCREENSHOTS", d.max_screenshots, 1),
+            screenshot_max_ratio=_float(env, "MOSIS_SCREENSHOT_MAX_RATIO", d.screenshot_max_ratio),
+            screenshot_webp=_bool(env, "MOSIS_SCREENSHOT_WEBP", d.screenshot_webp),
             scheduler_metrics_addr=env.get("MOSIS_SCHEDULER_METRICS_ADDR") or d.scheduler_metrics_addr,
+            storage_budget_bytes=_int(env, "MOSIS_STORAGE_BUDGET_BYTES", d.storage_budget_bytes),
+            edge_access_log=env.get("MOSIS_EDGE_ACCESS_LOG", ""),
+            prices_file=env.get("MOSIS_PRICES_FILE", ""),
+            log_level=(env.get("MOSIS_LOG_LEVEL") or d.log_level).upper(),
+            log_format=env.get("MOSIS_LOG_FORMAT") or d.log_format,
             limits=limits,
             retention=retention,
+            multipart_threshold_bytes=_int(env, "MOSIS_MULTIPART_THRESHOLD_BYTES",
+                                           d.multipart_threshold_bytes, 1),
+            multipart_part_bytes=_int(env, "MOSIS_MULTIPART_PART_BYTES", d.multipart_part_bytes,
+                                      S3_MIN_PART_BYTES),
             download_link_secret=_link_secret(env.get("MOSIS_DOWNLOAD_LINK_SECRET", "")),
             edge_internal_url=env.get("MOSIS_EDGE_INTERNAL_URL", "").rstrip("/"),
             edge_cache_max_bytes=_int(env, "MOSIS_EDGE_CACHE_MAX_BYTES", d.edge_cache_max_bytes, 16 * MiB),

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from app.config import LINK_SECRET_RE, ConfigError, Settings
+from app.config import LINK_SECRET_RE, ConfigError, MiB, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_DIR = ROOT / "nginx"
@@ -125,6 +125,7 @@ class Target:
     user: str | None = None  # worker user when the master runs as root
     worker_processes: str = "auto"
     worker_connections: int = 4096
+    extra_locations: str = ""  # more locations in the public server
 
     @property
     def conf_path(self) -> Path:
@@ -147,6 +148,8 @@ def native_target(settings: Settings, *, http_port: int, internal_port: int, app
     """The edge of scripts/run and the tests: loopback ports, state under the data dir."""
     prefix = Path(prefix or Path(settings.data_dir) / "edge").resolve()
     log_dir = Path(log_dir or Path(settings.data_dir) / "logs").resolve()
+    # Where the scheduler reads it (MOSIS_EDGE_ACCESS_LOG).
+    access_log = Path(settings.resolved_edge_access_log).resolve()
     return Target(
         name="native",
         prefix=prefix,
@@ -158,7 +161,7 @@ def native_target(settings: Settings, *, http_port: int, internal_port: int, app
         cache_dir=str(prefix / "cache"),
         temp_dir=str(prefix / "tmp"),
         pid_file=str(prefix / "nginx.pid"),
-        access_log=str(log_dir / "edge-access.log"),
+        access_log=str(access_log),
         error_log=str(log_dir / "edge-error.log"),
         tls_listen=f"127.0.0.1:{tls_port}" if tls_port else None,
         user=_worker_user(Path(settings.data_dir)),
@@ -167,24 +170,44 @@ def native_target(settings: Settings, *, http_port: int, internal_port: int, app
     )
 
 
+# Grafana behind the edge (compose): resolved when asked, through Docker's
+# DNS, so nginx starts whether or not Grafana is up yet.
+GRAFANA_LOCATION = """\
+        # Grafana, with its own login (compose).
+        location /grafana/ {
+            resolver 127.0.0.11 valid=30s;
+            set $mosis_grafana http://grafana:3000;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header X-Forwarded-Proto $mosis_forwarded_proto;
+            proxy_set_header X-Request-ID $request_id;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $mosis_connection_upgrade;
+            proxy_pass $mosis_grafana;
+        }
+"""
+
+
 def compose_target(settings: Settings, *, storage_servers: tuple[str, ...] | None = None,
                    app_servers: tuple[str, ...] = ("app:8000",)) -> Target:
-    """The edge of compose.yaml: service names, the nginx image's paths."""
+    """The edge of compose.yaml: service names, and the volumes compose mounts
+    into the nginx image (configuration, cache, the log the scheduler reads)."""
     return Target(
         name="compose",
-        prefix=Path("/etc/nginx"),
-        listen="80",
+        prefix=Path("/etc/mosis/edge"),
+        listen="8080",
         internal_listen="8081",
         internal_allow=PRIVATE_NETWORKS,
         app_servers=app_servers,
         storage_servers=storage_servers or (host_port(settings.s3_endpoint),),
-        cache_dir="/var/cache/nginx/mosis",
-        temp_dir="/var/cache/nginx/tmp",
+        cache_dir="/var/cache/mosis/cache",
+        temp_dir="/var/cache/mosis/tmp",
         pid_file="/var/run/nginx.pid",
-        access_log="/var/log/nginx/edge-access.log",
+        access_log=settings.edge_access_log or "/var/log/mosis/edge-access.log",
         error_log="stderr",
-        tls_listen="443",
+        tls_listen="8443",
         user="nginx",
+        extra_locations=GRAFANA_LOCATION,
     )
 
 
@@ -281,6 +304,8 @@ def render(settings: Settings, target: Target, secret: str) -> str:
         "max_upload_bytes": settings.limits.max_package_bytes,
         "internal_listen": target.internal_listen,
         "internal_allow": _lines(8, target.internal_allow, "allow {};"),
+        "extra_locations": target.extra_locations.rstrip("\n"),
+        "api_max_body_bytes": max(2 * settings.max_asset_bytes, MiB),
     }
     text = TEMPLATE.read_text()
     missing = sorted(set(re.findall(r"{{(\w+)}}", text)) - set(values))
@@ -292,8 +317,8 @@ def render(settings: Settings, target: Target, secret: str) -> str:
 def write_config(settings: Settings, target: Target, secret: str) -> Path:
     """Render into `target.conf_path` and create the directories it names."""
     text = render(settings, target, secret)
-    for d in (target.prefix, Path(target.temp_dir), Path(target.cache_dir).parent,
-              Path(target.access_log).parent):
+    logs = [Path(p).parent for p in (target.access_log, target.error_log) if p.startswith("/")]
+    for d in (target.prefix, Path(target.temp_dir), Path(target.cache_dir).parent, *logs):
         d.mkdir(parents=True, exist_ok=True)
     path = target.conf_path
     # The secret is in it: owner only.
@@ -355,15 +380,22 @@ def main(argv: list[str] | None = None) -> int:
                         default=int(os.environ.get("MOSIS_EDGE_INTERNAL_PORT", "8081")))
     parser.add_argument("--app", default=os.environ.get("MOSIS_APP_BIND", "127.0.0.1:8000"),
                         help="native: the API's address")
+    parser.add_argument("--storage", default="",
+                        help="compose: storage servers, comma-separated (default: MOSIS_S3_ENDPOINT's)")
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    if args.target == "native":
-        target = native_target(settings, http_port=args.http_port, internal_port=args.internal_port,
-                               app_bind=args.app)
-    else:
-        target = compose_target(settings)
-    secret = link_secret(settings)
     try:
+        settings = Settings.from_env()
+        if args.target == "native":
+            target = native_target(settings, http_port=args.http_port, internal_port=args.internal_port,
+                                   app_bind=args.app)
+        else:
+            if not settings.download_link_secret:
+                # The app and the edge run in separate containers: a generated
+                # secret would differ between them.
+                raise ConfigError("set MOSIS_DOWNLOAD_LINK_SECRET: the app and the edge must share it")
+            servers = tuple(s.strip() for s in args.storage.split(",") if s.strip())
+            target = compose_target(settings, storage_servers=servers or None)
+        secret = link_secret(settings)
         if args.check:
             check(settings, target, secret)
         text = render(settings, target, secret)

@@ -68,6 +68,12 @@ class App(BaseModel):
     max_published_code = pw.BigIntegerField(default=0)
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
+    # Assets (app.assets): every stored icon set or screenshot takes the next
+    # number, which names its objects; numbers are never reused, so a URL
+    # always names the same bytes and caches may keep it forever.
+    asset_seq = pw.BigIntegerField(default=0)
+    icon_number = pw.BigIntegerField(null=True)  # the current icon set, if any
+    icon_sha256 = pw.CharField(max_length=64, null=True)  # of its 128 px PNG
 
 
 class VersionStatus:
@@ -119,6 +125,28 @@ class Version(BaseModel):
     lease_owner = pw.CharField(max_length=64, null=True)
     lease_expires_at = pw.DateTimeField(null=True, index=True)
     attempts = pw.IntegerField(default=0)
+    # Multipart uploads: storage's upload id and the part size the client must
+    # use (fixed when the version is created). Null for single-PUT uploads.
+    multipart_upload_id = pw.CharField(max_length=1024, null=True)
+    part_size = pw.BigIntegerField(null=True)
+
+
+class Screenshot(BaseModel):
+    """One of an app's screenshots; `position` orders them, from 1."""
+
+    id = pw.CharField(primary_key=True, max_length=32, default=new_id)
+    app = pw.ForeignKeyField(App, backref="screenshots", on_delete="CASCADE")
+    number = pw.BigIntegerField()  # names its objects (App.asset_seq)
+    position = pw.IntegerField()
+    width = pw.IntegerField()
+    height = pw.IntegerField()
+    size = pw.IntegerField()  # bytes of the PNG
+    sha256 = pw.CharField(max_length=64)  # of the PNG
+    webp_size = pw.IntegerField(null=True)  # bytes of the WebP variant, when one is kept
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("app", "number"), True),)
 
 
 class AuditEvent(BaseModel):
@@ -161,8 +189,70 @@ Version.add_index(
 )
 
 ALL_MODELS = [SchemaMigration, Developer, ApiToken, App, Version, AuditEvent, JobState]
+ALL_MODELS.append(Screenshot)
 
 
 def record_audit(actor: str, action: str, subject_type: str, subject_id: str, **details) -> AuditEvent:
     return AuditEvent.create(actor=actor, action=action, subject_type=subject_type,
                              subject_id=subject_id, details=details or None)
+
+
+# -- monitoring and cost tracking -------------------------------------------------
+
+
+class LogCursor(BaseModel):
+    """How far a tailed log file has been read; survives restarts and rotation."""
+
+    name = pw.CharField(primary_key=True, max_length=64)
+    path = pw.TextField()
+    inode = pw.BigIntegerField(null=True)
+    offset = pw.BigIntegerField(default=0)
+    # Hash of the file's first bytes: a file replaced under the same inode
+    # (delete and re-create, or truncate and regrow) does not match.
+    head_sha256 = pw.CharField(max_length=64, null=True)
+    head_len = pw.IntegerField(default=0)
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+
+class EdgeTraffic(BaseModel):
+    """What the edge served, per UTC day and area (packages, assets, uploads, api, other)."""
+
+    day = pw.DateField()
+    area = pw.CharField(max_length=16)
+    requests = pw.BigIntegerField(default=0)
+    downloads = pw.BigIntegerField(default=0)
+    bytes_sent = pw.BigIntegerField(default=0)
+    cache_hits = pw.BigIntegerField(default=0)
+    errors = pw.BigIntegerField(default=0)  # 5xx
+
+    class Meta:
+        primary_key = pw.CompositeKey("day", "area")
+
+
+class StorageScan(BaseModel):
+    """One listing of the bucket: bytes and objects by prefix and by version status."""
+
+    id = pw.BigAutoField()
+    scanned_at = pw.DateTimeField(default=utcnow, index=True)
+    total_bytes = pw.BigIntegerField()
+    total_objects = pw.BigIntegerField()
+    by_prefix = JSONField()
+    by_status = JSONField()
+    duration = pw.FloatField()
+
+
+class UsageSnapshot(BaseModel):
+    """A complete UTC day: storage held, storage requests and egress (the cost inputs)."""
+
+    day = pw.DateField(primary_key=True)
+    storage_bytes = pw.BigIntegerField()
+    storage_objects = pw.BigIntegerField()
+    requests = pw.BigIntegerField()  # edge requests for packages, assets and uploads
+    egress_bytes = pw.BigIntegerField()  # bytes the edge sent for them
+    downloads = pw.BigIntegerField()
+    taken_at = pw.DateTimeField(default=utcnow)
+
+
+MONITORING_MODELS = [LogCursor, EdgeTraffic, StorageScan, UsageSnapshot]
+ALL_MODELS += MONITORING_MODELS

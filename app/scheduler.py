@@ -11,14 +11,22 @@ import logging
 import os
 import signal
 
+# The scheduler serves its own metrics from memory. Inherited from the API's
+# environment, PROMETHEUS_MULTIPROC_DIR would make the client keep them in
+# files (failing if the directory is missing, exporting them twice if the
+# API's /metrics reads it): drop it before the client is imported.
+os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
 from apscheduler.schedulers.blocking import BlockingScheduler
 from prometheus_client import start_http_server
 
 from app.config import Settings
 from app.models import database
 from app.services import Services, build_services
-from app import packages, validation_worker
+from app.weblog import configure_logging
+from app import assets, packages, uploads, validation_worker
 from app.jobs import Job, run_job
+from app import cost, edge_log, monitoring, usage
 
 log = logging.getLogger("mosis.scheduler")
 
@@ -37,7 +45,19 @@ def with_db(job):
 # app.jobs). The validation queue is not among them: it runs on every
 # scheduler, its rows are leased one by one.
 HOUSEKEEPING: list[Job] = []
-HOUSEKEEPING.append(Job("purge-recent-pulls", packages.purge_recent_pulls, dt.timedelta(minutes=1)))
+HOUSEKEEPING.append(Job("assets_orphan_sweep", assets.sweep_orphans, dt.timedelta(hours=6)))
+
+# Monitoring and cost tracking (docs/operations.md).
+HOUSEKEEPING.append(Job("storage_usage", usage.storage_usage_job, usage.SCAN_PERIOD))
+HOUSEKEEPING.append(Job("edge_log", edge_log.edge_log_job, edge_log.POLL_PERIOD,
+                        max_runtime=edge_log.MAX_RUNTIME))
+HOUSEKEEPING.append(Job("usage_snapshot", cost.snapshot_usage, cost.SNAPSHOT_PERIOD))
+# Unfinished multipart uploads that no version will complete any more.
+HOUSEKEEPING.append(Job("abort_stale_multipart_uploads", uploads.abort_stale_multipart_uploads,
+                        dt.timedelta(minutes=15)))
+# The edge may finish filling its cache for a download started just before a
+# pull: purge recent pulls again (app.packages.purge_recent_pulls).
+HOUSEKEEPING.append(Job("purge_recent_pulls", packages.purge_recent_pulls, dt.timedelta(minutes=1)))
 
 # How often each scheduler asks whether a housekeeping job is due.
 TICK_SECONDS = 30
@@ -49,7 +69,12 @@ def build_scheduler(svc: Services, jobs: list[Job] | None = None) -> BlockingSch
                       seconds=svc.settings.validation_poll_seconds, args=[svc], id="validate",
                       name="validation queue")
     owner = validation_worker.worker_name()
-    for job in HOUSEKEEPING if jobs is None else jobs:
+    jobs = HOUSEKEEPING if jobs is None else jobs
+    # Gauges of shared state, on every scheduler (app.monitoring).
+    scheduler.add_job(with_db(monitoring.refresh), "interval", seconds=monitoring.REFRESH_SECONDS,
+                      args=[svc, jobs], id="gauges", name="gauges",
+                      next_run_time=dt.datetime.now(dt.timezone.utc))
+    for job in jobs:
         tick = min(TICK_SECONDS, max(1, job.period.total_seconds()))
         scheduler.add_job(run_job, "interval", seconds=tick, args=[job, svc, owner], id=job.name,
                           name=job.name, next_run_time=dt.datetime.now(dt.timezone.utc))
@@ -57,9 +82,8 @@ def build_scheduler(svc: Services, jobs: list[Job] | None = None) -> BlockingSch
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("MOSIS_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
     svc = build_services(settings)
     host, _, port = settings.scheduler_metrics_addr.rpartition(":")
     start_http_server(int(port), addr=host or "127.0.0.1")

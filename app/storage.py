@@ -5,9 +5,12 @@ the design contract lives in one place:
 
     packages/{developer_id}/{app_id}/{version_code}/package.mosis
     packages/{developer_id}/{app_id}/{version_code}/manifest.json
-    assets/{app_id}/icon-{32,64,128}.png
-    assets/{app_id}/screenshots/{n}.png
+    assets/{app_id}/icons/{n}/icon-{32,64,128}.png
+    assets/{app_id}/screenshots/{n}.png   (and {n}.webp when smaller)
     temp/{upload_id}/package.mosis
+
+Asset keys carry a number that is never reused within an app (see
+app/assets.py), so an asset's URL always names the same bytes.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from minio import Minio
 from minio.commonconfig import CopySource, Filter
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
+from minio.datatypes import Part
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from app.config import Settings
 from app.errors import Unavailable
+from app.metrics import STORAGE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +71,42 @@ def temp_key(upload_id: str) -> str:
     return f"{TEMP}/{upload_id}/package.mosis"
 
 
-def icon_key(app_id: str, size: int) -> str:
-    return f"{ASSETS}/{app_id}/icon-{int(size)}.png"
+def icon_key(app_id: str, number: int, size: int) -> str:
+    return f"{ASSETS}/{app_id}/icons/{int(number)}/icon-{int(size)}.png"
 
 
-def screenshot_key(app_id: str, position: int) -> str:
-    return f"{ASSETS}/{app_id}/screenshots/{int(position)}.png"
+def screenshot_key(app_id: str, number: int, ext: str = "png") -> str:
+    return f"{ASSETS}/{app_id}/screenshots/{int(number)}.{ext}"
+
+
+def upload_id_of_temp_key(key: str) -> str | None:
+    """The upload id in `temp/{upload_id}/package.mosis`, or None for other keys."""
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == TEMP and parts[2] == "package.mosis":
+        return parts[1]
+    return None
 
 
 # -- the client ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """One part of an unfinished multipart upload, as storage holds it."""
+
+    number: int
+    size: int
+    etag: str
+    last_modified: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    """An unfinished multipart upload (neither completed nor aborted)."""
+
+    key: str
+    upload_id: str
+    initiated: dt.datetime | None
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -179,6 +211,79 @@ class Storage:
         return client.presigned_get_object(bucket_name=self.bucket, object_name=key,
                                            expires=dt.timedelta(seconds=ttl))
 
+    def presigned_part_put(self, key: str, upload_id: str, part_number: int, ttl: int) -> str:
+        """A URL to PUT one part of a multipart upload (UploadPart) to."""
+        return self.public.get_presigned_url(
+            "PUT", self.bucket, key, expires=dt.timedelta(seconds=ttl),
+            extra_query_params={"uploadId": upload_id, "partNumber": str(int(part_number))})
+
+    # -- multipart uploads ---------------------------------------------------------
+    # The SDK exposes the multipart calls only as its internal `_` methods
+    # (its public API hides them inside put_object); they are the plain S3
+    # operations, pinned by the minio version range in pyproject.toml.
+
+    def create_multipart(self, key: str) -> str:
+        """Start a multipart upload of `key`; return storage's upload id."""
+        with self._guard("start a multipart upload"):
+            return self.client._create_multipart_upload(
+                self.bucket, key, {"Content-Type": "application/octet-stream"})
+
+    def list_parts(self, key: str, upload_id: str) -> list[UploadedPart] | None:
+        """The parts uploaded so far, by number; None if the upload is gone
+        (completed or aborted)."""
+        parts: list[UploadedPart] = []
+        marker = None
+        with self._guard("list uploaded parts"):
+            while True:
+                try:
+                    page = self.client._list_parts(self.bucket, key, upload_id,
+                                                   part_number_marker=marker)
+                except S3Error as e:
+                    if e.code == "NoSuchUpload":
+                        return None
+                    raise
+                parts.extend(UploadedPart(p.part_number, p.size or 0, p.etag, p.last_modified)
+                             for p in page.parts)
+                if not page.is_truncated or not page.next_part_number_marker:
+                    break
+                marker = page.next_part_number_marker
+        return sorted(parts, key=lambda p: p.number)
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> bool:
+        """Join the parts into the object; False if the upload is gone already."""
+        with self._guard("complete a multipart upload"):
+            try:
+                self.client._complete_multipart_upload(
+                    self.bucket, key, upload_id, [Part(p.number, p.etag) for p in parts])
+            except S3Error as e:
+                if e.code == "NoSuchUpload":
+                    return False
+                raise
+        return True
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop an unfinished upload and its parts; a gone upload is not an error."""
+        with self._guard("abort a multipart upload"):
+            try:
+                self.client._abort_multipart_upload(self.bucket, key, upload_id)
+            except S3Error as e:
+                if e.code != "NoSuchUpload":
+                    raise
+
+    def list_multipart_uploads(self, prefix: str) -> Iterator[MultipartUpload]:
+        """Unfinished multipart uploads of keys under `prefix`."""
+        key_marker = upload_marker = None
+        with self._guard("list multipart uploads"):
+            while True:
+                page = self.client._list_multipart_uploads(
+                    self.bucket, prefix=prefix, key_marker=key_marker, upload_id_marker=upload_marker)
+                for u in page.uploads:
+                    yield MultipartUpload(u.object_name, u.upload_id or "", u.initiated_time)
+                if not page.is_truncated or not page.uploads:
+                    return
+                # The SDK drops NextUploadIdMarker; the last entry is the same marker.
+                key_marker, upload_marker = page.uploads[-1].object_name, page.uploads[-1].upload_id
+
     # -- objects ---------------------------------------------------------------
 
     def stat(self, key: str) -> ObjectInfo | None:
@@ -260,9 +365,11 @@ class _StorageGuard:
         if exc is None or isinstance(exc, Unavailable):
             return False
         if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+            STORAGE_ERRORS.labels(self.doing).inc()
             raise Unavailable(f"storage is unreachable (could not {self.doing}): {exc}",
                               code="storage_unavailable") from exc
         if isinstance(exc, S3Error) and exc.code in ("ServiceUnavailable", "SlowDown", "InternalError"):
+            STORAGE_ERRORS.labels(self.doing).inc()
             raise Unavailable(f"storage is unavailable (could not {self.doing}): {exc.code}",
                               code="storage_unavailable") from exc
         return False

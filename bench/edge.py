@@ -219,28 +219,28 @@ def main() -> int:
         link = http.download_info(app["package_id"])["download_url"]
         storage = Storage(settings)
         icon = os.urandom(1024)
-        storage.put(icon_key(app["id"], 32), icon, content_type="image/png")
+        storage.put(icon_key(app['id'], 1, 32), icon, content_type="image/png")
         package_key = link.split("?")[0][len(settings.public_url) + 1:]
-        asset_url = f"{settings.public_url}/{icon_key(app['id'], 32)}"
+        asset_url = f"{settings.public_url}/{icon_key(app['id'], 1, 32)}"
         for url, body in ((link, package), (asset_url, icon)):  # warm the cache
             assert requests.get(url, timeout=120).content == body
             assert requests.get(url, timeout=120).headers["X-Cache-Status"] == "HIT"
 
         # The same bytes on local disk, served by a plain nginx.
         static_root = base / "static"
-        for key, body in ((package_key, package), (icon_key(app["id"], 32), icon)):
+        for key, body in ((package_key, package), (icon_key(app['id'], 1, 32), icon)):
             (static_root / key).parent.mkdir(parents=True, exist_ok=True)
             (static_root / key).write_bytes(body)
         static_nginx = keep(plain_nginx("static", base, static_port, f"location / {{ root {static_root}; }}"), 10)
         static = f"http://127.0.0.1:{static_port}"
 
         direct = {"package": storage.presigned_get(package_key, 3600, internal=True),
-                  "asset": storage.presigned_get(icon_key(app["id"], 32), 3600, internal=True)}
+                  "asset": storage.presigned_get(icon_key(app['id'], 1, 32), 3600, internal=True)}
         for name, body in (("package", package), ("asset", icon)):
             assert requests.get(direct[name], timeout=120).content == body
 
         servers = {"edge": edge.proc.pid, "static": static_nginx.proc.pid, "storage": weed.proc.pid}
-        asset_urls = {"edge": asset_url, "static": f"{static}/{icon_key(app['id'], 32)}",
+        asset_urls = {"edge": asset_url, "static": f"{static}/{icon_key(app['id'], 1, 32)}",
                       "storage": direct["asset"]}
         scenarios = {
             "package_50MiB": ({"edge": link, "static": f"{static}/{package_key}", "storage": direct["package"]},

@@ -3,7 +3,6 @@
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MOSIS_VENV:-$ROOT/.venv}"
-PYTHON_BIN="${PYTHON:-python3}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -11,16 +10,12 @@ log() { printf '==> %s\n' "$*" >&2; }
 # pyproject.toml changes.
 ensure_venv() {
     local extras="${1:-}"
-    local stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)${extras:+-$extras}"
+    local hash; hash="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+    local stamp="$VENV/.installed-$hash${extras:+-${extras//,/-}}"
     if [ -f "$stamp" ]; then return 0; fi
-    if [ ! -x "$VENV/bin/python" ]; then
-        log "creating virtualenv in $VENV"
-        "$PYTHON_BIN" -m venv "$VENV"
-    fi
-    log "installing Python packages${extras:+ (with $extras)}"
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install --quiet -e "$ROOT${extras:+[$extras]}"
-    rm -f "$VENV"/.installed-*
+    log "installing Python packages into $VENV${extras:+ (with $extras)}"
+    "$ROOT/scripts/install-python" "$VENV" "$extras" --editable
+    find "$VENV" -maxdepth 1 -name '.installed-*' ! -name ".installed-$hash*" -delete
     touch "$stamp"
 }
 

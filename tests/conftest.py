@@ -157,6 +157,8 @@ def stack_env(settings: Settings, api_port: int, scheduler_port: int) -> dict:
         "MOSIS_APP_BIND": f"127.0.0.1:{api_port}",
         "MOSIS_SCHEDULER_METRICS_ADDR": f"127.0.0.1:{scheduler_port}",
         "PROMETHEUS_MULTIPROC_DIR": str(settings.data_dir / "run" / "prometheus"),
+        "MOSIS_MULTIPART_THRESHOLD_BYTES": str(settings.multipart_threshold_bytes),
+        "MOSIS_MULTIPART_PART_BYTES": str(settings.multipart_part_bytes),
     })
     # Edge settings, when the test gives them.
     for name, value in (("MOSIS_CDN_URL", settings.cdn_url),
@@ -172,49 +174,25 @@ def stack_env(settings: Settings, api_port: int, scheduler_port: int) -> dict:
     return env
 
 
-@pytest.fixture
-def live_stack(settings):
-    """The API under gunicorn and the scheduler, as real processes."""
-    from app.native import free_ports, start_api, start_scheduler
+# -- the live stack: real processes, as `scripts/run` starts them -----------------------
 
-    api_port, scheduler_port = free_ports(2)
-    env = stack_env(settings, api_port, scheduler_port)
-    logs = settings.data_dir / "logs"
-    started = []
-    try:
-        for service in (start_api(env, env["MOSIS_APP_BIND"], logs),
-                        start_scheduler(env, logs)):
-            started.append(service)
-            service.wait_ready(60)
-    except Exception:
-        for s in started:
-            s.stop()
-        raise
-    stack = type("LiveStack", (), {})()
-    stack.api, stack.scheduler = started
-    stack.url = f"http://127.0.0.1:{api_port}"
-    stack.scheduler_url = f"http://127.0.0.1:{scheduler_port}"
-    stack.env = env
-    yield stack
-    for s in reversed(started):
-        s.stop()
+class LiveStack:
+    """API (gunicorn), scheduler and edge (nginx) as real processes.
 
+    `url` is the API itself (its /metrics included); `edge_url` is the edge,
+    where download links, presigned uploads and assets point.
+    """
 
-# -- the edge: nginx in front of the real app and storage ------------------------------
-
-class EdgeStack:
-    """API, scheduler and edge as real processes; `url` is the edge."""
-
-    def __init__(self, settings: Settings, http_port: int, internal_port: int):
+    def __init__(self, settings: Settings):
         self.settings = settings
-        self.url = settings.public_url
+        self.edge_url = settings.public_url
         self.internal_url = settings.edge_internal_url
-        self.http_port, self.internal_port = http_port, internal_port
         self.services: list = []
+        self.api = self.scheduler = self.edge = None
 
     @property
     def access_log(self) -> Path:
-        return self.settings.data_dir / "logs" / "edge-access.log"
+        return self.settings.resolved_edge_access_log
 
     def log_entries(self) -> list[dict]:
         import json
@@ -224,7 +202,7 @@ class EdgeStack:
         return [json.loads(line) for line in self.access_log.read_text().splitlines() if line.strip()]
 
     def log_for(self, response) -> dict:
-        """The access log line of a response, found by its X-Request-ID."""
+        """The edge's access log line of a response, found by its X-Request-ID."""
         import time
 
         request_id = response.headers["X-Request-ID"]
@@ -235,53 +213,59 @@ class EdgeStack:
             time.sleep(0.05)
         raise AssertionError(f"no access log line for request {request_id}")
 
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
 
 def edge_settings(base: Settings, http_port: int, internal_port: int, **changes) -> Settings:
-    """`base` with the edge as its public URL (uploads and downloads go through it)."""
+    """`base` with the edge as its public URL (uploads and downloads go through it).
+    Rate limits are high: tests call quickly; test_edge.py checks the limits."""
     import secrets
 
+    changes = {"edge_api_rate": 10000, "edge_api_burst": 10000, **changes}
     return base.replace(public_url=f"http://127.0.0.1:{http_port}",
                         edge_internal_url=f"http://127.0.0.1:{internal_port}",
                         download_link_secret=secrets.token_urlsafe(32), **changes)
 
 
-def start_edge_stack(settings: Settings, http_port: int, internal_port: int,
-                     scheduler: bool = True) -> EdgeStack:
+def start_live_stack(settings: Settings, scheduler: bool = True) -> LiveStack:
+    """Start the processes for `settings` (made by edge_settings)."""
+    from urllib.parse import urlparse
+
     from app.native import free_ports, start_api, start_edge, start_scheduler
 
     api_port, scheduler_port = free_ports(2)
     env = stack_env(settings, api_port, scheduler_port)
     logs = settings.data_dir / "logs"
-    stack = EdgeStack(settings, http_port, internal_port)
+    stack = LiveStack(settings)
     stack.env = env
-    stack.api_url = f"http://127.0.0.1:{api_port}"
+    stack.url = f"http://127.0.0.1:{api_port}"
+    stack.scheduler_url = f"http://127.0.0.1:{scheduler_port}"
     try:
-        starts = [lambda: start_api(env, env["MOSIS_APP_BIND"], logs)]
+        stack.api = start_api(env, env["MOSIS_APP_BIND"], logs)
+        stack.services.append(stack.api)
+        stack.api.wait_ready(60)
         if scheduler:
-            starts.append(lambda: start_scheduler(env, logs))
-        starts.append(lambda: start_edge(settings, http_port=http_port, internal_port=internal_port,
-                                         app_bind=env["MOSIS_APP_BIND"], log_dir=logs))
-        for start in starts:
-            service = start()
-            stack.services.append(service)
-            service.wait_ready(60)
+            stack.scheduler = start_scheduler(env, logs)
+            stack.services.append(stack.scheduler)
+            stack.scheduler.wait_ready(60)
+        stack.edge = start_edge(settings, http_port=urlparse(settings.public_url).port,
+                                internal_port=urlparse(settings.edge_internal_url).port,
+                                app_bind=env["MOSIS_APP_BIND"], log_dir=logs)
+        stack.services.append(stack.edge)
+        stack.edge.wait_ready(60)
     except BaseException:
-        stop_edge_stack(stack)
+        stack.stop()
         raise
     return stack
 
 
-def stop_edge_stack(stack: EdgeStack) -> None:
-    for service in reversed(stack.services):
-        service.stop()
-
-
 @pytest.fixture
-def edge(settings):
-    """The whole native stack behind the edge, as `scripts/run` starts it."""
+def live_stack(settings):
+    """The whole native stack as real processes: API, scheduler and the edge."""
     from app.native import free_ports
 
-    http_port, internal_port = free_ports(2)
-    stack = start_edge_stack(edge_settings(settings, http_port, internal_port), http_port, internal_port)
+    stack = start_live_stack(edge_settings(settings, *free_ports(2)))
     yield stack
-    stop_edge_stack(stack)
+    stack.stop()

@@ -21,8 +21,8 @@ def wait_for_status(url, headers, wanted, timeout=30):
     raise AssertionError(f"version stayed {version['status']}")
 
 
-def test_developer_ships_and_device_downloads(edge):
-    base = edge.url
+def test_developer_ships_and_device_downloads(live_stack):
+    base = live_stack.edge_url
     r = requests.post(f"{base}/v1/admin/developers", json={"name": "Ada", "email": "ada@example.com"},
                       headers=ADMIN, timeout=10)
     assert r.status_code == 201
@@ -39,7 +39,7 @@ def test_developer_ships_and_device_downloads(edge):
         "version_code": 42, "version_name": "1.4.2", "size": len(data), "sha256": sha256(data)})
     assert r.status_code == 201
     upload = r.json()["upload"]
-    assert upload["url"].startswith(f"{base}/{edge.settings.bucket}/temp/")  # through the edge
+    assert upload["url"].startswith(f"{base}/{live_stack.settings.bucket}/temp/")  # through the edge
     put = requests.request(upload["method"], upload["url"], data=data, headers=upload["headers"], timeout=60)
     assert put.status_code == 200
 
@@ -59,8 +59,7 @@ def test_developer_ships_and_device_downloads(edge):
     assert verify(key["public_key"], info["signature"],
                   signed_message(package_id, 42, info["sha256"], info["size"]))
 
-    metrics = requests.get(f"{edge.api_url}/metrics", timeout=10).text  # not public
+    metrics = requests.get(f"{live_stack.url}/metrics", timeout=10).text  # the API's own, not public
     assert "mosis_download_links_total 1.0" in metrics
     assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
-    scheduler = edge.env["MOSIS_SCHEDULER_METRICS_ADDR"]
-    assert "mosis_validations_total" in requests.get(f"http://{scheduler}/metrics", timeout=10).text
+    assert "mosis_validations_total" in requests.get(f"{live_stack.scheduler_url}/metrics", timeout=10).text

@@ -21,7 +21,7 @@ from app.edge import signed_link
 from app.native import WeedPorts, free_ports, start_edge, start_weed
 from app.purge import EdgePurger
 from app.storage import Storage, icon_key, temp_key
-from tests.conftest import edge_settings, start_edge_stack, stop_edge_stack
+from tests.conftest import edge_settings, start_live_stack
 from tests.helpers import ADMIN, ADMIN_TOKEN, CloudflareStub, HttpApi, build_package, sha256
 
 LIMIT = 6 * 1024 * 1024  # the package size limit of this module's stack
@@ -51,9 +51,9 @@ def stack(weed, tmp_path_factory, cloudflare):
         base_settings(weed, base, cloudflare_zone_id="zone-1", cloudflare_api_token="cf-token",
                       cloudflare_api_url=cloudflare.url),
         http_port, internal_port, cdn_url=f"http://localhost:{http_port}")
-    running = start_edge_stack(settings, http_port, internal_port)
+    running = start_live_stack(settings)
     yield running
-    stop_edge_stack(running)
+    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def storage(stack):
 
 @pytest.fixture
 def http(stack):
-    return HttpApi(stack.url)
+    return HttpApi(stack.edge_url)
 
 
 def random_package(package_id: str, code: int, size: int = 400_000) -> bytes:
@@ -199,7 +199,7 @@ def test_bad_links_are_refused_before_the_app_or_storage(stack, http):
 
 
 def test_only_presigned_uploads_to_temp_reach_storage(stack, http, storage):
-    bucket, base = stack.settings.bucket, stack.url
+    bucket, base = stack.settings.bucket, stack.edge_url
     dev = http.new_developer()
     app = http.create_app(dev)
     data = random_package(app["package_id"], 1, 1000)
@@ -272,7 +272,7 @@ def test_multipart_part_uploads_pass_the_edge(stack, storage):
         url = storage.public.get_presigned_url(
             "PUT", bucket, key, expires=dt.timedelta(minutes=10),
             extra_query_params={"uploadId": upload_id, "partNumber": str(number)})
-        assert url.startswith(stack.url)
+        assert url.startswith(stack.edge_url)
         r = requests.put(url, data=part, timeout=60)
         assert r.status_code == 200, r.text
         etags.append(r.headers["ETag"])
@@ -304,7 +304,7 @@ def test_pull_purges_the_edge_and_cloudflare_and_the_link_dies(stack, http, clou
     assert after.status_code == 404 and after.json()["error"]["code"] == "not_found"
     assert after.headers["X-Cache-Status"] == "MISS"  # the entry is gone, and the app refused
     assert requests.get(url, timeout=30).status_code == 404
-    assert requests.get(f"{stack.url}/v1/packages/{app['package_id']}/download", timeout=30).status_code == 404
+    assert requests.get(f"{stack.edge_url}/v1/packages/{app['package_id']}/download", timeout=30).status_code == 404
 
 
 def test_a_failing_cloudflare_does_not_undo_a_pull(stack, http, cloudflare):
@@ -319,7 +319,7 @@ def test_a_failing_cloudflare_does_not_undo_a_pull(stack, http, cloudflare):
         cloudflare.fail = False
     assert r.json()["version"]["status"] == "pulled"
     assert requests.get(url, timeout=30).status_code == 404  # the edge forgot it all the same
-    metrics = requests.get(f"{stack.api_url}/metrics", timeout=10).text
+    metrics = requests.get(f"{stack.url}/metrics", timeout=10).text
     assert 'mosis_cache_purges_total{cache="cloudflare",result="error"}' in metrics
 
 
@@ -328,7 +328,7 @@ def test_a_failing_cloudflare_does_not_undo_a_pull(stack, http, cloudflare):
 
 def test_assets_are_public_cached_and_purgeable(stack, http, storage):
     app_id = os.urandom(16).hex()
-    key = icon_key(app_id, 32)
+    key = icon_key(app_id, 1, 32)
     icon = b"\x89PNG\r\n\x1a\n" + os.urandom(1024)
     storage.put(key, icon, content_type="image/png")
     url = f"{stack.settings.resolved_cdn_url}/{key}"
@@ -351,7 +351,7 @@ def test_assets_are_public_cached_and_purgeable(stack, http, storage):
     assert refreshed.content == new_icon and refreshed.headers["X-Cache-Status"] == "MISS"
     EdgePurger(stack.internal_url)([key, "assets/never/cached.png"])  # absent entries are fine
 
-    missing = requests.get(f"{stack.url}/assets/{app_id}/icon-64.png", timeout=30)
+    missing = requests.get(f"{stack.edge_url}/assets/{app_id}/icon-64.png", timeout=30)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert missing.headers["Cache-Control"] == "no-store"
     storage.delete(key)
@@ -361,15 +361,18 @@ def test_api_through_the_edge(stack, http):
     dev = http.new_developer()
     for _ in range(8):
         http.create_app(dev)
-    listing = requests.get(f"{stack.url}/v1/apps", headers={**dev["headers"], "Accept-Encoding": "gzip"},
+    listing = requests.get(f"{stack.edge_url}/v1/apps", headers={**dev["headers"], "Accept-Encoding": "gzip"},
                            timeout=30)
     assert listing.status_code == 200 and len(listing.json()["apps"]) == 8
     assert listing.headers["Content-Encoding"] == "gzip"  # JSON is compressed
     assert listing.headers["X-Request-ID"]
-    assert "X-Cache-Status" not in listing.headers and "Cache-Control" not in listing.headers
-    assert requests.get(f"{stack.url}/healthz", timeout=10).json() == {"status": "ok"}
-    assert requests.get(f"{stack.url}/readyz", timeout=10).status_code == 200
-    missing = requests.get(f"{stack.url}/v1/apps/{'0' * 32}", headers=dev["headers"], timeout=10)
+    assert "X-Cache-Status" not in listing.headers
+    assert listing.headers["Cache-Control"] == "no-store"  # the app's own, untouched
+    for name in ("X-Request-ID", "X-Content-Type-Options"):  # the edge's, not twice
+        assert len(listing.raw.headers.getlist(name)) == 1, name
+    assert requests.get(f"{stack.edge_url}/healthz", timeout=10).json() == {"status": "ok"}
+    assert requests.get(f"{stack.edge_url}/readyz", timeout=10).status_code == 200
+    missing = requests.get(f"{stack.edge_url}/v1/apps/{'0' * 32}", headers=dev["headers"], timeout=10)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "app_not_found"  # the app's own
     entry = stack.log_for(listing)
     assert entry["method"] == "GET" and entry["uri"] == "/v1/apps" and entry["remote_addr"] == "127.0.0.1"
@@ -385,7 +388,8 @@ def test_rate_limit_per_client_behind_a_trusted_proxy(stack, tmp_path):
     address a trusted proxy reports, and each has its own rate limit."""
     http_port, internal_port = free_ports(2)
     settings = stack.settings.replace(public_url=f"http://127.0.0.1:{http_port}", edge_api_rate=1,
-                                      edge_api_burst=2, edge_trusted_proxies=("127.0.0.0/8",))
+                                      edge_api_burst=2, edge_trusted_proxies=("127.0.0.0/8",),
+                                      edge_access_log=str(tmp_path / "logs" / "edge-access.log"))
     edge = start_edge(settings, http_port=http_port, internal_port=internal_port,
                       app_bind=stack.env["MOSIS_APP_BIND"], log_dir=tmp_path / "logs", prefix=tmp_path / "edge")
     try:
@@ -402,7 +406,7 @@ def test_rate_limit_per_client_behind_a_trusted_proxy(stack, tmp_path):
     finally:
         edge.stop()
     # The module's edge does not trust 127.0.0.1: the header is ignored there.
-    r = requests.get(f"{stack.url}/v1/signing-key", headers={"CF-Connecting-IP": "203.0.113.9"}, timeout=10)
+    r = requests.get(f"{stack.edge_url}/v1/signing-key", headers={"CF-Connecting-IP": "203.0.113.9"}, timeout=10)
     assert stack.log_for(r)["remote_addr"] == "127.0.0.1"
 
 
@@ -418,16 +422,16 @@ def test_cached_packages_download_while_storage_is_down(tmp_path):
         own.endpoint, own.access_key, own.secret_key = f"http://127.0.0.1:{ports.s3}", "outage", "outage-secret"
         http_port, internal_port = free_ports(2)
         settings = edge_settings(base_settings(own, tmp_path), http_port, internal_port)
-        running = start_edge_stack(settings, http_port, internal_port)
+        running = start_live_stack(settings)
         try:
-            http = HttpApi(running.url)
+            http = HttpApi(running.edge_url)
             _, app, _, data = shipped(http)
             info = http.download_info(app["package_id"])
             assert requests.get(info["download_url"], timeout=30).headers["X-Cache-Status"] == "MISS"
-            icon_url = f"{running.url}/{icon_key(app['id'], 32)}"
+            icon_url = f"{running.edge_url}/{icon_key(app['id'], 1, 32)}"
 
             own.kill()  # as a crash would
-            assert requests.get(f"{running.url}/readyz", timeout=30).status_code == 503
+            assert requests.get(f"{running.edge_url}/readyz", timeout=30).status_code == 503
 
             r = requests.get(info["download_url"], timeout=30)
             assert r.status_code == 200 and r.content == data and r.headers["X-Cache-Status"] == "HIT"
@@ -437,6 +441,6 @@ def test_cached_packages_download_while_storage_is_down(tmp_path):
             r = requests.get(icon_url, timeout=30)
             assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_unavailable"
         finally:
-            stop_edge_stack(running)
+            running.stop()
     finally:
         own.stop()

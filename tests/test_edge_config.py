@@ -98,16 +98,49 @@ def test_native_config_renders_checks_and_keeps_its_secret_private(tmp_path):
 
 def test_compose_config_uses_service_names_and_passes_nginx(tmp_path):
     settings = settings_for(tmp_path, s3_endpoint="http://minio1:9000", public_url="https://store.example.com",
-                            edge_tls_cert="/etc/nginx/tls/origin.pem", edge_tls_key="/etc/nginx/tls/origin.key")
+                            edge_tls_cert="/etc/mosis/tls/origin.pem", edge_tls_key="/etc/mosis/tls/origin.key")
     target = edge.compose_target(settings, storage_servers=("minio1:9000", "minio2:9000"))
     text = edge.render(settings, target, SECRET)
     assert "server app:8000;" in text and "server minio1:9000;" in text and "server minio2:9000;" in text
-    assert "listen 80 default_server;" in text and "listen 443 ssl http2 default_server;" in text
+    assert "listen 8080 default_server;" in text and "listen 8443 ssl http2 default_server;" in text
+    assert "listen 8081;" in text and "allow 172.16.0.0/12;" in text
     assert "proxy_set_header Host minio1:9000;" in text
-    assert "proxy_cache_path /var/cache/nginx/mosis " in text and "user nginx;" in text
-    assert "access_log /var/log/nginx/edge-access.log mosis_json;" in text
-    assert "allow 172.16.0.0/12;" in text
+    assert "proxy_cache_path /var/cache/mosis/cache " in text and "user nginx;" in text
+    # where the scheduler reads it (compose.yaml's MOSIS_EDGE_ACCESS_LOG)
+    assert "access_log /var/log/mosis/edge-access.log mosis_json;" in text
+    assert "location /grafana/ {" in text and "resolver 127.0.0.11" in text
     edge.check(settings.replace(edge_tls_cert="", edge_tls_key=""), target, SECRET)
+
+
+def test_compose_runs_the_rendered_edge():
+    """compose.yaml renders the config with the app image and nginx runs it."""
+    import yaml
+
+    compose = yaml.safe_load((edge.ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    render, nginx = services["edge-config"], services["nginx"]
+    assert render["command"][:5] == ["python", "-m", "app.edge", "--target", "compose"]
+    out = render["command"][render["command"].index("--out") + 1]
+    assert nginx["command"][:3] == ["nginx", "-c", out]
+    assert f"edge-config:{Path(out).parent}:ro" in nginx["volumes"]
+    assert nginx["depends_on"]["edge-config"] == {"condition": "service_completed_successfully"}
+    target = edge.compose_target(Settings())
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in nginx["volumes"]}
+    assert Path(target.cache_dir).parent.as_posix() in mounts and Path(target.access_log).parent.as_posix() in mounts
+    assert nginx["ports"] == ["${MOSIS_HTTP_PORT:-80}:" + target.listen]
+    app_env = services["app"]["environment"]
+    assert app_env["MOSIS_EDGE_INTERNAL_URL"] == f"http://nginx:{target.internal_listen}"
+    assert "MOSIS_DOWNLOAD_LINK_SECRET" in app_env and "MOSIS_DOWNLOAD_LINK_SECRET" in render["environment"]
+    assert services["scheduler"]["environment"]["MOSIS_EDGE_ACCESS_LOG"] == target.access_log
+    assert "COPY --chown=mosis:mosis nginx /srv/mosis/nginx" in (edge.ROOT / "Dockerfile").read_text()
+
+
+def test_compose_render_refuses_without_a_shared_secret(tmp_path):
+    env = {**os.environ, "MOSIS_DATA_DIR": str(tmp_path / "data")}
+    env.pop("MOSIS_DOWNLOAD_LINK_SECRET", None)
+    proc = subprocess.run([sys.executable, "-m", "app.edge", "--target", "compose"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "MOSIS_DOWNLOAD_LINK_SECRET" in proc.stderr
 
 
 def test_a_broken_template_value_is_caught_by_nginx(tmp_path):
@@ -138,7 +171,8 @@ def test_trusted_proxies_must_be_networks():
 
 def test_cli_renders_the_compose_config(tmp_path):
     out = tmp_path / "nginx.conf"
-    env = {**os.environ, "MOSIS_DATA_DIR": str(tmp_path / "data"), "MOSIS_S3_ENDPOINT": "http://minio1:9000"}
+    env = {**os.environ, "MOSIS_DATA_DIR": str(tmp_path / "data"), "MOSIS_S3_ENDPOINT": "http://minio1:9000",
+           "MOSIS_DOWNLOAD_LINK_SECRET": SECRET}
     proc = subprocess.run([sys.executable, "-m", "app.edge", "--target", "compose", "--check", "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

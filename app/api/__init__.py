@@ -35,11 +35,11 @@ class PackageIdConverter(BaseConverter):
 
 
 def register(app: Flask) -> None:
-    from app.api import admin, developer, ops, public
+    from app.api import admin, assets, developer, ops, public, uploads
     from app.api import edge
 
     app.url_map.converters.update(hexid=HexIdConverter, code=VersionCodeConverter,
                                   package_id=PackageIdConverter)
-    for module in (ops, public, developer, admin):
+    for module in (ops, public, developer, uploads, assets, admin):
         app.register_blueprint(module.bp)
     app.register_blueprint(edge.bp)

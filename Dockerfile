@@ -1,0 +1,38 @@
+# The Mosis storage appliance image: API (gunicorn) and scheduler.
+# Build stage installs the package into /opt/venv with the same script
+# scripts/run uses; the final stage has no compilers or build tools.
+
+FROM python:3.12.8-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY scripts/install-python scripts/install-python
+COPY app app
+RUN scripts/install-python /opt/venv
+
+FROM python:3.12.8-slim-bookworm
+# pg_dump for the metadata backup job when the database is PostgreSQL.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --system --gid 10001 mosis \
+    && useradd --system --uid 10001 --gid mosis --home-dir /var/lib/mosis --create-home mosis
+COPY --from=build /opt/venv /opt/venv
+COPY --chown=mosis:mosis app /srv/mosis/app
+# The edge's template and Cloudflare's ranges: the image renders nginx's
+# configuration for compose (python -m app.edge --target compose).
+COPY --chown=mosis:mosis nginx /srv/mosis/nginx
+RUN install -d -o mosis -g mosis /etc/mosis/edge
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MOSIS_DATA_DIR=/var/lib/mosis \
+    MOSIS_APP_BIND=0.0.0.0:8000 \
+    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
+WORKDIR /srv/mosis
+USER mosis
+EXPOSE 8000 8001
+HEALTHCHECK --interval=15s --timeout=5s --retries=3 \
+    CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)" || exit 1
+# The multiprocess metrics directory must be empty when gunicorn starts.
+CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec gunicorn -c app/gunicorn_conf.py 'app:create_app()'"]

@@ -264,6 +264,10 @@ def _path_case(name: str, entry: str | bytes, says: str, **item) -> Case:
                 says)
 
 
+# The start of a hand-written manifest; $PID and $CODE are filled in per app.
+RAW_HEAD = b'{"package_id": "$PID", "version_code": $CODE, "version_name": "1", '
+
+
 def _manifest_case(label: str, says: str, raw: bytes | None = None, **changes) -> Case:
     def build(p, c):
         return raw_zip([manifest_item(p, c, raw=raw if raw is None else raw.replace(b"$PID", p.encode())
@@ -534,8 +538,7 @@ def cases() -> list[Case]:
             [Item("manifest.json/", b"", method=STORED, mode=0o040755), *[Item(n, d) for n, d in APP_FILES]]),
              "not a file"),
         _manifest_case("manifest_not_utf8", "not UTF-8",
-                       raw=b'{"package_id": "$PID", "version_code": $CODE, "version_name": "1", '
-                           b'"name": "Caf\xe9"}'),
+                       raw=RAW_HEAD + b'"name": "Caf\xe9"}'),
         _manifest_case("manifest_with_bom", "byte-order mark",
                        raw=b'\xef\xbb\xbf{"package_id": "$PID", "version_code": $CODE, '
                            b'"version_name": "1", "name": "A"}'),
@@ -557,17 +560,13 @@ def cases() -> list[Case]:
         _manifest_case("manifest_bad_package_id", "must look like com.example.app",
                        package_id="Com.Example..App"),
         _manifest_case("manifest_nan", "NaN",
-                       raw=b'{"package_id": "$PID", "version_code": $CODE, "version_name": "1", '
-                           b'"name": "A", "rating": NaN}'),
+                       raw=RAW_HEAD + b'"name": "A", "rating": NaN}'),
         _manifest_case("manifest_duplicate_key", "twice",
-                       raw=b'{"package_id": "$PID", "version_code": $CODE, "version_name": "1", '
-                           b'"name": "A", "name": "B"}'),
+                       raw=RAW_HEAD + b'"name": "A", "name": "B"}'),
         _manifest_case("manifest_huge_number", "cannot be read",
-                       raw=b'{"package_id": "$PID", "version_code": $CODE, "version_name": "1", '
-                           b'"name": "A", "n": ' + b"9" * 5000 + b"}"),
+                       raw=RAW_HEAD + b'"name": "A", "n": ' + b"9" * 5000 + b"}"),
         _manifest_case("manifest_deep_nesting", "cannot be read",
-                       raw=b'{"package_id": "$PID", "version_code": $CODE, "version_name": "1", '
-                           b'"name": "A", "n": ' + b"[" * 30000 + b"]" * 30000 + b"}"),
+                       raw=RAW_HEAD + b'"name": "A", "n": ' + b"[" * 30000 + b"]" * 30000 + b"}"),
         _swap_case("package_id_of_another_app", "package_id_mismatch", "this app is",
                    package_id="com.someone.else"),
         _swap_case("version_code_not_declared", "version_code_mismatch", "declared as version",

@@ -163,11 +163,27 @@ def _fold(name: str) -> str:
     return unicodedata.normalize("NFKC", name.rstrip("/")).casefold()
 
 
+def _path_digests(key: str) -> Iterator[bytes]:
+    """A digest of each path prefix of `key`, the whole key last.
+
+    Digests (not strings) keep the memory per entry constant however deep or
+    long its name, and each prefix costs only its last component to hash.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for part in key.split("/"):
+        h.update(part.encode("utf-8", "surrogatepass") + b"/")
+        yield h.copy().digest()
+
+
+def _keys(e: Entry) -> set[str]:
+    return {_fold(n) for n in (e.name, *e.other_names)}
+
+
 def check_entries(entries: list[Entry], cd_offset: int, size: int,
                   limits: PackageLimits) -> Entry:
     """Check every entry; return the manifest's."""
-    seen: dict[str, str] = {}
-    files, dirs = set(), set()
+    seen: dict[bytes, str] = {}
+    files: set[bytes] = set()
     manifest = None
     for e in entries:
         for name in (e.name, *e.other_names):
@@ -179,15 +195,15 @@ def check_entries(entries: list[Entry], cd_offset: int, size: int,
         if kind not in (0, S_IFREG, S_IFDIR):
             raise PackageInvalid("unsafe_path", f"{e.name!r} is a device, pipe or other special "
                                  "file; packages may hold only regular files and directories")
-        for key in {_fold(n) for n in (e.name, *e.other_names)}:
-            if key in seen:
+        for key in _keys(e):
+            *_, digest = _path_digests(key)
+            if digest in seen:
                 raise PackageInvalid("duplicate_entry", f"{e.name!r} appears twice (or differs "
-                                     f"from {seen[key]!r} only by case or Unicode form); every "
+                                     f"from {seen[digest]!r} only by case or Unicode form); every "
                                      "path must be unique")
-            seen[key] = e.name
-            (dirs if e.is_dir else files).add(key)
-            parts = key.split("/")
-            dirs.update("/".join(parts[:i]) for i in range(1, len(parts)))
+            seen[digest] = e.name
+            if not e.is_dir:
+                files.add(digest)
         if e.encrypted:
             raise PackageInvalid("encrypted_entry", f"{e.name!r} is encrypted; packages must not "
                                  "be password-protected")
@@ -200,10 +216,14 @@ def check_entries(entries: list[Entry], cd_offset: int, size: int,
             raise invalid(f"stored entry {e.name!r} has different packed and unpacked sizes")
         if e.name == MANIFEST_NAME:
             manifest = e
-    clash = files & dirs
-    if clash:
-        raise PackageInvalid("duplicate_entry", f"{sorted(clash)[0]!r} is both a file and a "
-                             "directory; every path must be unique")
+    for e in entries:  # a file must not also be a directory of another entry
+        for key in _keys(e):
+            *parents, _ = _path_digests(key)
+            clash = next((d for d in parents if d in files), None)
+            if clash is not None:
+                raise PackageInvalid("duplicate_entry", f"{e.name!r} lies under "
+                                     f"{seen[clash]!r}, which is a file: a path cannot be both a "
+                                     "file and a directory")
     if manifest is None:
         raise _manifest_missing(entries)
     if manifest.size > limits.max_manifest_bytes:

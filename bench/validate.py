@@ -123,6 +123,7 @@ def child(mode: str, endpoint: str, key: str) -> None:
     storage = _storage(endpoint)
     size = storage.stat(key).size
     baseline = _vm("VmRSS")
+    cpu = time.process_time()
     started = time.perf_counter()
     if mode == "limit":
         digest = hashlib.sha256()
@@ -135,16 +136,25 @@ def child(mode: str, endpoint: str, key: str) -> None:
                                   Settings().limits)
         result = report.sha256
     seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "sha256": result, "peak_rss": _vm("VmHWM"),
-                      "baseline_rss": baseline}))
+    print(json.dumps({"seconds": seconds, "cpu_seconds": time.process_time() - cpu, "sha256": result,
+                      "peak_rss": _vm("VmHWM"), "baseline_rss": baseline}))
 
 
-def run_child(mode: str, endpoint: str, key: str) -> dict:
+def cpu_of(pid: int) -> float:
+    """CPU seconds (user and system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_child(mode: str, endpoint: str, key: str, storage_pid: int) -> dict:
+    storage_cpu = cpu_of(storage_pid)
     out = subprocess.run([sys.executable, __file__, "--child", mode, endpoint, key],
                          capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise RuntimeError(f"the {mode} process failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["storage_cpu_seconds"] = cpu_of(storage_pid) - storage_cpu
+    return result
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -187,7 +197,7 @@ def main() -> int:
             runs = {"limit": [], "validate": []}
             for _ in range(args.rounds):
                 for mode in ("limit", "validate"):
-                    r = run_child(mode, endpoint, key)
+                    r = run_child(mode, endpoint, key, weed.proc.pid)
                     assert r["sha256"] == expected, (mode, r)
                     runs[mode].append(r)
             storage.delete(key)
@@ -197,7 +207,10 @@ def main() -> int:
                   f"({row['limit_mib_s']:.0f} MiB/s), peak RSS {row['limit_peak_rss_mib']:.0f} MiB")
             print(f"  validate:                 {row['validate_seconds']:.2f}s "
                   f"({row['validate_mib_s']:.0f} MiB/s), peak RSS {row['validate_peak_rss_mib']:.0f} MiB")
-            print(f"  ratio validate/limit: {row['ratio']:.2f} (target <= {TARGET_RATIO})", flush=True)
+            print(f"  ratio validate/limit: {row['ratio']:.2f} (target <= {TARGET_RATIO}); CPU "
+                  f"seconds: limit {row['limit_cpu_seconds']:.2f}, validate "
+                  f"{row['validate_cpu_seconds']:.2f}, S3 server {row['storage_cpu_seconds']:.2f}; "
+                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     finally:
         weed.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -205,7 +218,7 @@ def main() -> int:
         "benchmark": "bench/validate.py",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+                    "platform": platform.platform(), "load_average_after": os.getloadavg()},
         "rounds": args.rounds,
         "targets": {"ratio": TARGET_RATIO, "peak_rss_mib_for_500_mib": TARGET_RSS_MIB},
         "results": results,
@@ -231,6 +244,11 @@ def summarise(name: str, size: int, mix: dict, runs: dict) -> dict:
         "limit_mib_s": round(size / MiB / limit, 1),
         "validate_mib_s": round(size / MiB / ours, 1),
         "ratio": round(ours / limit, 2),
+        # CPU seconds of the measured process, and of the S3 server meanwhile:
+        # on a busy machine wall time follows the CPU that is needed.
+        "limit_cpu_seconds": round(statistics.median(r["cpu_seconds"] for r in runs["limit"]), 3),
+        "validate_cpu_seconds": round(statistics.median(r["cpu_seconds"] for r in runs["validate"]), 3),
+        "storage_cpu_seconds": round(statistics.median(r["storage_cpu_seconds"] for r in runs["limit"]), 3),
         "limit_peak_rss_mib": round(max(r["peak_rss"] for r in runs["limit"]) / MiB, 1),
         "validate_peak_rss_mib": round(max(r["peak_rss"] for r in runs["validate"]) / MiB, 1),
         "validate_baseline_rss_mib": round(max(r["baseline_rss"] for r in runs["validate"]) / MiB, 1),

@@ -8,7 +8,7 @@ bounded whatever the package size (see docs/validation.md):
    ranged reads) is parsed and every entry is checked: names, types,
    encryption, duplicates, layout, counts, sizes and compression ratios, and
    that `manifest.json` is at the root. Most hostile packages stop here,
-   before their data is read at all;
+   before their data is inflated;
 2. the whole object is then read once, front to back, by a read-ahead thread
    that hashes it (sha256) while this thread compares each local header with
    its central-directory twin and inflates each entry to check its real size
@@ -92,11 +92,14 @@ def validate_package(size: int, read_range: RangeReader, stream: Iterable[bytes]
             raise PackageInvalid("size_mismatch", f"the upload is {size} bytes but "
                                  f"{expected.size} were declared; upload the exact file you "
                                  "declared")
-        directory = read_central_directory(size, read_range, limits.max_entries)
-        manifest_entry = check_entries(directory.entries, directory.offset, size, limits)
-        budget = _Budget(size, sum(e.size for e in directory.entries), limits)
         hasher = hashlib.sha256()
+        # The read-ahead starts at once: the first chunks arrive while the
+        # central directory is checked (at most READ_AHEAD_CHUNKS are wasted
+        # on a package refused there).
         with _ReadAhead(stream, hasher) as chunks:
+            directory = read_central_directory(size, read_range, limits.max_entries)
+            manifest_entry = check_entries(directory.entries, directory.offset, size, limits)
+            budget = _Budget(size, sum(e.size for e in directory.entries), limits)
             manifest_bytes = _read_entries(ByteStream(chunks), directory.entries, directory.offset,
                                            size, manifest_entry, budget, limits)
     finally:

@@ -156,7 +156,10 @@ def read_central_directory(size: int, read_range: RangeReader, max_entries: int)
         # It is held in memory: refuse what no real package needs.
         raise invalid(f"the central directory is {cd_size} bytes for {n_total} entries; names "
                       "and extra fields average at most 1 KiB per entry")
-    cd = _exact(read_range(cd_offset, cd_size), cd_size)
+    if cd_offset >= tail_start:  # usually: the tail already holds the central directory
+        cd = tail[cd_offset - tail_start:cd_offset - tail_start + cd_size]
+    else:
+        cd = _exact(read_range(cd_offset, cd_size), cd_size)
     return Directory(_parse_central(cd, n_total), cd_offset, end)
 
 

@@ -109,13 +109,21 @@ def test_valid_edge_case_passes(case: Case, chunk: int):
 
 
 def test_bombs_stop_early_without_inflating_their_payload():
-    """A declared-size bomb is refused from the central directory alone."""
+    """A declared-size bomb is refused from the central directory alone.
+
+    Of its body, only what the read-ahead fetched meanwhile is read: never
+    more than the read-ahead holds.
+    """
+    from app.validation import READ_AHEAD_CHUNKS
+
     case = next(c for c in HOSTILE if c.name == "bomb_single_entry")
     data = case.build(PID, CODE)
-    obj = StoredObject(data)
+    chunk = 1024
+    obj = StoredObject(data, chunk)
     with pytest.raises(PackageInvalid):
         validate(case, data, obj=obj)
-    assert obj.streamed == 0  # never read past the tail and central directory
+    assert obj.streamed <= (READ_AHEAD_CHUNKS + 2) * chunk < len(data)
+    assert obj.closed
 
 
 def test_limits_are_the_configured_ones():

@@ -307,7 +307,12 @@ class _ReadAhead:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join()
+        while self._thread.is_alive():
+            try:  # make room, so a reader waiting to hand over a chunk sees the stop
+                self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(0.01)
 
     def _run(self) -> None:
         try:
@@ -320,7 +325,7 @@ class _ReadAhead:
             self._put(e)
 
     def _put(self, item) -> bool:
-        while not self._stop.is_set():
+        while not self._stop.is_set():  # the timeout only bounds how late a stop is seen
             try:
                 self._queue.put(item, timeout=0.1)
                 return True

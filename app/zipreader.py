@@ -63,6 +63,9 @@ EXTRA_STRONG_ENCRYPTION = 0x0017
 EXTRA_UNICODE_PATH = 0x7075  # Info-ZIP: a UTF-8 name that extractors prefer
 EXTRA_ASI_UNIX = 0x756E  # Info-ZIP: Unix mode and symlink target
 EXTRA_AES = 0x9901
+# The fields whose content is used: one of each per entry, or readers disagree.
+# (Others may repeat: alignment tools pad local headers with zero bytes.)
+INTERPRETED_EXTRA = {EXTRA_ZIP64, EXTRA_UNICODE_PATH, EXTRA_ASI_UNIX, EXTRA_AES}
 
 S_IFMT, S_IFLNK, S_IFREG, S_IFDIR = 0o170000, 0o120000, 0o100000, 0o040000
 
@@ -76,16 +79,22 @@ OUT_CHUNK = 1024 * 1024  # the most one inflate call may produce: bounds memory
 # -- the central directory ----------------------------------------------------
 
 @dataclass
-class Entry:
-    """One central-directory record, with every size resolved (ZIP64 included)."""
+class Header:
+    """What local headers and central-directory records both say of an entry."""
 
-    name: str  # as the archive declares it: UTF-8 when flagged, else CP437
     raw_name: bytes
     flags: int
     method: int
     crc: int
     compressed_size: int
     size: int
+
+
+@dataclass
+class Entry(Header):
+    """One central-directory record, with every size resolved (ZIP64 included)."""
+
+    name: str  # as the archive declares it: UTF-8 when flagged, else CP437
     offset: int
     mode: int  # Unix type and permission bits from the external attributes (0: none)
     # Other names an extractor might use for this entry: the bytes read as
@@ -254,9 +263,9 @@ def parse_extra(data: bytes) -> dict[int, bytes]:
         tag, length = struct.unpack_from("<HH", data, pos)
         if pos + 4 + length > len(data):
             break
-        if tag in fields:
+        if tag in fields and tag in INTERPRETED_EXTRA:
             raise invalid(f"an extra field (0x{tag:04x}) appears twice in one entry")
-        fields[tag] = data[pos + 4:pos + 4 + length]
+        fields.setdefault(tag, data[pos + 4:pos + 4 + length])
         pos += 4 + length
     return fields
 
@@ -368,13 +377,7 @@ class ByteStream:
 
 
 @dataclass
-class LocalHeader:
-    raw_name: bytes
-    flags: int
-    method: int
-    crc: int
-    compressed_size: int
-    size: int
+class LocalHeader(Header):
     extra: dict[int, bytes]
 
     @property

@@ -398,6 +398,8 @@ def cases() -> list[Case]:
         Case("valid_utf8_names_without_flag", None, _no_utf8_flag_names),
         Case("valid_nested_archive", None, lambda p, c: pkg(p, c, Item(
             "assets/levels.zip", zip_bytes({"l1.json": text(20_000), "l2.json": text(20_000, 3)})))),
+        Case("valid_zero_padded_local_extra", None, lambda p, c: pkg(  # as zipalign pads
+            p, c, Item("lib/native.so", noise(3000), method=STORED, local_extra=bytes(11)))),
         Case("valid_no_unix_modes", None, lambda p, c: raw_zip(
             [dataclasses.replace(manifest_item(p, c), made_by=DOS, mode=None),
              Item("a.txt", b"hi", made_by=DOS, mode=None)])),

@@ -116,6 +116,8 @@ SCHEMAS["Screenshot"] = obj({
     "width": {"type": "integer"}, "height": {"type": "integer"}, "size": {"type": "integer"},
     "sha256": SHA256, "webp_url": {"type": ["string", "null"]},
     "webp_size": {"type": ["integer", "null"]}})
+SCHEMAS["Token"] = obj({"id": HEX_ID, "developer_id": HEX_ID, "prefix": {"type": "string"},
+                        "created_at": TIME, "last_used_at": TIME, "revoked_at": TIME})
 ICONS = nullable(obj({"32": {"type": "string"}, "64": {"type": "string"}, "128": {"type": "string"}}))
 SCREENSHOT_LIST = obj({"screenshots": {"type": "array", "items": ref("Screenshot")}})
 
@@ -312,6 +314,24 @@ PATHS.update({
     "/v1/apps/{app_id}/screenshots/{position}": {"delete": op(
         "Remove a screenshot; later ones move up a place", responses(200, SCREENSHOT_LIST, *DEV_ERRORS),
         auth="developer", params=[APP, POSITION], tag="assets")},
+})
+DEVELOPER_ID = path_param("developer_id", HEX_ID)
+PATHS["/v1/admin/developers"]["get"] = op(
+    "All developers", responses(200, obj({"developers": {"type": "array", "items": ref("Developer")}}),
+                                401, 403), auth="admin", tag="admin")
+PATHS.update({
+    "/v1/admin/developers/{developer_id}/tokens": {
+        "get": op("A developer's tokens (never the tokens themselves)", responses(
+            200, obj({"tokens": {"type": "array", "items": ref("Token")}}), 401, 403, 404),
+            auth="admin", params=[DEVELOPER_ID], tag="admin"),
+        "post": op("Issue another token (shown once); revoke the old one to rotate", responses(
+            201, obj({"token": {"type": "string"}, "token_id": HEX_ID}), 401, 403, 404),
+            auth="admin", params=[DEVELOPER_ID], tag="admin"),
+    },
+    "/v1/admin/tokens/{token_id}": {"delete": op(
+        "Revoke a token: refused from the next request on (idempotent)",
+        responses(200, obj({"token": ref("Token")}), 401, 403, 404),
+        auth="admin", params=[path_param("token_id", HEX_ID)], tag="admin")},
 })
 PATHS["/v1/packages/{package_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] = {
     "allOf": [ref("PackageListing"), obj({"icons": ICONS, "screenshots": {

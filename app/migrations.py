@@ -38,9 +38,24 @@ def _initial_schema() -> None:
     database.create_tables(ALL_MODELS, safe=True)
 
 
+def _retention_columns() -> None:
+    from app.models import Version
+
+    add_column_if_missing(Version, "purged_from")
+    add_column_if_missing(Version, "verified_at")
+
+
+def _job_item_errors() -> None:
+    from app.models import JobState
+
+    add_column_if_missing(JobState, "last_errors")
+
+
 # (number, name, function). Later issues append here.
 STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _initial_schema),
+    (60, "version retention and scrub columns", _retention_columns),
+    (61, "job_state.last_errors", _job_item_errors),
 ]
 
 

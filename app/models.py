@@ -81,9 +81,11 @@ class VersionStatus:
     PULLED = "pulled"
     ABANDONED = "abandoned"
     PURGED = "purged"
+    # Retention took it: no longer offered, its objects are being deleted.
+    PURGING = "purging"
 
     ALL = (UPLOADING, VALIDATING, DRAFT, PUBLISHED, SUPERSEDED, FAILED, REJECTED, PULLED,
-           ABANDONED, PURGED)
+           ABANDONED, PURGED, PURGING)
     # Statuses that release their version_code for reuse.
     RELEASED = (FAILED, ABANDONED, PURGED)
 
@@ -119,6 +121,10 @@ class Version(BaseModel):
     lease_owner = pw.CharField(max_length=64, null=True)
     lease_expires_at = pw.DateTimeField(null=True, index=True)
     attempts = pw.IntegerField(default=0)
+    # The status retention took the version from (it is then purging, purged
+    # or abandoned), and when the integrity scrub last re-read its package.
+    purged_from = pw.CharField(max_length=16, null=True)
+    verified_at = pw.DateTimeField(null=True)
 
 
 class AuditEvent(BaseModel):
@@ -146,6 +152,7 @@ class JobState(BaseModel):
     last_error = pw.TextField(null=True)
     runs = pw.BigIntegerField(default=0)
     failures = pw.BigIntegerField(default=0)
+    last_errors = pw.BigIntegerField(null=True)  # items the last run could not handle
 
 
 # version_code is unique per app among versions that still hold it, and an app

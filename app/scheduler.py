@@ -17,7 +17,7 @@ from prometheus_client import start_http_server
 from app.config import Settings
 from app.models import database
 from app.services import Services, build_services
-from app import validation_worker
+from app import backup, integrity, retention, validation_worker
 from app.jobs import Job, run_job
 
 log = logging.getLogger("mosis.scheduler")
@@ -37,6 +37,8 @@ def with_db(job):
 # app.jobs). The validation queue is not among them: it runs on every
 # scheduler, its rows are leased one by one.
 HOUSEKEEPING: list[Job] = []
+# Retention, orphan sweep, integrity scrub, metadata backup (docs/retention.md).
+HOUSEKEEPING += [retention.JOB, integrity.ORPHAN_JOB, integrity.SCRUB_JOB, backup.JOB]
 
 # How often each scheduler asks whether a housekeeping job is due.
 TICK_SECONDS = 30

@@ -128,6 +128,21 @@ def test_a_failed_version_whose_code_was_taken_again_leaves_the_new_objects(api,
     assert info["version_code"] == 1
 
 
+def test_an_older_failed_version_leaves_the_package_of_a_newer_failed_one(api, services):
+    dev, app, older = version_in(api, S.FAILED)
+    newer = api.submit(dev, app, 1, build_package("com.other.again", 1))  # same code, fails too
+    assert newer["status"] == S.FAILED
+    # the older one failed an hour earlier
+    earlier = Version.get_by_id(older).failed_at - dt.timedelta(hours=1)
+    Version.update(failed_at=earlier).where(Version.id == older).execute()
+    run_retention(services, _expires_at(services, older) + SECOND)
+    assert Version.get_by_id(older).status == S.PURGED
+    assert Version.get_by_id(newer["id"]).status == S.FAILED
+    assert objects_of(services, newer["id"])["package"]  # the newer one's, kept for its own 24 h
+    run_retention(services, _expires_at(services, newer["id"]) + SECOND)
+    assert not objects_of(services, newer["id"])["package"]
+
+
 def test_a_version_that_changes_meanwhile_is_left_alone(api, services, client):
     dev, app, vid = version_in(api, S.DRAFT)
     deadline = _expires_at(services, vid) + SECOND

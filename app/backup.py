@@ -120,11 +120,17 @@ def _sqlite_snapshot(path: Path) -> None:
 
 def _sqlite_restore(backup_gz: Path, target_path: str) -> None:
     raw = backup_gz.with_suffix("")
-    with gzip.open(backup_gz, "rb") as src, open(raw, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1024 * 1024)
-    source = sqlite3.connect(raw)
+    source = None
     try:
+        with gzip.open(backup_gz, "rb") as src, open(raw, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1024 * 1024)
+        source = sqlite3.connect(raw)
         check = source.execute("PRAGMA integrity_check").fetchone()[0]
+    except (OSError, EOFError, sqlite3.DatabaseError) as e:
+        if source is not None:
+            source.close()
+        raise BackupError(f"the backup cannot be read: {e}") from None
+    try:
         if check != "ok":
             raise BackupError(f"the backup is damaged: {check}")
         Path(target_path).parent.mkdir(parents=True, exist_ok=True)

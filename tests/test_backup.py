@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import sqlite3
-import uuid
 from urllib.parse import urlparse
 
 import pytest
@@ -15,7 +14,7 @@ from app.backup import BackupError, create_backup, list_backups, restore_backup
 from app.jobs import run_job
 from app.models import ALL_MODELS, AuditEvent, JobState, VersionStatus as S, utcnow
 from app.storage import backup_key
-from tests.conftest import PG_DSN, _pg_admin
+from tests.conftest import scratch_pg_database
 from tests.housekeeping_helpers import unique_bucket, version_in
 
 
@@ -30,15 +29,8 @@ def fresh_database_url(database_url, tmp_path):
     if database_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'restored' / 'mosis.db'}"
         return
-    name = f"mosis_restore_{uuid.uuid4().hex[:10]}"
-    admin = _pg_admin()
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_DSN}/{name}"
-    with admin.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.close()
+    with scratch_pg_database("mosis_restore") as url:
+        yield url
 
 
 def _connect(url):

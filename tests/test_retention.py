@@ -279,3 +279,18 @@ def test_cli_forecast_matches_the_function(api, services, settings, repo_root):
     refused = subprocess.run(cmd[:-3] + ["--now", "2030-01-01"], env=env, cwd=repo_root,
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--dry-run" in refused.stderr
+
+
+def test_housekeeping_settings_come_from_the_environment():
+    from app.config import ConfigError, Settings
+
+    s = Settings.from_env({"MOSIS_RETENTION_DRAFT_SECONDS": "120", "MOSIS_ORPHAN_DELETE": "true",
+                           "MOSIS_ORPHAN_GRACE_SECONDS": "600", "MOSIS_SCRUB_SHARE_PER_DAY": "0.5",
+                           "MOSIS_BACKUP_KEEP": "3"})
+    assert s.retention.draft == 120 and s.retention.failed == 86400
+    h = s.housekeeping
+    assert (h.orphan_delete, h.orphan_grace, h.scrub_share_per_day, h.backup_keep) == (True, 600, 0.5, 3)
+    for bad in ({"MOSIS_SCRUB_SHARE_PER_DAY": "2"}, {"MOSIS_BACKUP_KEEP": "0"},
+                {"MOSIS_ORPHAN_DELETE": "maybe"}, {"MOSIS_ORPHAN_GRACE_SECONDS": "5"}):
+        with pytest.raises(ConfigError):
+            Settings.from_env(bad)

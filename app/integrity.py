@@ -53,7 +53,7 @@ MISSING = Gauge("mosis_storage_missing_objects", "Objects versions need but stor
                 "version status (last orphan sweep)", ["status"])
 SCRUB_CHECKED = Counter("mosis_integrity_checked_total", "Packages the scrub re-read")
 SCRUB_CHECKED_BYTES = Counter("mosis_integrity_checked_bytes_total", "Bytes the scrub re-read")
-SCRUB_FAILURES = Counter("mosis_integrity_failures_total",
+SCRUB_FAILURES = Counter("mosis_integrity_mismatches_total",
                          "Packages whose stored bytes disagree with their row, by kind", ["kind"])
 SCRUB_LAST_FAILURES = Gauge("mosis_integrity_last_failures", "Mismatches the last scrub found")
 

@@ -2,7 +2,7 @@
 
     uploading -> validating -> draft -> published -> superseded
                      |           |          |
-                   failed     rejected    pulled          (any) -> purged
+                   failed     rejected    pulled          (any) -> purging -> purged
 
 Every status change is a conditional UPDATE (`... WHERE status = <expected>`)
 so concurrent requests and workers cannot both win, and the database's

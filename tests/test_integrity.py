@@ -156,7 +156,7 @@ def test_scrub_finds_bit_rot_and_tampering(api, services):
     st.put(grown_key, b"".join(st.stream(grown_key)) + b"!")
     st.put(keys_of(Version.get_by_id(rewritten))[1], json.dumps({"package_id": "com.evil.app"}).encode())
     st.delete(keys_of(Version.get_by_id(lost))[0])
-    before = {k: _metric("mosis_integrity_failures_total", kind=k) for k in ("sha256", "size", "manifest",
+    before = {k: _metric("mosis_integrity_mismatches_total", kind=k) for k in ("sha256", "size", "manifest",
                                                                               "missing")}
     now = utcnow()
     report = scrub(services, now, limit=10)
@@ -164,7 +164,7 @@ def test_scrub_finds_bit_rot_and_tampering(api, services):
     kinds = {f["version_id"]: f["kind"] for f in report["failures"]}
     assert kinds == {flipped: "sha256", grown: "size", rewritten: "manifest", lost: "missing"}
     for kind in before:
-        assert _metric("mosis_integrity_failures_total", kind=kind) == before[kind] + 1
+        assert _metric("mosis_integrity_mismatches_total", kind=kind) == before[kind] + 1
     assert _metric("mosis_integrity_last_failures") == 4
     events = {e.subject_id: e.details for e in _audits("integrity.mismatch")}
     assert set(events) == set(kinds) and events[flipped]["expected"] == Version.get_by_id(flipped).sha256

@@ -96,7 +96,7 @@ def _expected_after(v, now) -> str:
     return outcome if now - started > dt.timedelta(seconds=limit) else v.status
 
 
-@hsettings(max_examples=30, deadline=None, derandomize=True, database=None,
+@hsettings(max_examples=20, deadline=None, derandomize=True, database=None,
            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(history=histories, offsets=clocks)
 def test_retention_keeps_what_it_must_and_takes_what_ran_out(services, history, offsets):

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, services=None) -> Flask:
-    from app import api, cli, metrics
+    from app import api, cli, metrics, weblog
     from app.services import build_services
 
     settings = settings or Settings.from_env()
@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None, *, services=None) -> Flask:
     flask_app.json.sort_keys = False
     flask_app.extensions["mosis"] = services or build_services(settings)
 
+    weblog.init_app(flask_app)
     _connect_per_request(flask_app)
     _json_errors(flask_app)
     metrics.init_app(flask_app)

@@ -124,6 +124,13 @@ class Settings:
 
     max_json_bytes: int = 64 * 1024  # MOSIS_MAX_JSON_BYTES
     scheduler_metrics_addr: str = "127.0.0.1:8001"  # MOSIS_SCHEDULER_METRICS_ADDR
+    log_level: str = "INFO"  # MOSIS_LOG_LEVEL
+    log_format: str = "json"  # MOSIS_LOG_FORMAT: json or text
+
+    # Monitoring and cost tracking (docs/operations.md).
+    storage_budget_bytes: int = 100 * 1024**3  # MOSIS_STORAGE_BUDGET_BYTES
+    edge_access_log: str = ""  # MOSIS_EDGE_ACCESS_LOG (default: data_dir/logs/edge-access.log)
+    prices_file: str = ""  # MOSIS_PRICES_FILE (default: app/prices.json)
 
     limits: PackageLimits = field(default_factory=PackageLimits)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
@@ -136,6 +143,14 @@ class Settings:
     @property
     def resolved_cdn_url(self) -> str:
         return (self.cdn_url or self.public_url).rstrip("/")
+
+    @property
+    def resolved_edge_access_log(self) -> Path:
+        return Path(self.edge_access_log) if self.edge_access_log else self.data_dir / "logs" / "edge-access.log"
+
+    @property
+    def resolved_prices_file(self) -> Path:
+        return Path(self.prices_file) if self.prices_file else Path(__file__).with_name("prices.json")
 
     @property
     def resolved_s3_public_endpoint(self) -> str:
@@ -196,6 +211,11 @@ class Settings:
             validation_max_attempts=_int(env, "MOSIS_VALIDATION_MAX_ATTEMPTS", d.validation_max_attempts, 1),
             max_json_bytes=_int(env, "MOSIS_MAX_JSON_BYTES", d.max_json_bytes, 1024),
             scheduler_metrics_addr=env.get("MOSIS_SCHEDULER_METRICS_ADDR") or d.scheduler_metrics_addr,
+            storage_budget_bytes=_int(env, "MOSIS_STORAGE_BUDGET_BYTES", d.storage_budget_bytes),
+            edge_access_log=env.get("MOSIS_EDGE_ACCESS_LOG", ""),
+            prices_file=env.get("MOSIS_PRICES_FILE", ""),
+            log_level=(env.get("MOSIS_LOG_LEVEL") or d.log_level).upper(),
+            log_format=env.get("MOSIS_LOG_FORMAT") or d.log_format,
             limits=limits,
             retention=retention,
             housekeeping=housekeeping,

@@ -21,6 +21,33 @@ max_requests = 10000
 max_requests_jitter = 500
 
 
+def _fresh_multiprocess_dir() -> None:
+    """Empty the workers' shared metrics directory once, before the app loads.
+
+    Files left by an earlier run would be summed into this run's counters.
+    This module is read again on SIGHUP: only the master's first read clears.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path or os.environ.get("MOSIS_MULTIPROC_CLEARED") == str(os.getpid()):
+        return
+    os.makedirs(path, exist_ok=True)
+    for name in os.listdir(path):
+        if name.endswith(".db"):
+            os.unlink(os.path.join(path, name))
+    os.environ["MOSIS_MULTIPROC_CLEARED"] = str(os.getpid())
+
+
+_fresh_multiprocess_dir()
+
+
+def on_starting(server):
+    from app.config import Settings
+    from app.weblog import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+
+
 def post_fork(server, worker):
     # Connections opened in the master must not be shared with workers.
     server.app.wsgi().extensions["mosis"].storage.reset_connections()

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
 
+from app import metrics
 from app.jobs import Job
 from app.models import App, Version, VersionStatus as S, record_audit, utcnow
 from app.packages import iso, keys_of
@@ -53,8 +54,6 @@ MISSING = Gauge("mosis_storage_missing_objects", "Objects versions need but stor
                 "version status (last orphan sweep)", ["status"])
 SCRUB_CHECKED = Counter("mosis_integrity_checked_total", "Packages the scrub re-read")
 SCRUB_CHECKED_BYTES = Counter("mosis_integrity_checked_bytes_total", "Bytes the scrub re-read")
-SCRUB_FAILURES = Counter("mosis_integrity_mismatches_total",
-                         "Packages whose stored bytes disagree with their row, by kind", ["kind"])
 SCRUB_LAST_FAILURES = Gauge("mosis_integrity_last_failures", "Mismatches the last scrub found")
 
 AUDIT_LIST_LIMIT = 100  # keys or versions named in one audit event
@@ -255,7 +254,7 @@ def scrub(svc: Services, now: dt.datetime | None = None, limit: int | None = Non
         checked += 1
         Version.update(verified_at=now).where(Version.id == version.id).execute()
         if problem is not None:
-            SCRUB_FAILURES.labels(problem["kind"]).inc()
+            metrics.INTEGRITY_MISMATCHES.labels(problem["kind"]).inc()
             failures.append(dict(problem, version_id=version.id, status=current.status))
             log.error("integrity: version %s (%s) %s", version.id, version.app.package_id, problem)
             record_audit("system", "integrity.mismatch", "version", version.id,

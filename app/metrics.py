@@ -20,6 +20,32 @@ VALIDATION_SECONDS = Histogram("mosis_validation_duration_seconds", "Time to val
                                buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
 DOWNLOAD_LINKS = Counter("mosis_download_links_total", "Download links issued")
 
+# The contract's failure reasons start at zero, so the first failure of a kind
+# is a visible increase (rate() cannot see a series that appears at 1).
+FAILURE_REASONS = (
+    "too_large", "size_mismatch", "upload_missing", "validation_error", "sha256_mismatch",
+    "invalid_zip", "manifest_missing", "manifest_invalid", "package_id_mismatch",
+    "version_code_mismatch", "unsafe_path", "symlink", "duplicate_entry", "encrypted_entry",
+    "too_many_entries", "too_large_unpacked", "compression_ratio", "crc_mismatch",
+)
+for _reason in FAILURE_REASONS:
+    UPLOADS_FAILED.labels(reason=_reason)
+VALIDATIONS.labels(result="ok")
+# Incremented by the integrity scrub for every stored package whose bytes no
+# longer match the sha256 its row recorded (bit rot or tampering).
+INTEGRITY_MISMATCHES = Counter("mosis_integrity_mismatches_total",
+                               "Packages whose stored bytes no longer match their row, by kind "
+                               "(missing, size, sha256, manifest)", ["kind"])
+for _kind in ("missing", "size", "sha256", "manifest"):
+    INTEGRITY_MISMATCHES.labels(kind=_kind)
+STORAGE_ERRORS = Counter("mosis_storage_errors_total",
+                         "Storage calls that failed because storage was unreachable or unavailable",
+                         ["operation"])
+
+# Metrics that only the scheduler exports (storage usage, queue, costs, edge
+# traffic) live in app.monitoring and app.edge_log: defined here, the API's
+# workers would each export a zero for them.
+
 
 def init_app(app) -> None:
     """Request metrics per route (templated, so labels stay bounded) and /metrics."""

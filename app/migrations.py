@@ -15,7 +15,7 @@ from typing import Callable
 import peewee as pw
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-from app.models import ALL_MODELS, SchemaMigration, database
+from app.models import ALL_MODELS, MONITORING_MODELS, SchemaMigration, database
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,16 @@ def _job_item_errors() -> None:
     add_column_if_missing(JobState, "last_errors")
 
 
+def _monitoring_tables() -> None:
+    database.create_tables(MONITORING_MODELS, safe=True)
+
+
 # (number, name, function). Later issues append here.
 STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _initial_schema),
     (60, "version retention and scrub columns", _retention_columns),
     (61, "job_state.last_errors", _job_item_errors),
+    (70, "edge log cursor, edge traffic, storage scans, usage snapshots", _monitoring_tables),
 ]
 
 

@@ -173,3 +173,64 @@ ALL_MODELS = [SchemaMigration, Developer, ApiToken, App, Version, AuditEvent, Jo
 def record_audit(actor: str, action: str, subject_type: str, subject_id: str, **details) -> AuditEvent:
     return AuditEvent.create(actor=actor, action=action, subject_type=subject_type,
                              subject_id=subject_id, details=details or None)
+
+
+# -- monitoring and cost tracking -------------------------------------------------
+
+
+class LogCursor(BaseModel):
+    """How far a tailed log file has been read; survives restarts and rotation."""
+
+    name = pw.CharField(primary_key=True, max_length=64)
+    path = pw.TextField()
+    inode = pw.BigIntegerField(null=True)
+    offset = pw.BigIntegerField(default=0)
+    # Hash of the file's first bytes: a file replaced under the same inode
+    # (delete and re-create, or truncate and regrow) does not match.
+    head_sha256 = pw.CharField(max_length=64, null=True)
+    head_len = pw.IntegerField(default=0)
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+
+class EdgeTraffic(BaseModel):
+    """What the edge served, per UTC day and area (packages, assets, uploads, api, other)."""
+
+    day = pw.DateField()
+    area = pw.CharField(max_length=16)
+    requests = pw.BigIntegerField(default=0)
+    downloads = pw.BigIntegerField(default=0)
+    bytes_sent = pw.BigIntegerField(default=0)
+    cache_hits = pw.BigIntegerField(default=0)
+    errors = pw.BigIntegerField(default=0)  # 5xx
+
+    class Meta:
+        primary_key = pw.CompositeKey("day", "area")
+
+
+class StorageScan(BaseModel):
+    """One listing of the bucket: bytes and objects by prefix and by version status."""
+
+    id = pw.BigAutoField()
+    scanned_at = pw.DateTimeField(default=utcnow, index=True)
+    total_bytes = pw.BigIntegerField()
+    total_objects = pw.BigIntegerField()
+    by_prefix = JSONField()
+    by_status = JSONField()
+    duration = pw.FloatField()
+
+
+class UsageSnapshot(BaseModel):
+    """A complete UTC day: storage held, storage requests and egress (the cost inputs)."""
+
+    day = pw.DateField(primary_key=True)
+    storage_bytes = pw.BigIntegerField()
+    storage_objects = pw.BigIntegerField()
+    requests = pw.BigIntegerField()  # edge requests for packages, assets and uploads
+    egress_bytes = pw.BigIntegerField()  # bytes the edge sent for them
+    downloads = pw.BigIntegerField()
+    taken_at = pw.DateTimeField(default=utcnow)
+
+
+MONITORING_MODELS = [LogCursor, EdgeTraffic, StorageScan, UsageSnapshot]
+ALL_MODELS += MONITORING_MODELS

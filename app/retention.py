@@ -272,11 +272,16 @@ def run_retention(svc: Services, now: dt.datetime | None = None, dry_run: bool =
             "totals": {"versions": len(items), "bytes": freed, "by_status": by_status}}
 
 
+EARLIEST, LATEST = dt.datetime(1970, 1, 1), dt.datetime(9000, 1, 1)  # clocks retention accepts
+
+
 def parse_instant(text: str) -> dt.datetime:
     """An ISO 8601 instant (`2027-01-31T12:00:00Z`, an offset, or naive UTC) as naive UTC."""
     value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     if value.tzinfo is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    if not EARLIEST <= value < LATEST:  # limits are subtracted from it: keep clear of year 1
+        raise ValueError(f"{text!r} is outside {EARLIEST.year}-{LATEST.year}")
     return value
 
 

@@ -11,14 +11,22 @@ import logging
 import os
 import signal
 
+# The scheduler serves its own metrics from memory. Inherited from the API's
+# environment, PROMETHEUS_MULTIPROC_DIR would make the client keep them in
+# files (failing if the directory is missing, exporting them twice if the
+# API's /metrics reads it): drop it before the client is imported.
+os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
 from apscheduler.schedulers.blocking import BlockingScheduler
 from prometheus_client import start_http_server
 
 from app.config import Settings
 from app.models import database
 from app.services import Services, build_services
+from app.weblog import configure_logging
 from app import backup, integrity, retention, validation_worker
 from app.jobs import Job, run_job
+from app import cost, edge_log, monitoring, usage
 
 log = logging.getLogger("mosis.scheduler")
 
@@ -40,6 +48,12 @@ HOUSEKEEPING: list[Job] = []
 # Retention, orphan sweep, integrity scrub, metadata backup (docs/retention.md).
 HOUSEKEEPING += [retention.JOB, integrity.ORPHAN_JOB, integrity.SCRUB_JOB, backup.JOB]
 
+# Monitoring and cost tracking (docs/operations.md).
+HOUSEKEEPING.append(Job("storage_usage", usage.storage_usage_job, usage.SCAN_PERIOD))
+HOUSEKEEPING.append(Job("edge_log", edge_log.edge_log_job, edge_log.POLL_PERIOD,
+                        max_runtime=edge_log.MAX_RUNTIME))
+HOUSEKEEPING.append(Job("usage_snapshot", cost.snapshot_usage, cost.SNAPSHOT_PERIOD))
+
 # How often each scheduler asks whether a housekeeping job is due.
 TICK_SECONDS = 30
 
@@ -50,7 +64,12 @@ def build_scheduler(svc: Services, jobs: list[Job] | None = None) -> BlockingSch
                       seconds=svc.settings.validation_poll_seconds, args=[svc], id="validate",
                       name="validation queue")
     owner = validation_worker.worker_name()
-    for job in HOUSEKEEPING if jobs is None else jobs:
+    jobs = HOUSEKEEPING if jobs is None else jobs
+    # Gauges of shared state, on every scheduler (app.monitoring).
+    scheduler.add_job(with_db(monitoring.refresh), "interval", seconds=monitoring.REFRESH_SECONDS,
+                      args=[svc, jobs], id="gauges", name="gauges",
+                      next_run_time=dt.datetime.now(dt.timezone.utc))
+    for job in jobs:
         tick = min(TICK_SECONDS, max(1, job.period.total_seconds()))
         scheduler.add_job(run_job, "interval", seconds=tick, args=[job, svc, owner], id=job.name,
                           name=job.name, next_run_time=dt.datetime.now(dt.timezone.utc))
@@ -58,9 +77,8 @@ def build_scheduler(svc: Services, jobs: list[Job] | None = None) -> BlockingSch
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("MOSIS_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
     svc = build_services(settings)
     host, _, port = settings.scheduler_metrics_addr.rpartition(":")
     start_http_server(int(port), addr=host or "127.0.0.1")

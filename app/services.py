@@ -13,6 +13,7 @@ from typing import Callable
 from flask import current_app
 
 from app.config import Settings
+from app.cost import load_prices
 from app.db import bind_database
 from app.errors import Unavailable
 from app.migrations import migrate_database
@@ -59,6 +60,7 @@ def build_services(settings: Settings, *, migrate: bool = True, ensure_bucket: b
             # Start anyway: /readyz reports it and the scheduler tries again.
             log.warning("bucket setup postponed: %s", e.message)
     key = load_signing_key(settings.signing_key, settings.data_dir)
+    load_prices(settings.resolved_prices_file)  # a broken prices file stops the start
     # Leave no connection open: gunicorn forks workers from this process.
     if hasattr(db, "close_all"):
         db.close_all()

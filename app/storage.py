@@ -30,6 +30,7 @@ from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from app.config import Settings
 from app.errors import Unavailable
+from app.metrics import STORAGE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +274,11 @@ class _StorageGuard:
         if exc is None or isinstance(exc, Unavailable):
             return False
         if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
+            STORAGE_ERRORS.labels(self.doing).inc()
             raise Unavailable(f"storage is unreachable (could not {self.doing}): {exc}",
                               code="storage_unavailable") from exc
         if isinstance(exc, S3Error) and exc.code in ("ServiceUnavailable", "SlowDown", "InternalError"):
+            STORAGE_ERRORS.labels(self.doing).inc()
             raise Unavailable(f"storage is unavailable (could not {self.doing}): {exc.code}",
                               code="storage_unavailable") from exc
         return False

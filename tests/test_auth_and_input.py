@@ -148,3 +148,48 @@ def test_metrics_endpoint(client, api):
     text = client.get("/metrics").get_data(as_text=True)
     assert "mosis_uploads_started_total" in text
     assert 'flask_http_request_total{method="POST",status="201"}' in text
+
+
+def test_request_ids_and_security_headers(client):
+    r = client.get("/v1/signing-key", headers={"X-Request-ID": "edge-abc-123"})
+    assert r.headers["X-Request-ID"] == "edge-abc-123"
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["X-Frame-Options"] == "DENY"
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+    assert r.headers["Cache-Control"] == "no-store"
+    # an id that could forge log lines is replaced
+    r = client.get("/healthz", headers={"X-Request-ID": "bad id {level=error}"})
+    assert r.headers["X-Request-ID"] != "bad id {level=error}" and len(r.headers["X-Request-ID"]) == 32
+
+
+def test_access_log_is_json_with_request_id_and_no_secrets(client, api, capsys):
+    import json
+    import logging
+
+    from app.weblog import configure_logging
+
+    dev = api.new_developer()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    configure_logging("INFO", "json")
+    try:
+        client.get("/v1/apps", headers={**dev["headers"], "X-Request-ID": "rid-42"})
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    lines = [json.loads(l) for l in capsys.readouterr().err.splitlines() if l.startswith("{")]
+    access = [l for l in lines if l["logger"] == "mosis.access"]
+    assert access and access[-1]["request_id"] == "rid-42" and access[-1]["status"] == 200
+    assert access[-1]["actor"] == f"developer:{dev['id']}"
+    assert dev["token"] not in json.dumps(lines)
+
+
+def test_errors_never_show_stack_traces(app, client):
+    @app.get("/boom-for-test")
+    def boom():
+        raise RuntimeError("secret internals")
+
+    r = client.get("/boom-for-test")
+    assert r.status_code == 500 and r.json["error"]["code"] == "internal_error"
+    assert "secret internals" not in r.get_data(as_text=True)
+    assert "Traceback" not in r.get_data(as_text=True)

@@ -250,6 +250,8 @@ SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
     ({"dry_run": "yes"}, 400, "invalid_field"),
     ({"dry_run": True, "now": "next tuesday"}, 400, "invalid_field"),
     ({"dry_run": True, "now": 5}, 400, "invalid_field"),
+    ({"dry_run": True, "now": "0001-01-01T00:00:00"}, 400, "invalid_field"),
+    ({"dry_run": True, "now": "9999-12-31T23:59:59+00:00"}, 400, "invalid_field"),
     ({"dry_run": False, "now": "2030-01-01T00:00:00Z"}, 400, "now_requires_dry_run"),
     ({"dry_run": True, "purge_everything": True}, 400, "unknown_field"),
 ])

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import peewee as pw
-from flask import Blueprint
+from decimal import Decimal, InvalidOperation
 
-from app import packages, retention
+import peewee as pw
+from flask import Blueprint, request
+
+from app import cost, packages, retention, usage
 from app.api.inputs import EMAIL_RE, REASON, Field, read_json
 from app.auth import issue_token, require_admin
-from app.errors import BadRequest, Conflict
+from app.config import ConfigError
+from app.errors import ApiError, BadRequest, Conflict
 from app.models import Developer, database, record_audit
 from app.packages import iso
 from app.services import services
@@ -50,6 +53,45 @@ def pull(version_id):
     svc = services()
     body = read_json({"reason": REASON}, svc.settings.max_json_bytes)
     return {"version": packages.version_dict(packages.pull(svc, version_id, body["reason"]))}
+
+
+# -- usage and costs -----------------------------------------------------------------
+
+COST_WHAT_IF = ("storage_gb", "requests", "egress_gb")
+
+
+def _what_if_usage() -> dict:
+    """Usage figures given in the query string (to price a what-if month)."""
+    out = {}
+    for name, raw in request.args.items(multi=True):
+        if name not in COST_WHAT_IF:
+            raise BadRequest(f"unknown parameter {name!r}; known: {', '.join(COST_WHAT_IF)}",
+                             code="unknown_parameter", details={"parameter": name})
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:
+            value = Decimal("NaN")
+        if not value.is_finite() or value < 0 or value > Decimal("1e15"):
+            raise BadRequest(f"{name} must be a number from 0 to 1e15", code="invalid_parameter",
+                             details={"parameter": name})
+        out[name] = value
+    return out
+
+
+@bp.get("/storage")
+@require_admin
+def storage_usage():
+    return usage.storage_report(services())
+
+
+@bp.get("/costs")
+@require_admin
+def costs():
+    what_if = _what_if_usage()
+    try:
+        return cost.cost_report(services().settings, overrides=what_if)
+    except ConfigError as e:  # the operator's prices file broke after start
+        raise ApiError(str(e), status=503, code="prices_unavailable") from None
 
 
 @bp.post("/retention/run")

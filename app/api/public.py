@@ -35,3 +35,10 @@ def download(package_id):
 @bp.get("/signing-key")
 def signing_key():
     return services().signing_key.public_info()
+
+
+@bp.get("/openapi.json")
+def openapi():
+    from app.openapi import document
+
+    return document()

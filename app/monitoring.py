@@ -1,0 +1,132 @@
+"""Gauges the scheduler exports, refreshed from the database and storage.
+
+Every scheduler refreshes them every REFRESH_SECONDS (not under a job lease):
+they describe shared state (the queue, the latest bucket scan, the cost
+estimate, each job's last success), so every scheduler reports the same
+values, and a restarted scheduler reports them at once instead of waiting
+for the next run of the job that produced them. Dashboards and alerts take
+max() or min() across schedulers.
+
+Only the scheduler imports this module: the API's workers would each export
+a zero for these gauges.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+import peewee as pw
+from prometheus_client import Gauge
+
+from app.cost import estimate, load_prices, monthly_usage
+from app.jobs import JOB_LAST_SUCCESS
+from app.models import JobState, Version, VersionStatus as S, utcnow
+from app.usage import latest_scan, versions_by_status
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 15
+
+STORAGE_UP = Gauge("mosis_storage_up", "1 if the scheduler reached the bucket at its last check, else 0")
+DATABASE_UP = Gauge("mosis_database_up", "1 if the scheduler reached the database at its last check, else 0")
+QUEUE_DEPTH = Gauge("mosis_validation_queue_depth", "Versions waiting for validation")
+QUEUE_OLDEST = Gauge("mosis_validation_queue_oldest_age_seconds",
+                     "How long the longest-waiting version has been in the validation queue (0 if empty)")
+VERSIONS = Gauge("mosis_versions", "Version rows, by status", ["status"])
+STORAGE_BYTES = Gauge("mosis_storage_bytes", "Bytes in the bucket by prefix (latest scan)", ["prefix"])
+STORAGE_OBJECTS = Gauge("mosis_storage_objects", "Objects in the bucket by prefix (latest scan)", ["prefix"])
+STORAGE_STATUS_BYTES = Gauge("mosis_storage_status_bytes",
+                             "Bytes under packages/ and temp/ by the status of their version (latest scan)",
+                             ["status"])
+STORAGE_STATUS_OBJECTS = Gauge("mosis_storage_status_objects",
+                               "Objects under packages/ and temp/ by the status of their version (latest scan)",
+                               ["status"])
+STORAGE_USED = Gauge("mosis_storage_used_bytes", "All bytes in the bucket (latest scan)")
+STORAGE_BUDGET = Gauge("mosis_storage_budget_bytes", "The storage budget (MOSIS_STORAGE_BUDGET_BYTES)")
+STORAGE_SCANNED = Gauge("mosis_storage_scan_timestamp_seconds", "Unix time of the latest bucket scan")
+COST = Gauge("mosis_cost_estimate_usd", "Estimated bill for this month, by hosting option",
+             ["option", "name"])
+COST_USAGE = Gauge("mosis_cost_usage", "This month's projected usage the cost estimate is based on",
+                   ["quantity"])
+JOB_PERIOD = Gauge("mosis_job_period_seconds", "How often a housekeeping job is meant to run", ["job"])
+
+
+def _ts(value: dt.datetime) -> float:
+    return value.replace(tzinfo=dt.timezone.utc).timestamp()
+
+
+def _check_storage(svc) -> None:
+    try:
+        svc.storage.ping()
+        STORAGE_UP.set(1)
+    except Exception as e:  # any failure means unreachable
+        log.warning("storage check failed: %s", getattr(e, "message", e))
+        STORAGE_UP.set(0)
+
+
+def _queue(now: dt.datetime) -> None:
+    depth, oldest = (Version.select(pw.fn.COUNT(Version.id), pw.fn.MIN(Version.uploaded_at))
+                     .where(Version.status == S.VALIDATING).tuples().first())
+    if isinstance(oldest, str):  # SQLite returns aggregates of datetimes as text
+        oldest = dt.datetime.fromisoformat(oldest)
+    QUEUE_DEPTH.set(depth)
+    QUEUE_OLDEST.set(max((now - oldest).total_seconds(), 0) if oldest else 0)
+    for status, n in versions_by_status().items():
+        VERSIONS.labels(status).set(n)
+
+
+def _storage(settings) -> None:
+    STORAGE_BUDGET.set(settings.storage_budget_bytes)
+    scan = latest_scan()
+    if scan is None:
+        return
+    for prefix, v in scan.by_prefix.items():
+        STORAGE_BYTES.labels(prefix).set(v["bytes"])
+        STORAGE_OBJECTS.labels(prefix).set(v["objects"])
+    for status, v in scan.by_status.items():
+        STORAGE_STATUS_BYTES.labels(status).set(v["bytes"])
+        STORAGE_STATUS_OBJECTS.labels(status).set(v["objects"])
+    STORAGE_USED.set(scan.total_bytes)
+    STORAGE_SCANNED.set(_ts(scan.scanned_at))
+
+
+def _costs(settings, now: dt.datetime) -> None:
+    prices = load_prices(settings.resolved_prices_file)
+    usage = monthly_usage(now, prices.days_per_month)
+    for name, value in usage.quantities(prices).items():
+        if name != "month":
+            COST_USAGE.labels(name).set(float(value))
+    for option in estimate(prices, usage):
+        COST.labels(option["option"], option["name"]).set(option["total_usd"])
+
+
+def _jobs(jobs) -> None:
+    for job in jobs:
+        JOB_PERIOD.labels(job.name).set(job.period.total_seconds())
+    states = {s.name: s for s in JobState.select().where(JobState.name.in_([j.name for j in jobs]))}
+    for job in jobs:
+        state = states.get(job.name)
+        if state is not None and state.last_success_at is not None:
+            JOB_LAST_SUCCESS.labels(job.name).set(_ts(state.last_success_at))
+
+
+def refresh(svc, jobs=()) -> None:
+    """Bring every scheduler gauge up to date; one failing source leaves the others."""
+    now = utcnow()
+    _check_storage(svc)
+    try:
+        _queue(now)
+        DATABASE_UP.set(1)
+    except pw.PeeweeException as e:
+        log.warning("database check failed: %s", e)
+        DATABASE_UP.set(0)
+        return
+    for name, update in (("storage", lambda: _storage(svc.settings)),
+                         ("cost", lambda: _costs(svc.settings, now)),
+                         ("jobs", lambda: _jobs(jobs))):
+        try:
+            update()
+        except Exception:
+            log.exception("refreshing the %s gauges failed", name)
+

@@ -210,10 +210,14 @@ PATHS = {
     "/v1/admin/retention/run": {"post": op(
         "Apply the retention policy now, or forecast it with sizes (dry_run, at now)",
         responses(200, ref("RetentionReport"), 401, 403, *JSON_INPUT_ERRORS), auth="admin", tag="admin",
-        body=obj({"dry_run": {"type": "boolean"}},
-                 {"now": {"type": "string", "minLength": 1, "maxLength": 64,
-                          "description": "ISO 8601 instant; forecasts only (with dry_run true)"}},
-                 closed=True))},
+        # A forecast may name the time it looks at; a real run always uses the current time.
+        body={"oneOf": [
+            obj({"dry_run": {"const": True}},
+                {"now": {"type": ["string", "null"], "format": "date-time", "maxLength": 64,
+                         "description": "RFC 3339 instant to forecast at (default: the current time)"}},
+                closed=True),
+            obj({"dry_run": {"const": False}}, {"now": {"type": "null"}}, closed=True),
+        ]})},
     "/v1/apps": {
         "get": op("The developer's apps", responses(200, obj({"apps": {"type": "array", "items": ref("App")}}),
                                                     401, 403), auth="developer", tag="apps"),

@@ -166,7 +166,11 @@ def expired(policy: RetentionPolicy, now: dt.datetime) -> list[Expiry]:
                             _keys(v)))
     for rule in RULES:
         limit = dt.timedelta(seconds=rule.limit_seconds(policy))
-        query = (_with_app().where((Version.status == rule.status) & (rule.clock_expr() < now - limit))
+        try:
+            cutoff = now - limit
+        except OverflowError:  # a forecast at the beginning of time: nothing is old enough
+            continue
+        query = (_with_app().where((Version.status == rule.status) & (rule.clock_expr() < cutoff))
                  .order_by(rule.clock_expr(), Version.id))
         for v in query:
             started = rule.clock_of(v)
@@ -272,16 +276,18 @@ def run_retention(svc: Services, now: dt.datetime | None = None, dry_run: bool =
             "totals": {"versions": len(items), "bytes": freed, "by_status": by_status}}
 
 
-EARLIEST, LATEST = dt.datetime(1970, 1, 1), dt.datetime(9000, 1, 1)  # clocks retention accepts
-
-
 def parse_instant(text: str) -> dt.datetime:
-    """An ISO 8601 instant (`2027-01-31T12:00:00Z`, an offset, or naive UTC) as naive UTC."""
+    """An ISO 8601 / RFC 3339 instant (`2027-01-31T12:00:00Z`, an offset, or naive UTC) as naive UTC.
+
+    Raises ValueError for anything else. Instants whose UTC lies beyond the
+    years 1-9999 (year 1 at +14:00) become the first or last representable one.
+    """
     value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    if not EARLIEST <= value < LATEST:  # limits are subtracted from it: keep clear of year 1
-        raise ValueError(f"{text!r} is outside {EARLIEST.year}-{LATEST.year}")
+        try:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        except OverflowError:
+            value = dt.datetime.min if value.year == dt.MINYEAR else dt.datetime.max
     return value
 
 

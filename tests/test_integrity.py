@@ -20,7 +20,6 @@ from app.jobs import run_job
 from app.models import AuditEvent, JobState, Version, VersionStatus as S, utcnow
 from app.packages import keys_of
 from app.storage import Storage, temp_key
-from tests.helpers import build_package
 from tests.housekeeping_helpers import unique_bucket, version_in
 
 
@@ -242,9 +241,6 @@ def test_lifecycle_rules_are_set_and_operator_rules_kept(services):
 def test_packages_of_a_new_version_are_not_orphans(api, services):
     dev = api.new_developer()
     app = api.create_app(dev)
-    data = build_package(app["package_id"], 1)
-    r = api.create_version(dev, app, 1, data)
-    api.upload(r.json["upload"], data)
-    api.complete(dev, app, 1)  # validating: package in place, no manifest yet
+    assert api.upload_and_complete(dev, app, 1)["status"] == S.VALIDATING  # package in place, no manifest
     report = sweep_orphans(services, _past_grace(services))
     assert report["findings"] == [] and report["missing"] == []

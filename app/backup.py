@@ -213,4 +213,4 @@ def backup_job(svc: Services, now: dt.datetime) -> dict:
     return {"items": 1, "bytes": result["size"], "key": result["key"]}
 
 
-JOB = Job("metadata-backup", backup_job, period=dt.timedelta(days=1), max_runtime=dt.timedelta(hours=6))
+JOB = Job("metadata_backup", backup_job, period=dt.timedelta(days=1), max_runtime=dt.timedelta(hours=6))

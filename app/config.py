@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MiB = 1024 * 1024
+# S3 refuses parts smaller than this, except the last part of an upload.
+S3_MIN_PART_BYTES = 5 * MiB
 HOUR = 3600
 DAY = 24 * HOUR
 
@@ -123,6 +125,12 @@ class Settings:
     validation_max_attempts: int = 5  # MOSIS_VALIDATION_MAX_ATTEMPTS
 
     max_json_bytes: int = 64 * 1024  # MOSIS_MAX_JSON_BYTES
+    # Icons and screenshots (docs/assets.md).
+    max_asset_bytes: int = 10 * MiB  # MOSIS_MAX_ASSET_BYTES: largest uploaded image
+    max_screenshots: int = 8  # MOSIS_MAX_SCREENSHOTS: per app
+    # Long side over short side; 2 is Google Play's rule, tall phones (20:9) need 2.25.
+    screenshot_max_ratio: float = 2.0  # MOSIS_SCREENSHOT_MAX_RATIO
+    screenshot_webp: bool = True  # MOSIS_SCREENSHOT_WEBP: keep a WebP variant when smaller
     scheduler_metrics_addr: str = "127.0.0.1:8001"  # MOSIS_SCHEDULER_METRICS_ADDR
     log_level: str = "INFO"  # MOSIS_LOG_LEVEL
     log_format: str = "json"  # MOSIS_LOG_FORMAT: json or text
@@ -135,6 +143,11 @@ class Settings:
     limits: PackageLimits = field(default_factory=PackageLimits)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
     housekeeping: HousekeepingPolicy = field(default_factory=HousekeepingPolicy)
+
+    # Packages larger than the threshold upload in parts (S3 multipart), so a
+    # broken upload resumes from its last part instead of starting over.
+    multipart_threshold_bytes: int = 64 * MiB  # MOSIS_MULTIPART_THRESHOLD_BYTES
+    multipart_part_bytes: int = 8 * MiB  # MOSIS_MULTIPART_PART_BYTES (at least 5 MiB)
 
     @property
     def resolved_database_url(self) -> str:
@@ -210,6 +223,10 @@ class Settings:
             validation_poll_seconds=_float(env, "MOSIS_VALIDATION_POLL_SECONDS", d.validation_poll_seconds),
             validation_max_attempts=_int(env, "MOSIS_VALIDATION_MAX_ATTEMPTS", d.validation_max_attempts, 1),
             max_json_bytes=_int(env, "MOSIS_MAX_JSON_BYTES", d.max_json_bytes, 1024),
+            max_asset_bytes=_int(env, "MOSIS_MAX_ASSET_BYTES", d.max_asset_bytes, 1024),
+            max_screenshots=_int(env, "MOSIS_MAX_SCREENSHOTS", d.max_screenshots, 1),
+            screenshot_max_ratio=_float(env, "MOSIS_SCREENSHOT_MAX_RATIO", d.screenshot_max_ratio),
+            screenshot_webp=_bool(env, "MOSIS_SCREENSHOT_WEBP", d.screenshot_webp),
             scheduler_metrics_addr=env.get("MOSIS_SCHEDULER_METRICS_ADDR") or d.scheduler_metrics_addr,
             storage_budget_bytes=_int(env, "MOSIS_STORAGE_BUDGET_BYTES", d.storage_budget_bytes),
             edge_access_log=env.get("MOSIS_EDGE_ACCESS_LOG", ""),
@@ -218,5 +235,9 @@ class Settings:
             log_format=env.get("MOSIS_LOG_FORMAT") or d.log_format,
             limits=limits,
             retention=retention,
+            multipart_threshold_bytes=_int(env, "MOSIS_MULTIPART_THRESHOLD_BYTES",
+                                           d.multipart_threshold_bytes, 1),
+            multipart_part_bytes=_int(env, "MOSIS_MULTIPART_PART_BYTES", d.multipart_part_bytes,
+                                      S3_MIN_PART_BYTES),
             housekeeping=housekeeping,
         )

@@ -269,6 +269,6 @@ def scrub_job(svc: Services, now: dt.datetime) -> dict:
     return {"items": report["checked"], "errors": len(report["failures"]) + report["errors"]}
 
 
-ORPHAN_JOB = Job("orphan-sweep", orphan_job, period=dt.timedelta(days=1),
+ORPHAN_JOB = Job("orphan_sweep", orphan_job, period=dt.timedelta(days=1),
                  max_runtime=dt.timedelta(hours=2))
-SCRUB_JOB = Job("integrity-scrub", scrub_job, period=SCRUB_PERIOD, max_runtime=dt.timedelta(hours=2))
+SCRUB_JOB = Job("integrity_scrub", scrub_job, period=SCRUB_PERIOD, max_runtime=dt.timedelta(hours=2))

@@ -19,6 +19,12 @@ VALIDATIONS = Counter("mosis_validations_total", "Validation outcomes, by result
 VALIDATION_SECONDS = Histogram("mosis_validation_duration_seconds", "Time to validate one package",
                                buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
 DOWNLOAD_LINKS = Counter("mosis_download_links_total", "Download links issued")
+ASSET_UPLOADS = Counter("mosis_asset_uploads_total",
+                        "Icon and screenshot uploads, by kind and result (ok, unchanged or error code)",
+                        ["kind", "result"])
+ASSET_PROCESSING_SECONDS = Histogram("mosis_asset_processing_seconds",
+                                     "Time to check and re-encode one accepted image", ["kind"],
+                                     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
 # The contract's failure reasons start at zero, so the first failure of a kind
 # is a visible increase (rate() cannot see a series that appears at 1).

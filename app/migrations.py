@@ -15,7 +15,7 @@ from typing import Callable
 import peewee as pw
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-from app.models import ALL_MODELS, MONITORING_MODELS, SchemaMigration, database
+from app.models import ALL_MODELS, MONITORING_MODELS, App, SchemaMigration, Screenshot, database
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +55,27 @@ def _monitoring_tables() -> None:
     database.create_tables(MONITORING_MODELS, safe=True)
 
 
+def _multipart_uploads() -> None:
+    from app.models import Version
+
+    add_column_if_missing(Version, "multipart_upload_id")
+    add_column_if_missing(Version, "part_size")
+
+
+def _assets_schema() -> None:
+    for column in ("asset_seq", "icon_number", "icon_sha256"):
+        add_column_if_missing(App, column)
+    database.create_tables([Screenshot], safe=True)
+
+
 # (number, name, function). Later issues append here.
 STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _initial_schema),
+    (40, "icons and screenshots", _assets_schema),
     (60, "version retention and scrub columns", _retention_columns),
     (61, "job_state.last_errors", _job_item_errors),
     (70, "edge log cursor, edge traffic, storage scans, usage snapshots", _monitoring_tables),
+    (100, "multipart uploads: storage upload id and part size of a version", _multipart_uploads),
 ]
 
 

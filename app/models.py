@@ -68,6 +68,12 @@ class App(BaseModel):
     max_published_code = pw.BigIntegerField(default=0)
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
+    # Assets (app.assets): every stored icon set or screenshot takes the next
+    # number, which names its objects; numbers are never reused, so a URL
+    # always names the same bytes and caches may keep it forever.
+    asset_seq = pw.BigIntegerField(default=0)
+    icon_number = pw.BigIntegerField(null=True)  # the current icon set, if any
+    icon_sha256 = pw.CharField(max_length=64, null=True)  # of its 128 px PNG
 
 
 class VersionStatus:
@@ -121,10 +127,33 @@ class Version(BaseModel):
     lease_owner = pw.CharField(max_length=64, null=True)
     lease_expires_at = pw.DateTimeField(null=True, index=True)
     attempts = pw.IntegerField(default=0)
+    # Multipart uploads: storage's upload id and the part size the client must
+    # use (fixed when the version is created). Null for single-PUT uploads.
+    multipart_upload_id = pw.CharField(max_length=1024, null=True)
+    part_size = pw.BigIntegerField(null=True)
+
     # The status retention took the version from (it is then purging, purged
     # or abandoned), and when the integrity scrub last re-read its package.
     purged_from = pw.CharField(max_length=16, null=True)
     verified_at = pw.DateTimeField(null=True)
+
+
+class Screenshot(BaseModel):
+    """One of an app's screenshots; `position` orders them, from 1."""
+
+    id = pw.CharField(primary_key=True, max_length=32, default=new_id)
+    app = pw.ForeignKeyField(App, backref="screenshots", on_delete="CASCADE")
+    number = pw.BigIntegerField()  # names its objects (App.asset_seq)
+    position = pw.IntegerField()
+    width = pw.IntegerField()
+    height = pw.IntegerField()
+    size = pw.IntegerField()  # bytes of the PNG
+    sha256 = pw.CharField(max_length=64)  # of the PNG
+    webp_size = pw.IntegerField(null=True)  # bytes of the WebP variant, when one is kept
+    created_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("app", "number"), True),)
 
 
 class AuditEvent(BaseModel):
@@ -168,6 +197,7 @@ Version.add_index(
 )
 
 ALL_MODELS = [SchemaMigration, Developer, ApiToken, App, Version, AuditEvent, JobState]
+ALL_MODELS.append(Screenshot)
 
 
 def record_audit(actor: str, action: str, subject_type: str, subject_id: str, **details) -> AuditEvent:

@@ -49,9 +49,24 @@ SCHEMAS = {
         "created_at": TIME, "uploaded_at": TIME, "validated_at": TIME, "published_at": TIME,
         "superseded_at": TIME, "purged_at": TIME,
     }, {"purge_reason": {"type": ["string", "null"]}}),
-    "Upload": obj({"url": {"type": "string"}, "method": {"type": "string"},
-                   "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-                   "expires_at": TIME}, {"max_bytes": {"type": "integer"}}),
+    # Small packages: one presigned PUT. Large ones: an S3 multipart upload
+    # whose part URLs come from …/upload/parts (docs/cli.md).
+    "Upload": {"anyOf": [ref("SingleUpload"), ref("MultipartUpload")]},
+    "SingleUpload": obj({"kind": {"const": "single"}, "url": {"type": "string"},
+                         "method": {"type": "string"},
+                         "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                         "expires_at": TIME}, {"max_bytes": {"type": "integer"}}),
+    "MultipartUpload": obj({"kind": {"const": "multipart"}, "size": {"type": "integer"},
+                            "part_size": {"type": "integer"}, "part_count": {"type": "integer"},
+                            "max_parts_per_request": {"type": "integer"}, "expires_at": TIME},
+                           {"parts": {"type": "array", "items": ref("UploadedPart")},
+                            "uploaded_bytes": {"type": "integer"}}),
+    "UploadedPart": obj({"part_number": {"type": "integer"}, "size": {"type": "integer"},
+                         "etag": {"type": "string"}, "last_modified": TIME}),
+    "PartUrl": obj({"part_number": {"type": "integer"}, "url": {"type": "string"},
+                    "method": {"type": "string"},
+                    "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "size": {"type": "integer"}}),
     "Developer": obj({"id": HEX_ID, "name": {"type": "string"}, "email": {"type": "string"},
                       "created_at": TIME}),
     "Download": obj({"download_url": {"type": "string"}, "version": {"type": "string"},
@@ -110,10 +125,24 @@ SCHEMAS = {
     }),
 }
 
+SCHEMAS["Screenshot"] = obj({
+    "position": {"type": "integer", "minimum": 1}, "url": {"type": "string"},
+    "width": {"type": "integer"}, "height": {"type": "integer"}, "size": {"type": "integer"},
+    "sha256": SHA256, "webp_url": {"type": ["string", "null"]},
+    "webp_size": {"type": ["integer", "null"]}})
+ICONS = nullable(obj({"32": {"type": "string"}, "64": {"type": "string"}, "128": {"type": "string"}}))
+SCREENSHOT_LIST = obj({"screenshots": {"type": "array", "items": ref("Screenshot")}})
+
 ERROR_TEXT = {400: "Invalid input", 401: "No valid bearer token", 403: "Wrong role for this route",
               404: "Not found (or not yours)", 409: "Conflicts with the current state",
               413: "Too large", 415: "Body is not JSON", 503: "A dependency is down; retry after Retry-After"}
 JSON_INPUT_ERRORS = (400, 413, 415)
+
+
+def no_content(*errors: int) -> dict:
+    out = responses(204, {}, *errors)
+    out["204"] = {"description": "Done; no body"}
+    return out
 
 
 def json_response(schema: dict, description: str = "OK") -> dict:
@@ -145,6 +174,11 @@ def op(summary: str, resp: dict, *, auth: str | None = None, body: dict | None =
     return operation
 
 
+def file_body(field: str) -> dict:
+    return {"required": True, "content": {"multipart/form-data": {"schema": obj(
+        {field: {"type": "string", "contentMediaType": "application/octet-stream"}})}}}
+
+
 def path_param(name: str, schema: dict) -> dict:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
@@ -155,6 +189,15 @@ VERSION_ID = path_param("version_id", HEX_ID)
 PKG = path_param("package_id", PACKAGE_ID)
 DEV_ERRORS = (401, 403, 404)
 REASON_BODY = obj({"reason": {"type": "string", "minLength": 1, "maxLength": 2000}}, closed=True)
+
+
+def with_body(operation: dict, body: dict) -> dict:
+    operation["requestBody"] = body
+    return operation
+
+
+POSITION = path_param("position", {"type": "integer", "minimum": 0})
+UPLOAD_ERRORS = (*DEV_ERRORS, 400, 413, 415)
 
 
 def version_route(summary: str, status: int, *errors: int) -> dict:
@@ -249,7 +292,55 @@ PATHS = {
         "The upload is done: check it and queue validation (idempotent)", 202, 409, 413),
     "/v1/apps/{app_id}/versions/{version_code}/publish": version_route(
         "Make a draft the app's current version (idempotent)", 200, 409),
+    "/v1/apps/{app_id}/versions/{version_code}/upload": {
+        "get": op("Where an unfinished upload stands: the parts storage holds (multipart) or a "
+                  "fresh URL (single PUT)", responses(200, obj({"upload": ref("Upload")}), *DEV_ERRORS, 409),
+                  auth="developer", params=[APP, CODE], tag="versions"),
+        "delete": op("Abort an unfinished upload: the version is abandoned, its code free (idempotent)",
+                     responses(200, obj({"version": ref("Version")}), *DEV_ERRORS, 409),
+                     auth="developer", params=[APP, CODE], tag="versions"),
+    },
+    "/v1/apps/{app_id}/versions/{version_code}/upload/parts": {"post": op(
+        "Presigned PUT URLs for parts of a multipart upload",
+        responses(200, obj({"parts": {"type": "array", "items": ref("PartUrl")}, "expires_at": TIME}),
+                  *DEV_ERRORS, 409, *JSON_INPUT_ERRORS),
+        auth="developer", params=[APP, CODE], tag="versions",
+        body=obj({"part_numbers": {"type": "array", "minItems": 1, "maxItems": 100,
+                                   "items": {"type": "integer", "minimum": 1, "maximum": 10000}}},
+                 closed=True))},
 }
+
+
+PATHS.update({
+    "/v1/apps/{app_id}/icon": {
+        "get": op("The app's icon URLs (null when it has none)", responses(200, obj({"icons": ICONS}),
+                                                                           *DEV_ERRORS),
+                  auth="developer", params=[APP], tag="assets"),
+        "put": with_body(op("Upload the icon (PNG, JPEG or WebP; square, 128-4096 px)",
+                            responses(200, obj({"icons": ICONS}), *UPLOAD_ERRORS),
+                            auth="developer", params=[APP], tag="assets"), file_body("icon")),
+        "delete": op("Remove the icon", no_content(*DEV_ERRORS),
+                     auth="developer", params=[APP], tag="assets"),
+    },
+    "/v1/apps/{app_id}/screenshots": {
+        "get": op("The app's screenshots in order", responses(200, SCREENSHOT_LIST, *DEV_ERRORS),
+                  auth="developer", params=[APP], tag="assets"),
+        "post": with_body(op("Add a screenshot (PNG or JPEG; sides 320-3840 px, at most 2:1)",
+                             responses(201, obj({"screenshot": ref("Screenshot")}), *UPLOAD_ERRORS, 409),
+                             auth="developer", params=[APP], tag="assets"), file_body("screenshot")),
+    },
+    "/v1/apps/{app_id}/screenshots/order": {"put": op(
+        "Reorder: name every current position once, in the new order",
+        responses(200, SCREENSHOT_LIST, *DEV_ERRORS, 409, *JSON_INPUT_ERRORS),
+        auth="developer", params=[APP], tag="assets",
+        body=obj({"positions": {"type": "array", "items": {"type": "integer"}}}, closed=True))},
+    "/v1/apps/{app_id}/screenshots/{position}": {"delete": op(
+        "Remove a screenshot; later ones move up a place", responses(200, SCREENSHOT_LIST, *DEV_ERRORS),
+        auth="developer", params=[APP, POSITION], tag="assets")},
+})
+PATHS["/v1/packages/{package_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] = {
+    "allOf": [ref("PackageListing"), obj({"icons": ICONS, "screenshots": {
+        "type": "array", "items": ref("Screenshot")}})]}
 
 
 def document() -> dict:

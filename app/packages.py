@@ -15,9 +15,9 @@ import datetime as dt
 
 import peewee as pw
 
-from app import metrics
+from app import metrics, uploads
 from app.errors import Conflict, NotFound, TooLarge
-from app.models import App, Developer, Version, VersionStatus as S, database, record_audit, utcnow
+from app.models import App, Developer, Version, VersionStatus as S, database, new_id, record_audit, utcnow
 from app.services import Services
 from app.storage import manifest_key, package_key, temp_key
 
@@ -91,6 +91,8 @@ def create_version(svc: Services, app: App, version_code: int, version_name: str
     if size > limit:
         raise TooLarge(f"the package is {size} bytes; the limit is {limit} bytes",
                        code="too_large", details={"limit": limit})
+    upload_id = new_id()
+    upload_fields = uploads.start(svc, size, upload_id)  # a multipart upload for large packages
     try:
         with database.atomic():
             current = App.get_by_id(app.id)
@@ -99,23 +101,40 @@ def create_version(svc: Services, app: App, version_code: int, version_name: str
                                "the highest version ever published", code="version_code_not_increasing",
                                details={"max_published_code": current.max_published_code})
             version = Version.create(app=app, version_code=version_code, version_name=version_name,
-                                     declared_size=size, declared_sha256=sha256)
-    except pw.IntegrityError:
-        raise Conflict(f"version {version_code} already exists for this app",
-                       code="version_exists") from None
+                                     declared_size=size, declared_sha256=sha256, upload_id=upload_id,
+                                     **upload_fields)
+    except BaseException as e:
+        uploads.discard(svc, upload_id, upload_fields)
+        if isinstance(e, pw.IntegrityError):
+            raise Conflict(f"version {version_code} already exists for this app",
+                           code="version_exists") from None
+        raise
     metrics.UPLOADS_STARTED.inc()
     return version, upload_instructions(svc, version)
 
 
 def upload_instructions(svc: Services, version: Version) -> dict:
+    if uploads.is_multipart(version):
+        return uploads.multipart_instructions(svc, version)
     ttl = svc.settings.upload_url_ttl
     return {
+        "kind": uploads.SINGLE,
         "url": svc.storage.presigned_put(temp_key(version.upload_id), ttl),
         "method": "PUT",
         "headers": {"Content-Type": "application/octet-stream"},
         "expires_at": iso(utcnow() + dt.timedelta(seconds=ttl)),
         "max_bytes": version.declared_size,
     }
+
+
+def upload_state(svc: Services, app: App, version_code: int) -> dict:
+    """How to go on with an unfinished upload: for a multipart upload the
+    parts storage holds already, for a single PUT a fresh URL."""
+    version = version_of(app, version_code)
+    if uploads.is_multipart(version):
+        return uploads.multipart_state(svc, version)
+    uploads.require_uploading(version)
+    return upload_instructions(svc, version)
 
 
 def _fail(version: Version, code: str, message: str, expected_status: str) -> bool:
@@ -138,6 +157,12 @@ def complete_upload(svc: Services, app: App, version_code: int) -> Version:
         return version  # already completed: completing again changes nothing
     storage, limit = svc.storage, svc.settings.limits.max_package_bytes
     temp, final = temp_key(version.upload_id), keys_of(version)[0]
+    try:
+        uploads.assemble(svc, version)  # multipart: join the parts into the temp object
+    except uploads.PartsMismatch as e:
+        uploads.abort_parts(svc, version)
+        _fail(version, "size_mismatch", str(e), S.UPLOADING)
+        raise Conflict(str(e), code="size_mismatch") from None
     info = storage.stat(temp)
     if info is None:
         # A previous attempt may have copied the bytes and died before the row changed.

@@ -24,7 +24,7 @@ from app.config import Settings
 from app.models import database
 from app.services import Services, build_services
 from app.weblog import configure_logging
-from app import backup, integrity, retention, validation_worker
+from app import assets, backup, integrity, retention, uploads, validation_worker
 from app.jobs import Job, run_job
 from app import cost, edge_log, monitoring, usage
 
@@ -45,6 +45,7 @@ def with_db(job):
 # app.jobs). The validation queue is not among them: it runs on every
 # scheduler, its rows are leased one by one.
 HOUSEKEEPING: list[Job] = []
+HOUSEKEEPING.append(Job("assets_orphan_sweep", assets.sweep_orphans, dt.timedelta(hours=6)))
 # Retention, orphan sweep, integrity scrub, metadata backup (docs/retention.md).
 HOUSEKEEPING += [retention.JOB, integrity.ORPHAN_JOB, integrity.SCRUB_JOB, backup.JOB]
 
@@ -53,6 +54,9 @@ HOUSEKEEPING.append(Job("storage_usage", usage.storage_usage_job, usage.SCAN_PER
 HOUSEKEEPING.append(Job("edge_log", edge_log.edge_log_job, edge_log.POLL_PERIOD,
                         max_runtime=edge_log.MAX_RUNTIME))
 HOUSEKEEPING.append(Job("usage_snapshot", cost.snapshot_usage, cost.SNAPSHOT_PERIOD))
+# Unfinished multipart uploads that no version will complete any more.
+HOUSEKEEPING.append(Job("abort_stale_multipart_uploads", uploads.abort_stale_multipart_uploads,
+                        dt.timedelta(minutes=15)))
 
 # How often each scheduler asks whether a housekeeping job is due.
 TICK_SECONDS = 30

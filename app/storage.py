@@ -5,10 +5,13 @@ the design contract lives in one place:
 
     packages/{developer_id}/{app_id}/{version_code}/package.mosis
     packages/{developer_id}/{app_id}/{version_code}/manifest.json
-    assets/{app_id}/icon-{32,64,128}.png
-    assets/{app_id}/screenshots/{n}.png
+    assets/{app_id}/icons/{n}/icon-{32,64,128}.png
+    assets/{app_id}/screenshots/{n}.png   (and {n}.webp when smaller)
     temp/{upload_id}/package.mosis
     backups/db/mosis-{YYYYmmddTHHMMSSZ}.{sqlite3.gz|pgdump}
+
+Asset keys carry a number that is never reused within an app (see
+app/assets.py), so an asset's URL always names the same bytes.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from minio import Minio
 from minio.commonconfig import CopySource, Filter
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
-from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
+from minio.datatypes import Part
+from minio.lifecycleconfig import AbortIncompleteMultipartUpload, Expiration, LifecycleConfig, Rule
 
 from app.config import Settings
 from app.errors import Unavailable
@@ -63,23 +67,52 @@ def backup_key(at: dt.datetime, extension: str) -> str:
     return f"{BACKUPS}/db/mosis-{at.strftime('%Y%m%dT%H%M%SZ')}.{extension}"
 
 
-def icon_key(app_id: str, size: int) -> str:
-    return f"{ASSETS}/{app_id}/icon-{int(size)}.png"
+def icon_key(app_id: str, number: int, size: int) -> str:
+    return f"{ASSETS}/{app_id}/icons/{int(number)}/icon-{int(size)}.png"
 
 
-def screenshot_key(app_id: str, position: int) -> str:
-    return f"{ASSETS}/{app_id}/screenshots/{int(position)}.png"
+def screenshot_key(app_id: str, number: int, ext: str = "png") -> str:
+    return f"{ASSETS}/{app_id}/screenshots/{int(number)}.{ext}"
 
 
-# A safety net only: S3 expiry counts whole days, so the retention job is what
-# removes abandoned uploads after an hour (docs/retention.md).
+def upload_id_of_temp_key(key: str) -> str | None:
+    """The upload id in `temp/{upload_id}/package.mosis`, or None for other keys."""
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == TEMP and parts[2] == "package.mosis":
+        return parts[1]
+    return None
+
+
+# A safety net only: S3 expiry counts whole days, so the retention job (and,
+# for parts, the multipart cleanup) is what removes abandoned uploads after an
+# hour (docs/retention.md). The same rule as minio/lifecycle.json.
 LIFECYCLE_RULES = [
     Rule("Enabled", rule_filter=Filter(prefix=f"{TEMP}/"), rule_id="temp-expiry",
-         expiration=Expiration(days=1)),
+         expiration=Expiration(days=1),
+         abort_incomplete_multipart_upload=AbortIncompleteMultipartUpload(days_after_initiation=1)),
 ]
 
 
 # -- the client ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class UploadedPart:
+    """One part of an unfinished multipart upload, as storage holds it."""
+
+    number: int
+    size: int
+    etag: str
+    last_modified: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class MultipartUpload:
+    """An unfinished multipart upload (neither completed nor aborted)."""
+
+    key: str
+    upload_id: str
+    initiated: dt.datetime | None
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -181,6 +214,79 @@ class Storage:
     def presigned_get(self, key: str, ttl: int) -> str:
         return self.public.presigned_get_object(bucket_name=self.bucket, object_name=key,
                                                 expires=dt.timedelta(seconds=ttl))
+
+    def presigned_part_put(self, key: str, upload_id: str, part_number: int, ttl: int) -> str:
+        """A URL to PUT one part of a multipart upload (UploadPart) to."""
+        return self.public.get_presigned_url(
+            "PUT", self.bucket, key, expires=dt.timedelta(seconds=ttl),
+            extra_query_params={"uploadId": upload_id, "partNumber": str(int(part_number))})
+
+    # -- multipart uploads ---------------------------------------------------------
+    # The SDK exposes the multipart calls only as its internal `_` methods
+    # (its public API hides them inside put_object); they are the plain S3
+    # operations, pinned by the minio version range in pyproject.toml.
+
+    def create_multipart(self, key: str) -> str:
+        """Start a multipart upload of `key`; return storage's upload id."""
+        with self._guard("start a multipart upload"):
+            return self.client._create_multipart_upload(
+                self.bucket, key, {"Content-Type": "application/octet-stream"})
+
+    def list_parts(self, key: str, upload_id: str) -> list[UploadedPart] | None:
+        """The parts uploaded so far, by number; None if the upload is gone
+        (completed or aborted)."""
+        parts: list[UploadedPart] = []
+        marker = None
+        with self._guard("list uploaded parts"):
+            while True:
+                try:
+                    page = self.client._list_parts(self.bucket, key, upload_id,
+                                                   part_number_marker=marker)
+                except S3Error as e:
+                    if e.code == "NoSuchUpload":
+                        return None
+                    raise
+                parts.extend(UploadedPart(p.part_number, p.size or 0, p.etag, p.last_modified)
+                             for p in page.parts)
+                if not page.is_truncated or not page.next_part_number_marker:
+                    break
+                marker = page.next_part_number_marker
+        return sorted(parts, key=lambda p: p.number)
+
+    def complete_multipart(self, key: str, upload_id: str, parts: list[UploadedPart]) -> bool:
+        """Join the parts into the object; False if the upload is gone already."""
+        with self._guard("complete a multipart upload"):
+            try:
+                self.client._complete_multipart_upload(
+                    self.bucket, key, upload_id, [Part(p.number, p.etag) for p in parts])
+            except S3Error as e:
+                if e.code == "NoSuchUpload":
+                    return False
+                raise
+        return True
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Drop an unfinished upload and its parts; a gone upload is not an error."""
+        with self._guard("abort a multipart upload"):
+            try:
+                self.client._abort_multipart_upload(self.bucket, key, upload_id)
+            except S3Error as e:
+                if e.code != "NoSuchUpload":
+                    raise
+
+    def list_multipart_uploads(self, prefix: str) -> Iterator[MultipartUpload]:
+        """Unfinished multipart uploads of keys under `prefix`."""
+        key_marker = upload_marker = None
+        with self._guard("list multipart uploads"):
+            while True:
+                page = self.client._list_multipart_uploads(
+                    self.bucket, prefix=prefix, key_marker=key_marker, upload_id_marker=upload_marker)
+                for u in page.uploads:
+                    yield MultipartUpload(u.object_name, u.upload_id or "", u.initiated_time)
+                if not page.is_truncated or not page.uploads:
+                    return
+                # The SDK drops NextUploadIdMarker; the last entry is the same marker.
+                key_marker, upload_marker = page.uploads[-1].object_name, page.uploads[-1].upload_id
 
     # -- objects ---------------------------------------------------------------
 

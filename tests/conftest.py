@@ -168,6 +168,8 @@ def stack_env(settings: Settings, api_port: int, scheduler_port: int) -> dict:
         "MOSIS_APP_BIND": f"127.0.0.1:{api_port}",
         "MOSIS_SCHEDULER_METRICS_ADDR": f"127.0.0.1:{scheduler_port}",
         "PROMETHEUS_MULTIPROC_DIR": str(settings.data_dir / "run" / "prometheus"),
+        "MOSIS_MULTIPART_THRESHOLD_BYTES": str(settings.multipart_threshold_bytes),
+        "MOSIS_MULTIPART_PART_BYTES": str(settings.multipart_part_bytes),
     })
     return env
 

@@ -117,7 +117,7 @@ def test_backup_job_keeps_the_newest_backups(services):
         keys.append(result["key"])
     assert [o.key for o in list_backups(services)] == [keys[2], keys[1]]
     assert not services.storage.exists(keys[0])
-    state = JobState.get_by_id("metadata-backup")
+    state = JobState.get_by_id("metadata_backup")
     assert state.runs == 3 and state.last_items == 1 and state.last_error is None
     # not ours: never pruned
     services.storage.put("backups/db/notes.txt", b"operator's own file")

@@ -18,7 +18,7 @@ from app.scheduler import HOUSEKEEPING
 from tests.conftest import stack_env
 from tests.housekeeping_helpers import unique_bucket, version_in
 
-JOB_NAMES = {"retention", "orphan-sweep", "integrity-scrub", "metadata-backup"}
+JOB_NAMES = {"retention", "orphan_sweep", "integrity_scrub", "metadata_backup"}
 
 
 @pytest.fixture

@@ -120,10 +120,10 @@ def test_objects_of_purged_versions_are_orphans(api, services):
 def test_orphan_job_records_its_run(services, messy_bucket):
     result = run_job(integrity.ORPHAN_JOB, services, "s1", _past_grace(services))
     assert result == {"items": 4, "errors": 1}
-    state = JobState.get_by_id("orphan-sweep")
+    state = JobState.get_by_id("orphan_sweep")
     assert state.runs == 1 and state.last_items == 4 and state.last_errors == 1
-    assert _metric("mosis_job_last_items", job="orphan-sweep") == 4
-    assert _metric("mosis_job_last_errors", job="orphan-sweep") == 1
+    assert _metric("mosis_job_last_items", job="orphan_sweep") == 4
+    assert _metric("mosis_job_last_errors", job="orphan_sweep") == 1
 
 
 def test_cli_reports_orphans(app, services):
@@ -192,7 +192,7 @@ def test_scrub_job_reads_its_daily_share(api, services):
         housekeeping=services.settings.housekeeping.__class__(scrub_share_per_day=1.0))
     result = run_job(integrity.SCRUB_JOB, services, "s1", utcnow())
     assert result == {"items": scrub_quota(2, 1.0), "errors": 0} and result["items"] == 1
-    assert JobState.get_by_id("integrity-scrub").last_items == 1
+    assert JobState.get_by_id("integrity_scrub").last_items == 1
 
 
 def test_scrub_quota():
@@ -235,6 +235,7 @@ def test_lifecycle_rules_are_set_and_operator_rules_kept(services):
     assert set(rules) == {"temp-expiry", "operator-exports"}
     temp = rules["temp-expiry"]
     assert temp.status == "Enabled" and temp.rule_filter.prefix == "temp/" and temp.expiration.days == 1
+    assert temp.abort_incomplete_multipart_upload.days_after_initiation == 1
     assert rules["operator-exports"].expiration.days == 30
 
 

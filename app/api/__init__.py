@@ -35,9 +35,9 @@ class PackageIdConverter(BaseConverter):
 
 
 def register(app: Flask) -> None:
-    from app.api import admin, developer, ops, public
+    from app.api import admin, assets, developer, ops, public, uploads
 
     app.url_map.converters.update(hexid=HexIdConverter, code=VersionCodeConverter,
                                   package_id=PackageIdConverter)
-    for module in (ops, public, developer, admin):
+    for module in (ops, public, developer, uploads, assets, admin):
         app.register_blueprint(module.bp)

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import ApiError, BadRequest, TooLarge
 from app.validation import MAX_VERSION_CODE, PACKAGE_ID_RE
@@ -98,3 +99,40 @@ def read_json(spec: dict[str, Field], max_bytes: int) -> dict:
             continue
         out[name] = field.check(name, body[name])
     return out
+
+
+# Room for the multipart envelope (boundaries, part headers) around the file.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def read_upload(field: str, max_bytes: int) -> bytes:
+    """The one file of a multipart/form-data body, refused (413) past `max_bytes`.
+
+    A declared Content-Length over the limit is refused before a byte is read;
+    a body without one is cut off by the stream cap. Werkzeug spools file
+    parts larger than 500 KiB to a temporary file, so memory holds at most
+    the file itself, once.
+    """
+    too_large = TooLarge(f"the file is larger than {max_bytes} bytes", code="file_too_large",
+                         details={"limit": max_bytes})
+    if request.content_length is not None and request.content_length > max_bytes + MULTIPART_OVERHEAD:
+        raise too_large
+    if request.mimetype != "multipart/form-data":
+        raise ApiError(f"send the file as multipart/form-data in the field {field!r}", status=415,
+                       code="unsupported_media_type")
+    request.max_content_length = max_bytes + MULTIPART_OVERHEAD
+    try:
+        files, form = request.files, request.form
+    except RequestEntityTooLarge:
+        raise too_large from None
+    unknown = sorted((set(files) | set(form)) - {field})
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; send only {field!r}", code="unknown_field",
+                         details={"field": unknown[0]})
+    if field not in files or len(files.getlist(field)) != 1:
+        raise BadRequest(f"send exactly one file in the multipart field {field!r}", code="missing_file",
+                         details={"field": field})
+    data = files[field].stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise too_large
+    return data

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from app import packages
+from app import assets, packages
 from app.services import services
 
 bp = Blueprint("public", __name__, url_prefix="/v1")
@@ -24,6 +24,7 @@ def package(package_id):
             "published_at": packages.iso(version.published_at),
             "manifest": version.manifest,
         },
+        **assets.listing(services(), app),
     }
 
 

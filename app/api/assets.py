@@ -1,0 +1,88 @@
+"""Developer routes for an app's icon and screenshots (docs/assets.md)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g
+
+from app import assets, packages
+from app.api.inputs import Field, read_json, read_upload
+from app.auth import require_developer
+from app.errors import BadRequest
+from app.services import services
+
+bp = Blueprint("assets", __name__, url_prefix="/v1/apps")
+
+
+def _app(app_id: str):
+    return packages.app_of(g.principal.developer, app_id)
+
+
+def _upload(app_id: str, field: str):
+    """The developer's app and the image sent in `field` (after the app is found)."""
+    app = _app(app_id)
+    return app, read_upload(field, services().settings.max_asset_bytes)
+
+
+def _icons(app) -> dict:
+    return {"icons": assets.icon_urls(services(), app)}
+
+
+def _screenshots(shots) -> dict:
+    svc = services()
+    return {"screenshots": [assets.screenshot_dict(svc, s) for s in shots]}
+
+
+@bp.put("/<hexid:app_id>/icon")
+@require_developer
+def put_icon(app_id):
+    app, data = _upload(app_id, "icon")
+    return _icons(assets.set_icon(services(), app, data, g.principal.actor))
+
+
+@bp.get("/<hexid:app_id>/icon")
+@require_developer
+def get_icon(app_id):
+    return _icons(_app(app_id))
+
+
+@bp.delete("/<hexid:app_id>/icon")
+@require_developer
+def delete_icon(app_id):
+    assets.delete_icon(services(), _app(app_id), g.principal.actor)
+    return "", 204
+
+
+@bp.post("/<hexid:app_id>/screenshots")
+@require_developer
+def add_screenshot(app_id):
+    app, data = _upload(app_id, "screenshot")
+    shot = assets.add_screenshot(services(), app, data, g.principal.actor)
+    return {"screenshot": assets.screenshot_dict(services(), shot)}, 201
+
+
+@bp.get("/<hexid:app_id>/screenshots")
+@require_developer
+def list_screenshots(app_id):
+    return _screenshots(assets.screenshots_of(_app(app_id)))
+
+
+@bp.put("/<hexid:app_id>/screenshots/order")
+@require_developer
+def reorder_screenshots(app_id):
+    app = _app(app_id)
+    svc = services()
+    body = read_json({"positions": Field(list)}, svc.settings.max_json_bytes)
+    positions = body["positions"]
+    if not all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
+        raise BadRequest("positions must be a list of integers", code="invalid_field",
+                                details={"field": "positions"})
+    return _screenshots(assets.reorder_screenshots(app, positions, g.principal.actor))
+
+
+@bp.delete("/<hexid:app_id>/screenshots/<int:position>")
+@require_developer
+def delete_screenshot(app_id, position):
+    app = _app(app_id)
+    assets.delete_screenshot(services(), app, position, g.principal.actor)
+    # The ones after it moved up a place: answer with the new order.
+    return _screenshots(assets.screenshots_of(app))

@@ -1,0 +1,3 @@
+from app.devcli import run
+
+run()

@@ -93,6 +93,9 @@ class PackageLimits:
     max_compression_ratio: float = 50.0  # MOSIS_MAX_COMPRESSION_RATIO
     compression_ratio_floor: int = 16 * MiB  # MOSIS_COMPRESSION_RATIO_FLOOR_BYTES
     max_manifest_bytes: int = 64 * 1024  # fixed by the package format
+    # Archives inside the package are inflated as they stream by and count
+    # towards the limits above; deeper nesting is refused.
+    max_nested_depth: int = 3  # MOSIS_MAX_NESTED_ARCHIVE_DEPTH
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,7 @@ class Settings:
             compression_ratio_floor=_int(
                 env, "MOSIS_COMPRESSION_RATIO_FLOOR_BYTES", d.limits.compression_ratio_floor
             ),
+            max_nested_depth=_int(env, "MOSIS_MAX_NESTED_ARCHIVE_DEPTH", d.limits.max_nested_depth),
         )
         r = d.retention
         retention = RetentionPolicy(

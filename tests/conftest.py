@@ -110,6 +110,8 @@ def settings(weed, database_url, tmp_path) -> Settings:
         s3_secret_key=weed.secret_key,
         bucket="mosis-test",
         public_url=weed.endpoint,
+        # No edge in front: public objects are read from storage directly.
+        cdn_url=f"{weed.endpoint}/mosis-test",
         validation_poll_seconds=0.2,
     )
 
@@ -164,6 +166,7 @@ def stack_env(settings: Settings, api_port: int, scheduler_port: int) -> dict:
         "MOSIS_S3_SECRET_KEY": settings.s3_secret_key,
         "MOSIS_S3_BUCKET": settings.bucket,
         "MOSIS_PUBLIC_URL": settings.public_url,
+        "MOSIS_CDN_URL": settings.cdn_url,
         "MOSIS_VALIDATION_POLL_SECONDS": "0.2",
         "MOSIS_APP_BIND": f"127.0.0.1:{api_port}",
         "MOSIS_SCHEDULER_METRICS_ADDR": f"127.0.0.1:{scheduler_port}",

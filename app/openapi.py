@@ -15,7 +15,7 @@ VERSION_CODE = {"type": "integer", "minimum": 1, "maximum": MAX_VERSION_CODE}
 TIME = {"type": ["string", "null"], "format": "date-time"}
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 STATUS = {"type": "string", "enum": ["uploading", "validating", "draft", "published", "superseded",
-                                     "failed", "rejected", "pulled", "abandoned", "purged"]}
+                                     "failed", "rejected", "pulled", "abandoned", "purged", "purging"]}
 
 
 def ref(name: str) -> dict:
@@ -48,7 +48,7 @@ SCHEMAS = {
         "reason": {"type": ["string", "null"]},
         "created_at": TIME, "uploaded_at": TIME, "validated_at": TIME, "published_at": TIME,
         "superseded_at": TIME, "purged_at": TIME,
-    }),
+    }, {"purge_reason": {"type": ["string", "null"]}}),
     # Small packages: one presigned PUT. Large ones: an S3 multipart upload
     # whose part URLs come from …/upload/parts (docs/cli.md).
     "Upload": {"anyOf": [ref("SingleUpload"), ref("MultipartUpload")]},
@@ -88,6 +88,20 @@ SCHEMAS = {
         "by_status": {"type": "object", "additionalProperties": obj(
             {"bytes": {"type": "integer"}, "objects": {"type": "integer"}})},
         "versions_by_status": {"type": "object", "additionalProperties": {"type": "integer"}},
+    }),
+    "RetentionReport": obj({
+        "dry_run": {"type": "boolean"}, "now": TIME,
+        "items": {"type": "array", "items": obj({
+            "version_id": HEX_ID, "app_id": HEX_ID, "package_id": PACKAGE_ID,
+            "version_code": VERSION_CODE, "version_name": {"type": "string"}, "status": STATUS,
+            "outcome": STATUS, "reason": {"type": "string"}, "since": TIME, "expired_at": TIME,
+            "objects": {"type": "array", "items": obj({"key": {"type": "string"},
+                                                       "size": {"type": "integer"}})},
+            "bytes": {"type": "integer"}})},
+        "errors": {"type": "array", "items": obj({"version_id": HEX_ID, "error": {"type": "string"}})},
+        "totals": obj({"versions": {"type": "integer"}, "bytes": {"type": "integer"},
+                       "by_status": {"type": "object", "additionalProperties": obj(
+                           {"versions": {"type": "integer"}, "bytes": {"type": "integer"}})}}),
     }),
     "CostEstimate": obj({
         "generated_at": TIME,
@@ -238,6 +252,17 @@ PATHS = {
                  "schema": {"type": "number", "minimum": 0, "maximum": 1e15}}
                 for name, text in (("storage_gb", "GB stored"), ("requests", "requests in the month"),
                                    ("egress_gb", "GB sent"))])},
+    "/v1/admin/retention/run": {"post": op(
+        "Apply the retention policy now, or forecast it with sizes (dry_run, at now)",
+        responses(200, ref("RetentionReport"), 401, 403, *JSON_INPUT_ERRORS), auth="admin", tag="admin",
+        # A forecast may name the time it looks at; a real run always uses the current time.
+        body={"oneOf": [
+            obj({"dry_run": {"const": True}},
+                {"now": {"type": ["string", "null"], "format": "date-time", "maxLength": 64,
+                         "description": "RFC 3339 instant to forecast at (default: the current time)"}},
+                closed=True),
+            obj({"dry_run": {"const": False}}, {"now": {"type": "null"}}, closed=True),
+        ]})},
     "/v1/apps": {
         "get": op("The developer's apps", responses(200, obj({"apps": {"type": "array", "items": ref("App")}}),
                                                     401, 403), auth="developer", tag="apps"),

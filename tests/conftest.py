@@ -8,6 +8,7 @@ database (created here and dropped at the end).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -47,23 +48,33 @@ def _pg_admin():
     return conn
 
 
+@contextlib.contextmanager
+def scratch_pg_database(prefix: str = "mosis_test"):
+    """A new PostgreSQL database, dropped afterwards; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = _pg_admin()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield f"{PG_DSN}/{name}"
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    finally:
+        admin.close()
+
+
 @pytest.fixture(scope="session")
 def pg_database():
     """A PostgreSQL database of this session's own, dropped at the end."""
     import psycopg2
 
-    name = f"mosis_test_{uuid.uuid4().hex[:10]}"
     try:
-        admin = _pg_admin()
+        _pg_admin().close()
     except psycopg2.OperationalError as e:
         pytest.fail(f"PostgreSQL is required at {PG_DSN}: {e}")
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_DSN}/{name}"
-    with admin.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.close()
+    with scratch_pg_database() as url:
+        yield url
 
 
 def _empty_pg(url: str) -> None:

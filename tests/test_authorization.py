@@ -117,6 +117,7 @@ def table(w) -> list[tuple[str, str, object, dict]]:
         ("DELETE", f"/v1/admin/tokens/{w['spare']['token_id']}", {}, admin_route(200)),
         ("POST", f"/v1/admin/versions/{w['v4']['id']}/reject", {"json": {"reason": "spam"}}, admin_route(200)),
         ("POST", f"/v1/admin/versions/{w['v1']['id']}/pull", {"json": {"reason": "bad"}}, admin_route(200)),
+        ("POST", "/v1/admin/retention/run", {"json": {"dry_run": True}}, admin_route(200)),
         ("GET", "/v1/admin/storage", {}, admin_route(200)),
         ("GET", "/v1/admin/costs", {}, admin_route(200)),
     ]

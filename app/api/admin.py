@@ -1,4 +1,4 @@
-"""Admin routes: developers and their tokens, moderation."""
+"""Admin routes: developers and their tokens, moderation, retention."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from decimal import Decimal, InvalidOperation
 
 from flask import Blueprint, request
 
-from app import accounts, cost, packages, usage
+from app import accounts, cost, packages, retention, usage
 from app.api.inputs import EMAIL_RE, REASON, Field, read_json
 from app.auth import require_admin
 from app.config import ConfigError
@@ -104,3 +104,24 @@ def costs():
         return cost.cost_report(services().settings, overrides=what_if)
     except ConfigError as e:  # the operator's prices file broke after start
         raise ApiError(str(e), status=503, code="prices_unavailable") from None
+
+
+@bp.post("/retention/run")
+@require_admin
+def run_retention():
+    """Apply the retention policy now, or forecast it (`dry_run`, optionally at `now`)."""
+    svc = services()
+    body = read_json({"dry_run": Field(bool),
+                      "now": Field(str, required=False, min_len=1, max_len=64)},
+                     svc.settings.max_json_bytes)
+    now = None
+    if body["now"] is not None:
+        if not body["dry_run"]:
+            raise BadRequest("now forecasts only: send it with dry_run true", code="now_requires_dry_run",
+                             details={"field": "now"})
+        try:
+            now = retention.parse_instant(body["now"])
+        except ValueError:
+            raise BadRequest("now must be an ISO 8601 time such as 2027-01-31T12:00:00Z",
+                             code="invalid_field", details={"field": "now"}) from None
+    return retention.run_retention(svc, now, dry_run=body["dry_run"], actor="admin")

@@ -11,9 +11,19 @@ COPY app app
 RUN scripts/install-python /opt/venv
 
 FROM python:3.12.8-slim-bookworm
-# pg_dump for the metadata backup job when the database is PostgreSQL.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends postgresql-client \
+# pg_dump and pg_restore for the metadata backups when the database is
+# PostgreSQL. A pg_dump older than its server refuses to dump it, and Debian
+# bookworm ships 15, so they come from the PostgreSQL project's repository in
+# the major version of the server in compose.yaml.
+ARG PG_MAJOR=17
+ADD https://www.postgresql.org/media/keys/ACCC4CF8.asc /usr/share/keyrings/pgdg.asc
+RUN chmod 644 /usr/share/keyrings/pgdg.asc \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && echo "deb [signed-by=/usr/share/keyrings/pgdg.asc] https://apt.postgresql.org/pub/repos/apt bookworm-pgdg main" \
+        > /etc/apt/sources.list.d/pgdg.list \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends "postgresql-client-$PG_MAJOR" \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 mosis \
     && useradd --system --uid 10001 --gid mosis --home-dir /var/lib/mosis --create-home mosis

@@ -77,6 +77,18 @@ class RetentionPolicy:
 
 
 @dataclass(frozen=True)
+class HousekeepingPolicy:
+    """Orphan sweep, integrity scrub and metadata backups; see docs/retention.md."""
+
+    # Objects no version knows are left alone until they are this old.
+    orphan_grace: int = DAY  # MOSIS_ORPHAN_GRACE_SECONDS
+    orphan_delete: bool = False  # MOSIS_ORPHAN_DELETE (else only reported)
+    # Share of the stored packages whose bytes are re-read and re-hashed per day.
+    scrub_share_per_day: float = 0.1  # MOSIS_SCRUB_SHARE_PER_DAY
+    backup_keep: int = 14  # MOSIS_BACKUP_KEEP (newest database backups kept)
+
+
+@dataclass(frozen=True)
 class PackageLimits:
     """What a `.mosis` archive may contain; see docs/validation.md."""
 
@@ -88,6 +100,9 @@ class PackageLimits:
     max_compression_ratio: float = 50.0  # MOSIS_MAX_COMPRESSION_RATIO
     compression_ratio_floor: int = 16 * MiB  # MOSIS_COMPRESSION_RATIO_FLOOR_BYTES
     max_manifest_bytes: int = 64 * 1024  # fixed by the package format
+    # Archives inside the package are inflated as they stream by and count
+    # towards the limits above; deeper nesting is refused.
+    max_nested_depth: int = 3  # MOSIS_MAX_NESTED_ARCHIVE_DEPTH
 
 
 @dataclass(frozen=True)
@@ -137,6 +152,7 @@ class Settings:
 
     limits: PackageLimits = field(default_factory=PackageLimits)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    housekeeping: HousekeepingPolicy = field(default_factory=HousekeepingPolicy)
 
     # Packages larger than the threshold upload in parts (S3 multipart), so a
     # broken upload resumes from its last part instead of starting over.
@@ -203,6 +219,7 @@ class Settings:
             compression_ratio_floor=_int(
                 env, "MOSIS_COMPRESSION_RATIO_FLOOR_BYTES", d.limits.compression_ratio_floor
             ),
+            max_nested_depth=_int(env, "MOSIS_MAX_NESTED_ARCHIVE_DEPTH", d.limits.max_nested_depth),
         )
         r = d.retention
         retention = RetentionPolicy(
@@ -212,6 +229,16 @@ class Settings:
             draft=_int(env, "MOSIS_RETENTION_DRAFT_SECONDS", r.draft),
             superseded=_int(env, "MOSIS_RETENTION_SUPERSEDED_SECONDS", r.superseded),
             pulled=_int(env, "MOSIS_RETENTION_PULLED_SECONDS", r.pulled),
+        )
+        h = d.housekeeping
+        share = _float(env, "MOSIS_SCRUB_SHARE_PER_DAY", h.scrub_share_per_day)
+        if not 0 <= share <= 1:
+            raise ConfigError(f"MOSIS_SCRUB_SHARE_PER_DAY must be between 0 and 1, got {share}")
+        housekeeping = HousekeepingPolicy(
+            orphan_grace=_int(env, "MOSIS_ORPHAN_GRACE_SECONDS", h.orphan_grace, 60),
+            orphan_delete=_bool(env, "MOSIS_ORPHAN_DELETE", h.orphan_delete),
+            scrub_share_per_day=share,
+            backup_keep=_int(env, "MOSIS_BACKUP_KEEP", h.backup_keep, 1),
         )
         return cls(
             data_dir=Path(env.get("MOSIS_DATA_DIR") or d.data_dir),
@@ -248,6 +275,7 @@ class Settings:
                                            d.multipart_threshold_bytes, 1),
             multipart_part_bytes=_int(env, "MOSIS_MULTIPART_PART_BYTES", d.multipart_part_bytes,
                                       S3_MIN_PART_BYTES),
+            housekeeping=housekeeping,
             download_link_secret=_link_secret(env.get("MOSIS_DOWNLOAD_LINK_SECRET", "")),
             edge_internal_url=env.get("MOSIS_EDGE_INTERNAL_URL", "").rstrip("/"),
             edge_cache_max_bytes=_int(env, "MOSIS_EDGE_CACHE_MAX_BYTES", d.edge_cache_max_bytes, 16 * MiB),

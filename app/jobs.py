@@ -11,7 +11,8 @@ Each job has a row in `job_state` that is both its lock and its record:
   items it handled and its error, and the same numbers go to Prometheus.
 
 A job is a plain function `fn(svc, now) -> int` (items handled) or a dict
-with an `items` key; it raises on failure.
+with an `items` key and optionally an `errors` key (items it could not
+handle this time; the run itself still counts as done); it raises on failure.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ JOB_LAST_SUCCESS = Gauge("mosis_job_last_success_timestamp_seconds",
 JOB_LAST_RUN = Gauge("mosis_job_last_run_timestamp_seconds", "Unix time of the job's last run", ["job"])
 JOB_DURATION = Gauge("mosis_job_last_duration_seconds", "Duration of the job's last run", ["job"])
 JOB_ITEMS = Gauge("mosis_job_last_items", "Items the job's last run handled", ["job"])
+JOB_ERRORS = Gauge("mosis_job_last_errors", "Items the job's last run could not handle", ["job"])
 JOB_RUNS = Counter("mosis_job_runs_total", "Job runs, by result (ok or error)", ["job", "result"])
 
 
@@ -59,10 +61,11 @@ def try_acquire(job: Job, owner: str, now: dt.datetime) -> bool:
                 .where((JobState.name == job.name) & free & due).execute())
 
 
-def _items_of(result) -> int:
+def _items_of(result) -> tuple[int, int]:
+    """(items handled, items that failed) of a job's result."""
     if isinstance(result, dict):
-        return int(result.get("items", 0))
-    return int(result or 0)
+        return int(result.get("items", 0)), int(result.get("errors", 0))
+    return int(result or 0), 0
 
 
 def run_job(job: Job, svc, owner: str, now: dt.datetime | None = None, force: bool = False):
@@ -88,10 +91,10 @@ def run_job(job: Job, svc, owner: str, now: dt.datetime | None = None, force: bo
             JOB_DURATION.labels(job.name).set(duration)
             return None
         duration = time.monotonic() - started
-        items = _items_of(result)
+        items, errors = _items_of(result)
         finished = utcnow()
         (JobState.update(lease_expires_at=None, last_finished_at=finished, last_success_at=finished,
-                         last_duration=duration, last_items=items, last_error=None,
+                         last_duration=duration, last_items=items, last_errors=errors, last_error=None,
                          runs=JobState.runs + 1,
                          # 90 % of the period: scheduler ticks jitter a little.
                          next_run_after=now + job.period * 0.9)
@@ -99,6 +102,7 @@ def run_job(job: Job, svc, owner: str, now: dt.datetime | None = None, force: bo
         JOB_RUNS.labels(job.name, "ok").inc()
         JOB_DURATION.labels(job.name).set(duration)
         JOB_ITEMS.labels(job.name).set(items)
+        JOB_ERRORS.labels(job.name).set(errors)
         JOB_LAST_SUCCESS.labels(job.name).set(time.time())
         return result
 
@@ -108,6 +112,6 @@ def job_states() -> list[dict]:
 
     return [{"name": s.name, "last_started_at": iso(s.last_started_at),
              "last_success_at": iso(s.last_success_at), "last_duration_seconds": s.last_duration,
-             "last_items": s.last_items, "last_error": s.last_error, "runs": s.runs,
+             "last_items": s.last_items, "last_errors": s.last_errors, "last_error": s.last_error, "runs": s.runs,
              "failures": s.failures}
             for s in JobState.select().order_by(JobState.name)]

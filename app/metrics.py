@@ -42,7 +42,10 @@ VALIDATIONS.labels(result="ok")
 # Incremented by the integrity scrub for every stored package whose bytes no
 # longer match the sha256 its row recorded (bit rot or tampering).
 INTEGRITY_MISMATCHES = Counter("mosis_integrity_mismatches_total",
-                               "Packages whose stored bytes no longer match their recorded sha256")
+                               "Packages whose stored bytes no longer match their row, by kind "
+                               "(missing, size, sha256, manifest)", ["kind"])
+for _kind in ("missing", "size", "sha256", "manifest"):
+    INTEGRITY_MISMATCHES.labels(kind=_kind)
 STORAGE_ERRORS = Counter("mosis_storage_errors_total",
                          "Storage calls that failed because storage was unreachable or unavailable",
                          ["operation"])

@@ -38,6 +38,19 @@ def _initial_schema() -> None:
     database.create_tables(ALL_MODELS, safe=True)
 
 
+def _retention_columns() -> None:
+    from app.models import Version
+
+    add_column_if_missing(Version, "purged_from")
+    add_column_if_missing(Version, "verified_at")
+
+
+def _job_item_errors() -> None:
+    from app.models import JobState
+
+    add_column_if_missing(JobState, "last_errors")
+
+
 def _monitoring_tables() -> None:
     database.create_tables(MONITORING_MODELS, safe=True)
 
@@ -59,6 +72,8 @@ def _assets_schema() -> None:
 STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _initial_schema),
     (40, "icons and screenshots", _assets_schema),
+    (60, "version retention and scrub columns", _retention_columns),
+    (61, "job_state.last_errors", _job_item_errors),
     (70, "edge log cursor, edge traffic, storage scans, usage snapshots", _monitoring_tables),
     (100, "multipart uploads: storage upload id and part size of a version", _multipart_uploads),
 ]

@@ -87,9 +87,11 @@ class VersionStatus:
     PULLED = "pulled"
     ABANDONED = "abandoned"
     PURGED = "purged"
+    # Retention took it: no longer offered, its objects are being deleted.
+    PURGING = "purging"
 
     ALL = (UPLOADING, VALIDATING, DRAFT, PUBLISHED, SUPERSEDED, FAILED, REJECTED, PULLED,
-           ABANDONED, PURGED)
+           ABANDONED, PURGED, PURGING)
     # Statuses that release their version_code for reuse.
     RELEASED = (FAILED, ABANDONED, PURGED)
 
@@ -129,6 +131,11 @@ class Version(BaseModel):
     # use (fixed when the version is created). Null for single-PUT uploads.
     multipart_upload_id = pw.CharField(max_length=1024, null=True)
     part_size = pw.BigIntegerField(null=True)
+
+    # The status retention took the version from (it is then purging, purged
+    # or abandoned), and when the integrity scrub last re-read its package.
+    purged_from = pw.CharField(max_length=16, null=True)
+    verified_at = pw.DateTimeField(null=True)
 
 
 class Screenshot(BaseModel):
@@ -174,6 +181,7 @@ class JobState(BaseModel):
     last_error = pw.TextField(null=True)
     runs = pw.BigIntegerField(default=0)
     failures = pw.BigIntegerField(default=0)
+    last_errors = pw.BigIntegerField(null=True)  # items the last run could not handle
 
 
 # version_code is unique per app among versions that still hold it, and an app

@@ -15,7 +15,7 @@ VERSION_CODE = {"type": "integer", "minimum": 1, "maximum": MAX_VERSION_CODE}
 TIME = {"type": ["string", "null"], "format": "date-time"}
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 STATUS = {"type": "string", "enum": ["uploading", "validating", "draft", "published", "superseded",
-                                     "failed", "rejected", "pulled", "abandoned", "purged"]}
+                                     "failed", "rejected", "pulled", "abandoned", "purged", "purging"]}
 
 
 def ref(name: str) -> dict:
@@ -48,7 +48,7 @@ SCHEMAS = {
         "reason": {"type": ["string", "null"]},
         "created_at": TIME, "uploaded_at": TIME, "validated_at": TIME, "published_at": TIME,
         "superseded_at": TIME, "purged_at": TIME,
-    }),
+    }, {"purge_reason": {"type": ["string", "null"]}}),
     # Small packages: one presigned PUT. Large ones: an S3 multipart upload
     # whose part URLs come from …/upload/parts (docs/cli.md).
     "Upload": {"anyOf": [ref("SingleUpload"), ref("MultipartUpload")]},
@@ -89,6 +89,20 @@ SCHEMAS = {
             {"bytes": {"type": "integer"}, "objects": {"type": "integer"}})},
         "versions_by_status": {"type": "object", "additionalProperties": {"type": "integer"}},
     }),
+    "RetentionReport": obj({
+        "dry_run": {"type": "boolean"}, "now": TIME,
+        "items": {"type": "array", "items": obj({
+            "version_id": HEX_ID, "app_id": HEX_ID, "package_id": PACKAGE_ID,
+            "version_code": VERSION_CODE, "version_name": {"type": "string"}, "status": STATUS,
+            "outcome": STATUS, "reason": {"type": "string"}, "since": TIME, "expired_at": TIME,
+            "objects": {"type": "array", "items": obj({"key": {"type": "string"},
+                                                       "size": {"type": "integer"}})},
+            "bytes": {"type": "integer"}})},
+        "errors": {"type": "array", "items": obj({"version_id": HEX_ID, "error": {"type": "string"}})},
+        "totals": obj({"versions": {"type": "integer"}, "bytes": {"type": "integer"},
+                       "by_status": {"type": "object", "additionalProperties": obj(
+                           {"versions": {"type": "integer"}, "bytes": {"type": "integer"}})}}),
+    }),
     "CostEstimate": obj({
         "generated_at": TIME,
         "prices": obj({"file": {"type": "string"}, "taken": {"type": "string"},
@@ -116,6 +130,8 @@ SCHEMAS["Screenshot"] = obj({
     "width": {"type": "integer"}, "height": {"type": "integer"}, "size": {"type": "integer"},
     "sha256": SHA256, "webp_url": {"type": ["string", "null"]},
     "webp_size": {"type": ["integer", "null"]}})
+SCHEMAS["Token"] = obj({"id": HEX_ID, "developer_id": HEX_ID, "prefix": {"type": "string"},
+                        "created_at": TIME, "last_used_at": TIME, "revoked_at": TIME})
 ICONS = nullable(obj({"32": {"type": "string"}, "64": {"type": "string"}, "128": {"type": "string"}}))
 SCREENSHOT_LIST = obj({"screenshots": {"type": "array", "items": ref("Screenshot")}})
 
@@ -244,6 +260,17 @@ PATHS = {
                  "schema": {"type": "number", "minimum": 0, "maximum": 1e15}}
                 for name, text in (("storage_gb", "GB stored"), ("requests", "requests in the month"),
                                    ("egress_gb", "GB sent"))])},
+    "/v1/admin/retention/run": {"post": op(
+        "Apply the retention policy now, or forecast it with sizes (dry_run, at now)",
+        responses(200, ref("RetentionReport"), 401, 403, *JSON_INPUT_ERRORS), auth="admin", tag="admin",
+        # A forecast may name the time it looks at; a real run always uses the current time.
+        body={"oneOf": [
+            obj({"dry_run": {"const": True}},
+                {"now": {"type": ["string", "null"], "format": "date-time", "maxLength": 64,
+                         "description": "RFC 3339 instant to forecast at (default: the current time)"}},
+                closed=True),
+            obj({"dry_run": {"const": False}}, {"now": {"type": "null"}}, closed=True),
+        ]})},
     "/v1/apps": {
         "get": op("The developer's apps", responses(200, obj({"apps": {"type": "array", "items": ref("App")}}),
                                                     401, 403), auth="developer", tag="apps"),
@@ -320,6 +347,24 @@ PATHS.update({
     "/v1/apps/{app_id}/screenshots/{position}": {"delete": op(
         "Remove a screenshot; later ones move up a place", responses(200, SCREENSHOT_LIST, *DEV_ERRORS),
         auth="developer", params=[APP, POSITION], tag="assets")},
+})
+DEVELOPER_ID = path_param("developer_id", HEX_ID)
+PATHS["/v1/admin/developers"]["get"] = op(
+    "All developers", responses(200, obj({"developers": {"type": "array", "items": ref("Developer")}}),
+                                401, 403), auth="admin", tag="admin")
+PATHS.update({
+    "/v1/admin/developers/{developer_id}/tokens": {
+        "get": op("A developer's tokens (never the tokens themselves)", responses(
+            200, obj({"tokens": {"type": "array", "items": ref("Token")}}), 401, 403, 404),
+            auth="admin", params=[DEVELOPER_ID], tag="admin"),
+        "post": op("Issue another token (shown once); revoke the old one to rotate", responses(
+            201, obj({"token": {"type": "string"}, "token_id": HEX_ID}), 401, 403, 404),
+            auth="admin", params=[DEVELOPER_ID], tag="admin"),
+    },
+    "/v1/admin/tokens/{token_id}": {"delete": op(
+        "Revoke a token: refused from the next request on (idempotent)",
+        responses(200, obj({"token": ref("Token")}), 401, 403, 404),
+        auth="admin", params=[path_param("token_id", HEX_ID)], tag="admin")},
 })
 PATHS["/v1/packages/{package_id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] = {
     "allOf": [ref("PackageListing"), obj({"icons": ICONS, "screenshots": {

@@ -2,7 +2,7 @@
 
     uploading -> validating -> draft -> published -> superseded
                      |           |          |
-                   failed     rejected    pulled          (any) -> purged
+                   failed     rejected    pulled          (any) -> purging -> purged
 
 Every status change is a conditional UPDATE (`... WHERE status = <expected>`)
 so concurrent requests and workers cannot both win, and the database's
@@ -151,7 +151,7 @@ def complete_upload(svc: Services, app: App, version_code: int) -> Version:
     """Move the uploaded bytes into place and queue validation. Idempotent."""
     version = version_of(app, version_code)
     if version.status != S.UPLOADING:
-        if version.status in (S.FAILED, S.ABANDONED, S.PURGED):
+        if version.status in (S.FAILED, S.ABANDONED, S.PURGED, S.PURGING):
             raise Conflict(f"version {version_code} is {version.status}; create it again",
                            code="invalid_state", details={"status": version.status})
         return version  # already completed: completing again changes nothing
@@ -341,4 +341,5 @@ def version_dict(v: Version) -> dict:
         "created_at": iso(v.created_at), "uploaded_at": iso(v.uploaded_at),
         "validated_at": iso(v.validated_at), "published_at": iso(v.published_at),
         "superseded_at": iso(v.superseded_at), "purged_at": iso(v.purged_at),
+        "purge_reason": v.purge_reason,
     }

@@ -24,7 +24,7 @@ from app.config import Settings
 from app.models import database
 from app.services import Services, build_services
 from app.weblog import configure_logging
-from app import assets, packages, uploads, validation_worker
+from app import assets, backup, integrity, packages, retention, uploads, validation_worker
 from app.jobs import Job, run_job
 from app import cost, edge_log, monitoring, usage
 
@@ -46,6 +46,8 @@ def with_db(job):
 # scheduler, its rows are leased one by one.
 HOUSEKEEPING: list[Job] = []
 HOUSEKEEPING.append(Job("assets_orphan_sweep", assets.sweep_orphans, dt.timedelta(hours=6)))
+# Retention, orphan sweep, integrity scrub, metadata backup (docs/retention.md).
+HOUSEKEEPING += [retention.JOB, integrity.ORPHAN_JOB, integrity.SCRUB_JOB, backup.JOB]
 
 # Monitoring and cost tracking (docs/operations.md).
 HOUSEKEEPING.append(Job("storage_usage", usage.storage_usage_job, usage.SCAN_PERIOD))

@@ -8,6 +8,7 @@ the design contract lives in one place:
     assets/{app_id}/icons/{n}/icon-{32,64,128}.png
     assets/{app_id}/screenshots/{n}.png   (and {n}.webp when smaller)
     temp/{upload_id}/package.mosis
+    backups/db/mosis-{YYYYmmddTHHMMSSZ}.{sqlite3.gz|pgdump}
 
 Asset keys carry a number that is never reused within an app (see
 app/assets.py), so an asset's URL always names the same bytes.
@@ -30,7 +31,7 @@ from minio.commonconfig import CopySource, Filter
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 from minio.datatypes import Part
-from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
+from minio.lifecycleconfig import AbortIncompleteMultipartUpload, Expiration, LifecycleConfig, Rule
 
 from app.config import Settings
 from app.errors import Unavailable
@@ -71,6 +72,11 @@ def temp_key(upload_id: str) -> str:
     return f"{TEMP}/{upload_id}/package.mosis"
 
 
+def backup_key(at: dt.datetime, extension: str) -> str:
+    """A database backup's key; keys sort by time, oldest first."""
+    return f"{BACKUPS}/db/mosis-{at.strftime('%Y%m%dT%H%M%SZ')}.{extension}"
+
+
 def icon_key(app_id: str, number: int, size: int) -> str:
     return f"{ASSETS}/{app_id}/icons/{int(number)}/icon-{int(size)}.png"
 
@@ -85,6 +91,16 @@ def upload_id_of_temp_key(key: str) -> str | None:
     if len(parts) == 3 and parts[0] == TEMP and parts[2] == "package.mosis":
         return parts[1]
     return None
+
+
+# A safety net only: S3 expiry counts whole days, so the retention job (and,
+# for parts, the multipart cleanup) is what removes abandoned uploads after an
+# hour (docs/retention.md). The same rule as minio/lifecycle.json.
+LIFECYCLE_RULES = [
+    Rule("Enabled", rule_filter=Filter(prefix=f"{TEMP}/"), rule_id="temp-expiry",
+         expiration=Expiration(days=1),
+         abort_incomplete_multipart_upload=AbortIncompleteMultipartUpload(days_after_initiation=1)),
+]
 
 
 # -- the client ----------------------------------------------------------------
@@ -179,16 +195,21 @@ class Storage:
         self._ensure_lifecycle()
 
     def _ensure_lifecycle(self) -> None:
-        # A safety net only: S3 expiry counts whole days, so the retention job
-        # is what removes abandoned uploads after an hour.
-        config = LifecycleConfig([
-            Rule("Enabled", rule_filter=Filter(prefix=f"{TEMP}/"), rule_id="temp-expiry",
-                 expiration=Expiration(days=1)),
-        ])
+        """Set the appliance's lifecycle rules, keeping rules an operator added."""
         try:
-            self.client.set_bucket_lifecycle(bucket_name=self.bucket, config=config)
+            current = self.client.get_bucket_lifecycle(bucket_name=self.bucket)
+            ours = {r.rule_id for r in LIFECYCLE_RULES}
+            kept = [r for r in (current.rules if current else []) if r.rule_id not in ours]
+            self.client.set_bucket_lifecycle(bucket_name=self.bucket,
+                                             config=LifecycleConfig(kept + LIFECYCLE_RULES))
         except (S3Error, urllib3.exceptions.HTTPError) as e:
             log.warning("storage does not accept lifecycle rules: %s", e)
+
+    def lifecycle_rules(self) -> list[Rule]:
+        """The bucket's lifecycle rules as storage keeps them (empty if none)."""
+        with self._guard("read lifecycle rules"):
+            config = self.client.get_bucket_lifecycle(bucket_name=self.bucket)
+        return list(config.rules) if config else []
 
     def reset_connections(self) -> None:
         """Drop pooled connections (after fork they belong to the parent)."""
@@ -311,6 +332,17 @@ class Storage:
         with self._guard("write an object"):
             self.client.put_object(bucket_name=self.bucket, object_name=key, data=io.BytesIO(data),
                                    length=len(data), content_type=content_type, metadata=headers)
+
+    def put_file(self, key: str, path, content_type: str = "application/octet-stream") -> None:
+        """Upload a local file (streamed, multipart when large)."""
+        with self._guard("write an object"):
+            self.client.fput_object(bucket_name=self.bucket, object_name=key, file_path=str(path),
+                                    content_type=content_type)
+
+    def get_file(self, key: str, path) -> None:
+        """Download an object into a local file."""
+        with self._guard("read an object"):
+            self.client.fget_object(bucket_name=self.bucket, object_name=key, file_path=str(path))
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
         """`length` bytes from `offset` (fewer at the end of the object)."""

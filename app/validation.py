@@ -1,15 +1,20 @@
 """Validation of `.mosis` packages (ZIP archives) read straight from storage.
 
-The validator trusts nothing in the archive. It works in two steps, so memory
-stays bounded whatever the package size:
+The validator trusts nothing in the archive and never writes it anywhere:
+no temporary file, no extracted entry. It works in two steps, so memory stays
+bounded whatever the package size (see docs/validation.md):
 
-1. the end of the object (end-of-central-directory record and the central
-   directory, fetched with ranged reads) is parsed and every entry is checked:
-   names, types, encryption, counts, sizes, compression ratios, overlaps;
-2. the whole object is then read once, front to back: sha256 over every byte,
-   each local header compared with its central-directory twin, each entry
-   inflated to count its real size and check its CRC-32. The manifest is the
-   only entry kept, and it is at most 64 KiB.
+1. the end of the object (end records and central directory, fetched with
+   ranged reads) is parsed and every entry is checked: names, types,
+   encryption, duplicates, layout, counts, sizes and compression ratios, and
+   that `manifest.json` is at the root. Most hostile packages stop here,
+   before their data is inflated;
+2. the whole object is then read once, front to back, by a read-ahead thread
+   that hashes it (sha256) while this thread compares each local header with
+   its central-directory twin and inflates each entry to check its real size
+   and CRC-32. Archives nested inside the package are walked as they inflate
+   and count towards the limits, since a zip bomb can hide in them. The
+   manifest is the only entry kept, and it is at most 64 KiB.
 
 Every failure is a `PackageInvalid` with a reason code from the design
 contract and a message that tells the developer what to fix.
@@ -19,40 +24,37 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import re
-import struct
+import threading
 import unicodedata
-import zlib
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 from app.config import PackageLimits
+from app.zipreader import (
+    DEFLATED, ENCRYPTION_FLAGS, FLAG_DESCRIPTOR, LOCAL_SIG, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
+    STORED, ByteStream, Entry, PackageInvalid, RangeReader, invalid, read_central_directory,
+    read_descriptor, read_local_header, unpack,
+)
+
+__all__ = ["Expected", "PackageInvalid", "Report", "STREAM_CHUNK", "validate_package",
+           "check_name", "parse_manifest"]
 
 MANIFEST_NAME = "manifest.json"
 PACKAGE_ID_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 MAX_VERSION_CODE = 2**31 - 1
-
-EOCD_SIG = 0x06054B50
-ZIP64_LOCATOR_SIG = 0x07064B50
-ZIP64_EOCD_SIG = 0x06064B50
-CENTRAL_SIG = 0x02014B50
-LOCAL_SIG = 0x04034B50
-DESCRIPTOR_SIG = 0x08074B50
-EOCD_SIZE, ZIP64_LOCATOR_SIZE, ZIP64_EOCD_MIN = 22, 20, 56
-CENTRAL_SIZE, LOCAL_SIZE = 46, 30
-MAX_COMMENT = 0xFFFF
-STORED, DEFLATED = 0, 8
-AES_METHOD = 99
-FLAG_ENCRYPTED, FLAG_DESCRIPTOR, FLAG_STRONG_ENCRYPTION, FLAG_UTF8 = 0x1, 0x8, 0x40, 0x800
-S_IFMT, S_IFLNK, S_IFREG, S_IFDIR = 0o170000, 0o120000, 0o100000, 0o040000
-UNIX_HOST = 3
-
-
-class PackageInvalid(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+MAX_NAME_BYTES, MAX_COMPONENT_BYTES = 4096, 255  # PATH_MAX and NAME_MAX of common filesystems
+# Characters that look like a path separator to a person but are not one.
+SEPARATOR_LOOKALIKES = set("\u2044\u2215\u2216\u2571\u2572\u29f5\u29f8\u29f9\u3033")
+# Reads from storage: large reads cost less CPU per byte (fewer hand-overs
+# between the reading and the inflating thread); READ_AHEAD_CHUNKS of them
+# may wait, which bounds the memory the read-ahead uses.
+STREAM_CHUNK = 4 * 1024 * 1024
+READ_AHEAD_CHUNKS = 4
+# Archives nested in the package may hold at most this many entries in all,
+# per entry the package may hold: walking them costs time per entry.
+NESTED_ENTRIES_PER_ENTRY = 10
 
 
 @dataclass
@@ -66,19 +68,6 @@ class Expected:
 
 
 @dataclass
-class Entry:
-    name: str
-    raw_name: bytes
-    flags: int
-    method: int
-    crc: int
-    compressed_size: int
-    size: int
-    offset: int
-    is_dir: bool
-
-
-@dataclass
 class Report:
     size: int
     sha256: str
@@ -86,195 +75,63 @@ class Report:
     manifest_bytes: bytes
     entries: int
     unpacked_size: int
-    checks: list[str] = field(default_factory=list)
-
-
-# A reader of byte ranges: (offset, length) -> bytes. Storage provides it.
-RangeReader = Callable[[int, int], bytes]
 
 
 def validate_package(size: int, read_range: RangeReader, stream: Iterable[bytes],
                      expected: Expected, limits: PackageLimits) -> Report:
-    """Validate a package of `size` bytes; raise PackageInvalid on any fault."""
-    if size > limits.max_package_bytes:
-        raise PackageInvalid("too_large", f"the package is {size} bytes; the limit is "
-                             f"{limits.max_package_bytes} bytes")
-    if expected.size is not None and size != expected.size:
-        raise PackageInvalid("size_mismatch", f"the upload is {size} bytes but {expected.size} "
-                             "were declared; upload the exact file you declared")
-    entries, cd_offset = read_central_directory(size, read_range, limits)
-    check_entries(entries, size, limits)
-    digest, manifest_bytes, unpacked = _stream_entries(stream, size, entries, cd_offset)
+    """Validate a package of `size` bytes; raise PackageInvalid on any fault.
+
+    `read_range(offset, length)` returns bytes of the object; `stream` yields
+    all of its bytes in order (it is closed, read or not, before returning).
+    """
+    try:
+        if size > limits.max_package_bytes:
+            raise PackageInvalid("too_large", f"the package is {size} bytes; the limit is "
+                                 f"{limits.max_package_bytes} bytes")
+        if expected.size is not None and size != expected.size:
+            raise PackageInvalid("size_mismatch", f"the upload is {size} bytes but "
+                                 f"{expected.size} were declared; upload the exact file you "
+                                 "declared")
+        hasher = hashlib.sha256()
+        # The read-ahead starts at once: the first chunks arrive while the
+        # central directory is checked (at most READ_AHEAD_CHUNKS are wasted
+        # on a package refused there).
+        with _ReadAhead(stream, hasher) as chunks:
+            directory = read_central_directory(size, read_range, limits.max_entries)
+            manifest_entry = check_entries(directory.entries, directory.offset, size, limits)
+            budget = _Budget(size, sum(e.size for e in directory.entries), limits)
+            manifest_bytes = _read_entries(ByteStream(chunks), directory.entries, directory.offset,
+                                           size, manifest_entry, budget, limits)
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    digest = hasher.hexdigest()
     if expected.sha256 and digest != expected.sha256.lower():
         raise PackageInvalid("sha256_mismatch", f"the upload's sha256 is {digest} but "
-                             f"{expected.sha256} was declared")
-    if manifest_bytes is None:
-        raise _manifest_missing(entries)
+                             f"{expected.sha256} was declared; upload the exact file you declared")
     manifest = parse_manifest(manifest_bytes, limits)
     check_manifest_matches(manifest, expected)
     return Report(size=size, sha256=digest, manifest=manifest, manifest_bytes=manifest_bytes,
-                  entries=len(entries), unpacked_size=unpacked)
+                  entries=len(directory.entries), unpacked_size=budget.declared)
 
 
-# -- step 1: the central directory ------------------------------------------
-
-def read_central_directory(size: int, read_range: RangeReader,
-                           limits: PackageLimits) -> tuple[list[Entry], int]:
-    """The archive's entries and where its central directory starts."""
-    if size < EOCD_SIZE:
-        raise PackageInvalid("invalid_zip", "the file is too short to be a ZIP archive")
-    tail_len = min(size, EOCD_SIZE + MAX_COMMENT + ZIP64_LOCATOR_SIZE)
-    tail_start = size - tail_len
-    tail = read_range(tail_start, tail_len)
-    eocd_at = _find_eocd(tail, tail_start, size)
-    (_, disk, cd_disk, n_disk, n_total, cd_size, cd_offset, _) = struct.unpack_from(
-        "<IHHHHIIH", tail, eocd_at - tail_start)
-    archive_end = eocd_at  # where the central directory must end
-    if 0xFFFF in (disk, cd_disk, n_disk, n_total) or 0xFFFFFFFF in (cd_size, cd_offset):
-        n_total, cd_size, cd_offset, archive_end = _read_zip64_eocd(
-            tail, tail_start, eocd_at, read_range, disk)
-    elif disk != 0 or cd_disk != 0 or n_disk != n_total:
-        raise PackageInvalid("invalid_zip", "multi-volume ZIP archives are not supported")
-    if n_total == 0:
-        raise PackageInvalid("invalid_zip", "the archive is empty")
-    if n_total > limits.max_entries:
-        raise PackageInvalid("too_many_entries", f"the archive has {n_total} entries; the limit "
-                             f"is {limits.max_entries}")
-    if cd_offset + cd_size != archive_end:
-        # Offsets in the directory would not point where they claim: junk was
-        # prepended, or the archive was cut or spliced.
-        raise PackageInvalid("invalid_zip", "the central directory is not where the end record "
-                             "says (extra bytes before the archive, or a damaged file)")
-    if cd_size > max(1024 * 1024, limits.max_entries * 1024):
-        raise PackageInvalid("invalid_zip", f"the central directory is {cd_size} bytes, more than "
-                             "any package of allowed size needs")
-    if cd_size < n_total * CENTRAL_SIZE:
-        raise PackageInvalid("invalid_zip", "the central directory is smaller than its entries")
-    cd = read_range(cd_offset, cd_size) if cd_size else b""
-    if len(cd) != cd_size:
-        raise PackageInvalid("invalid_zip", "the archive is truncated")
-    return _parse_central(cd, n_total), cd_offset
-
-
-def _find_eocd(tail: bytes, tail_start: int, size: int) -> int:
-    """The end record is the last one whose comment reaches exactly to the end."""
-    sig = struct.pack("<I", EOCD_SIG)
-    trailing = False
-    pos = tail.rfind(sig, 0, len(tail) - EOCD_SIZE + 4)
-    while pos >= 0:
-        comment_len = struct.unpack_from("<H", tail, pos + 20)[0]
-        end = pos + EOCD_SIZE + comment_len
-        if end == len(tail):
-            return tail_start + pos
-        trailing = trailing or end < len(tail)
-        pos = tail.rfind(sig, 0, pos)
-    if trailing:
-        raise PackageInvalid("invalid_zip", "there are bytes after the end of the archive")
-    raise PackageInvalid("invalid_zip", "this is not a ZIP archive (no end-of-central-directory "
-                         "record); build the package with `mosis pack` or any zip tool")
-
-
-def _read_zip64_eocd(tail: bytes, tail_start: int, eocd_at: int, read_range: RangeReader,
-                     disk: int) -> tuple[int, int, int, int]:
-    loc_at = eocd_at - ZIP64_LOCATOR_SIZE
-    if loc_at < tail_start:
-        raise PackageInvalid("invalid_zip", "the ZIP64 end record locator is missing")
-    sig, loc_disk, rec_offset, disks = struct.unpack_from("<IIQI", tail, loc_at - tail_start)
-    if sig != ZIP64_LOCATOR_SIG:
-        raise PackageInvalid("invalid_zip", "the ZIP64 end record locator is missing")
-    if loc_disk != 0 or disks != 1:
-        raise PackageInvalid("invalid_zip", "multi-volume ZIP archives are not supported")
-    if rec_offset + ZIP64_EOCD_MIN > loc_at:
-        raise PackageInvalid("invalid_zip", "the ZIP64 end record is out of place")
-    rec = read_range(rec_offset, ZIP64_EOCD_MIN)
-    if len(rec) != ZIP64_EOCD_MIN:
-        raise PackageInvalid("invalid_zip", "the archive is truncated")
-    (sig, rec_size, _, _, r_disk, r_cd_disk, n_disk, n_total, cd_size, cd_offset) = struct.unpack(
-        "<IQHHIIQQQQ", rec)
-    if sig != ZIP64_EOCD_SIG:
-        raise PackageInvalid("invalid_zip", "the ZIP64 end record is damaged")
-    if rec_offset + 12 + rec_size != loc_at:
-        raise PackageInvalid("invalid_zip", "there are bytes between the ZIP64 end records")
-    if r_disk != 0 or r_cd_disk != 0 or n_disk != n_total:
-        raise PackageInvalid("invalid_zip", "multi-volume ZIP archives are not supported")
-    return n_total, cd_size, cd_offset, rec_offset
-
-
-def _parse_central(cd: bytes, count: int) -> list[Entry]:
-    entries = []
-    pos = 0
-    for _ in range(count):
-        if pos + CENTRAL_SIZE > len(cd):
-            raise PackageInvalid("invalid_zip", "the central directory is truncated")
-        (sig, made_by, _, flags, method, _, _, crc, csize, usize, name_len, extra_len,
-         comment_len, disk, _, ext_attr, offset) = struct.unpack_from("<IHHHHHHIIIHHHHHII", cd, pos)
-        if sig != CENTRAL_SIG:
-            raise PackageInvalid("invalid_zip", "the central directory is damaged")
-        name_start = pos + CENTRAL_SIZE
-        raw_name = cd[name_start:name_start + name_len]
-        extra = cd[name_start + name_len:name_start + name_len + extra_len]
-        pos = name_start + name_len + extra_len + comment_len
-        if pos > len(cd):
-            raise PackageInvalid("invalid_zip", "the central directory is truncated")
-        usize, csize, offset = _apply_zip64_extra(extra, usize, csize, offset)
-        name = _decode_name(raw_name, flags)
-        if made_by >> 8 == UNIX_HOST:
-            kind = (ext_attr >> 16) & S_IFMT
-            if kind == S_IFLNK:
-                raise PackageInvalid("symlink", f"{name!r} is a symbolic link; packages may hold "
-                                     "only regular files and directories")
-            if kind not in (0, S_IFREG, S_IFDIR):
-                raise PackageInvalid("unsafe_path", f"{name!r} is a device or other special file")
-        entries.append(Entry(name=name, raw_name=raw_name, flags=flags, method=method, crc=crc,
-                             compressed_size=csize, size=usize, offset=offset,
-                             is_dir=name.endswith("/")))
-    if pos != len(cd):
-        raise PackageInvalid("invalid_zip", "the central directory holds more than its entries")
-    return entries
-
-
-def _apply_zip64_extra(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int, int]:
-    pos = 0
-    while pos + 4 <= len(extra):
-        tag, length = struct.unpack_from("<HH", extra, pos)
-        body = extra[pos + 4:pos + 4 + length]
-        if tag == 0x0001:
-            values = iter(struct.unpack_from(f"<{len(body) // 8}Q", body))
-            try:
-                if usize == 0xFFFFFFFF:
-                    usize = next(values)
-                if csize == 0xFFFFFFFF:
-                    csize = next(values)
-                if offset == 0xFFFFFFFF:
-                    offset = next(values)
-            except StopIteration:
-                raise PackageInvalid("invalid_zip", "a ZIP64 extra field is too short") from None
-        pos += 4 + length
-    return usize, csize, offset
-
-
-def _decode_name(raw: bytes, flags: int) -> str:
-    if b"\x00" in raw:
-        raise PackageInvalid("unsafe_path", f"an entry name contains a NUL byte: {raw!r}")
-    try:
-        return raw.decode("utf-8") if flags & FLAG_UTF8 else raw.decode("cp437")
-    except UnicodeDecodeError:
-        raise PackageInvalid("unsafe_path", f"an entry name is not valid UTF-8: {raw!r}") from None
-
+# -- step 1: the central directory ----------------------------------------------
 
 def check_name(name: str) -> None:
     """Refuse any name that could escape the directory it is unpacked into."""
     problem = _name_problem(name)
     if problem is None:
         # Look again after Unicode compatibility folding, which turns e.g.
-        # FULLWIDTH SOLIDUS into "/" and ONE DOT LEADER pairs into "..".
+        # FULLWIDTH SOLIDUS into "/" and TWO DOT LEADER into "..".
         folded = unicodedata.normalize("NFKC", name)
         if folded != name:
             problem = _name_problem(folded)
             if problem:
-                problem += " after Unicode normalisation"
+                problem += " once Unicode-normalised"
     if problem:
-        raise PackageInvalid("unsafe_path", f"unsafe entry name {name!r}: {problem}")
+        raise PackageInvalid("unsafe_path", f"unsafe entry name {name!r}: {problem}; entries must "
+                             "be relative paths of plain names inside the package")
 
 
 def _name_problem(name: str) -> str | None:
@@ -286,204 +143,351 @@ def _name_problem(name: str) -> str | None:
         return "it is an absolute path"
     if re.match(r"^[A-Za-z]:", name):
         return "it starts with a drive letter"
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if any(unicodedata.category(c) == "Cc" for c in name):
         return "it contains a control character"
     if any(unicodedata.category(c) in ("Cf", "Zl", "Zp") for c in name):
         return "it contains an invisible formatting character"
-    parts = name.rstrip("/").split("/")
-    if any(p in ("..", ".") for p in parts):
-        return "it contains a '.' or '..' component"
-    if any(p == "" for p in parts):
-        return "it contains an empty path component"
+    if any(c in SEPARATOR_LOOKALIKES for c in name):
+        return "it contains a character that looks like a slash"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"it is longer than {MAX_NAME_BYTES} bytes"
+    for part in name[:-1].split("/") if name.endswith("/") else name.split("/"):
+        if part == "":
+            return "it contains an empty path component"
+        if part.strip(". ") == "":
+            return f"it contains the path component {part!r}"
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES:
+            return f"a path component is longer than {MAX_COMPONENT_BYTES} bytes"
     return None
 
 
-def check_entries(entries: list[Entry], size: int, limits: PackageLimits) -> None:
-    seen: dict[str, str] = {}
-    total = 0
+def _fold(name: str) -> str:
+    """The form under which two names land on the same file somewhere."""
+    return unicodedata.normalize("NFKC", name.rstrip("/")).casefold()
+
+
+def _path_digests(key: str) -> Iterator[bytes]:
+    """A digest of each path prefix of `key`, the whole key last.
+
+    Digests (not strings) keep the memory per entry constant however deep or
+    long its name, and each prefix costs only its last component to hash.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for part in key.split("/"):
+        h.update(part.encode("utf-8", "surrogatepass") + b"/")
+        yield h.copy().digest()
+
+
+def _keys(e: Entry) -> set[str]:
+    return {_fold(n) for n in (e.name, *e.other_names)}
+
+
+def check_entries(entries: list[Entry], cd_offset: int, size: int,
+                  limits: PackageLimits) -> Entry:
+    """Check every entry; return the manifest's."""
+    seen: dict[bytes, str] = {}
+    files: set[bytes] = set()
+    manifest = None
     for e in entries:
-        check_name(e.name)
-        key = unicodedata.normalize("NFC", e.name.rstrip("/")).casefold()
-        if key in seen:
-            raise PackageInvalid("duplicate_entry", f"{e.name!r} appears twice (or differs from "
-                                 f"{seen[key]!r} only by case or Unicode form)")
-        seen[key] = e.name
-        if e.flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION) or e.method == AES_METHOD:
+        for name in (e.name, *e.other_names):
+            check_name(name)
+        kind = e.mode & S_IFMT
+        if kind == S_IFLNK or e.symlink_in_extra:
+            raise PackageInvalid("symlink", f"{e.name!r} is a symbolic link; packages may hold "
+                                 "only regular files and directories")
+        if kind not in (0, S_IFREG, S_IFDIR):
+            raise PackageInvalid("unsafe_path", f"{e.name!r} is a device, pipe or other special "
+                                 "file; packages may hold only regular files and directories")
+        for key in _keys(e):
+            *_, digest = _path_digests(key)
+            if digest in seen:
+                raise PackageInvalid("duplicate_entry", f"{e.name!r} appears twice (or differs "
+                                     f"from {seen[digest]!r} only by case or Unicode form); every "
+                                     "path must be unique")
+            seen[digest] = e.name
+            if not e.is_dir:
+                files.add(digest)
+        if e.encrypted:
             raise PackageInvalid("encrypted_entry", f"{e.name!r} is encrypted; packages must not "
                                  "be password-protected")
         if e.method not in (STORED, DEFLATED):
-            raise PackageInvalid("invalid_zip", f"{e.name!r} uses compression method {e.method}; "
-                                 "only stored and deflate are accepted")
-        if e.is_dir and e.size:
-            raise PackageInvalid("invalid_zip", f"directory entry {e.name!r} has content")
+            raise invalid(f"{e.name!r} uses compression method {e.method}; only stored and "
+                          "deflate are accepted (the zip tool's defaults)")
+        if e.is_dir and (e.size or e.compressed_size > 2):
+            raise invalid(f"directory entry {e.name!r} has content")
         if e.method == STORED and e.size != e.compressed_size:
-            raise PackageInvalid("invalid_zip", f"stored entry {e.name!r} has different packed "
-                                 "and unpacked sizes")
-        total += e.size
-        if total > limits.max_unpacked_bytes:
-            raise PackageInvalid("too_large_unpacked", "the archive unpacks to more than "
-                                 f"{limits.max_unpacked_bytes} bytes")
-        if e.size > limits.compression_ratio_floor and e.size > limits.max_compression_ratio * max(
-                e.compressed_size, 1):
-            raise PackageInvalid("compression_ratio", f"{e.name!r} inflates {e.size} bytes from "
-                                 f"{e.compressed_size} (ratio over {limits.max_compression_ratio:g}); "
-                                 "this looks like a zip bomb")
-    if total > limits.compression_ratio_floor and total > limits.max_compression_ratio * size:
-        raise PackageInvalid("compression_ratio", f"the archive inflates {total} bytes from {size} "
-                             f"(ratio over {limits.max_compression_ratio:g}); this looks like a zip bomb")
+            raise invalid(f"stored entry {e.name!r} has different packed and unpacked sizes")
+        if e.name == MANIFEST_NAME:
+            manifest = e
+    for e in entries:  # a file must not also be a directory of another entry
+        for key in _keys(e):
+            *parents, _ = _path_digests(key)
+            clash = next((d for d in parents if d in files), None)
+            if clash is not None:
+                raise PackageInvalid("duplicate_entry", f"{e.name!r} lies under "
+                                     f"{seen[clash]!r}, which is a file: a path cannot be both a "
+                                     "file and a directory")
+    if manifest is None:
+        raise _manifest_missing(entries)
+    if manifest.size > limits.max_manifest_bytes:
+        raise PackageInvalid("manifest_invalid", f"{MANIFEST_NAME} is {manifest.size} bytes; the "
+                             f"limit is {limits.max_manifest_bytes} bytes")
+    _check_layout(entries, cd_offset)
+    _check_sizes(entries, size, limits)
+    return manifest
+
+
+def _check_layout(entries: list[Entry], cd_offset: int) -> None:
     # Entries must lie one after another, each alone in its span of the file:
-    # overlapping entries are how "quoted overlap" zip bombs multiply data.
+    # overlapping entries are how non-recursive ("quoted overlap") zip bombs
+    # multiply their data, and gaps are where hidden content goes.
     by_offset = sorted(entries, key=lambda e: e.offset)
-    for a, b in zip(by_offset, by_offset[1:]):
-        if b.offset < a.offset + LOCAL_SIZE + len(a.raw_name) + a.compressed_size:
-            raise PackageInvalid("invalid_zip", f"entries {a.name!r} and {b.name!r} overlap "
-                                 "(a zip bomb technique)")
     if by_offset[0].offset != 0:
-        raise PackageInvalid("invalid_zip", "the archive does not start with its first entry "
-                             "(extra bytes before the archive)")
+        raise invalid("the archive does not start with its first entry (bytes were added before "
+                      "it); upload the .mosis file exactly as it was built")
+    for a, b in zip(by_offset, by_offset[1:]):
+        if b.offset < a.data_end_min:
+            raise invalid(f"entries {a.name!r} and {b.name!r} overlap in the file, a zip bomb "
+                          "technique; build the package with a standard zip tool")
+    last = by_offset[-1]
+    if last.data_end_min > cd_offset:
+        raise invalid(f"entry {last.name!r} runs into the central directory")
+
+
+def _check_sizes(entries: list[Entry], size: int, limits: PackageLimits) -> None:
+    ratio, floor = limits.max_compression_ratio, limits.compression_ratio_floor
+    for e in entries:
+        if e.size > floor and e.size > ratio * max(e.compressed_size, 1):
+            raise PackageInvalid("compression_ratio", f"{e.name!r} unpacks to {e.size} bytes "
+                                 f"from {e.compressed_size} (a ratio over {ratio:g}), which looks "
+                                 "like a zip bomb; store such data in a less compressible form or "
+                                 "generate it on the device")
+    total = sum(e.size for e in entries)
+    if total > floor and total > ratio * size:
+        raise PackageInvalid("compression_ratio", f"the package unpacks to {total} bytes from "
+                             f"{size} (a ratio over {ratio:g}), which looks like a zip bomb")
+    if total > limits.max_unpacked_bytes:
+        raise PackageInvalid("too_large_unpacked", f"the package unpacks to {total} bytes; the "
+                             f"limit is {limits.max_unpacked_bytes} bytes")
 
 
 def _manifest_missing(entries: list[Entry]) -> PackageInvalid:
-    nested = [e.name for e in entries if e.name.rsplit("/", 1)[-1].lower() == MANIFEST_NAME]
-    if nested:
-        return PackageInvalid("manifest_missing", f"{MANIFEST_NAME} must be at the archive root; "
-                              f"found {nested[0]!r} instead")
-    return PackageInvalid("manifest_missing", f"the archive has no {MANIFEST_NAME} at its root")
+    for e in entries:
+        base = e.name.rstrip("/").rsplit("/", 1)[-1]
+        if base.lower() == MANIFEST_NAME and e.name != MANIFEST_NAME:
+            where = "not a file" if e.is_dir else ("named in the wrong case" if "/" not in
+                                                   e.name.rstrip("/") else "not at the root")
+            return PackageInvalid("manifest_missing", f"{MANIFEST_NAME} must be a file at the "
+                                  f"archive root; found {e.name!r} ({where})")
+    return PackageInvalid("manifest_missing", f"the archive has no {MANIFEST_NAME} at its root; "
+                          "add one (see docs/validation.md)")
 
 
-# -- step 2: one pass over the bytes ----------------------------------------------
+# -- step 2: one pass over the bytes -------------------------------------------------
 
-class _Reader:
-    """Sequential reader over a chunk iterator that hashes every byte once."""
+class _ReadAhead:
+    """Pull the object's chunks on a thread of its own, hashing them there.
 
-    def __init__(self, chunks: Iterable[bytes]):
-        self._chunks: Iterator[bytes] = iter(chunks)
-        self._buf = memoryview(b"")
-        self.hash = hashlib.sha256()
-        self.pos = 0
+    hashlib and inflating both release the GIL on large buffers, so reading
+    and hashing overlap with inflating. At most READ_AHEAD_CHUNKS wait.
+    """
 
-    def _fill(self) -> bool:
-        for chunk in self._chunks:
-            if chunk:
-                self.hash.update(chunk)
-                self._buf = memoryview(chunk)
+    _END = object()
+
+    def __init__(self, chunks: Iterable[bytes], hasher):
+        self._chunks = chunks
+        self._hasher = hasher
+        self._queue: queue.Queue = queue.Queue(READ_AHEAD_CHUNKS)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="package-read-ahead", daemon=True)
+
+    def __enter__(self) -> Iterator[bytes]:
+        self._thread.start()
+        return self._consume()
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:  # make room, so a reader waiting to hand over a chunk sees the stop
+                self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(0.01)
+
+    def _run(self) -> None:
+        try:
+            for chunk in self._chunks:
+                self._hasher.update(chunk)
+                if not self._put(chunk):
+                    return
+            self._put(self._END)
+        except BaseException as e:  # handed to the validating thread
+            self._put(e)
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():  # the timeout only bounds how late a stop is seen
+            try:
+                self._queue.put(item, timeout=0.1)
                 return True
+            except queue.Full:
+                continue
         return False
 
-    def pieces(self, n: int) -> Iterator[memoryview]:
-        """Yield the next n bytes in pieces (no copy, no buffering of n)."""
-        while n > 0:
-            if not self._buf and not self._fill():
-                raise PackageInvalid("invalid_zip", "the archive is truncated")
-            piece = self._buf[:n]
-            self._buf = self._buf[len(piece):]
-            self.pos += len(piece)
-            n -= len(piece)
-            yield piece
-
-    def read(self, n: int) -> bytes:
-        return b"".join(bytes(p) for p in self.pieces(n))
-
-    def drain(self) -> None:
-        self.pos += len(self._buf)
-        self._buf = memoryview(b"")
-        while self._fill():
-            self.pos += len(self._buf)
-            self._buf = memoryview(b"")
+    def _consume(self) -> Iterator[bytes]:
+        while True:
+            item = self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
 
-def _stream_entries(chunks: Iterable[bytes], size: int, entries: list[Entry], cd_offset: int):
-    reader = _Reader(chunks)
-    manifest = None
-    unpacked = 0
+class _Budget:
+    """What the package unpacks to, counting archives nested inside it."""
+
+    def __init__(self, size: int, declared: int, limits: PackageLimits):
+        self.size = size
+        self.declared = declared
+        self.total = declared
+        self.limits = limits
+        self.nested_entries = 0
+        self.max_nested_entries = NESTED_ENTRIES_PER_ENTRY * limits.max_entries
+
+    def add(self, n: int, what: str) -> None:
+        self.total += n
+        ratio = self.limits.max_compression_ratio
+        if self.total > self.limits.compression_ratio_floor and self.total > ratio * self.size:
+            raise PackageInvalid("compression_ratio", f"with the archives nested inside it "
+                                 f"({what}), the package unpacks to more than {self.total} bytes "
+                                 f"from {self.size} (a ratio over {ratio:g}): a nested zip bomb")
+        if self.total > self.limits.max_unpacked_bytes:
+            raise PackageInvalid("too_large_unpacked", f"with the archives nested inside it "
+                                 f"({what}), the package unpacks to more than "
+                                 f"{self.limits.max_unpacked_bytes} bytes, the limit")
+
+    def count_entry(self, what: str) -> None:
+        self.nested_entries += 1
+        if self.nested_entries > self.max_nested_entries:
+            raise PackageInvalid("too_many_entries", f"the archives nested in the package ({what}) "
+                                 f"hold more than {self.max_nested_entries} entries in all")
+
+
+def _read_entries(stream: ByteStream, entries: list[Entry], cd_offset: int, size: int,
+                  manifest_entry: Entry, budget: _Budget, limits: PackageLimits) -> bytes:
+    manifest = b""
     for e in sorted(entries, key=lambda e: e.offset):
-        if reader.pos != e.offset:
-            raise PackageInvalid("invalid_zip", f"unexpected bytes before entry {e.name!r}")
-        header = reader.read(LOCAL_SIZE)
-        (sig, _, flags, method, _, _, _, _, _, name_len, extra_len) = struct.unpack(
-            "<IHHHHHIIIHH", header)
-        if sig != LOCAL_SIG:
-            raise PackageInvalid("invalid_zip", f"the local header of {e.name!r} is damaged")
-        raw_name = reader.read(name_len)
-        if raw_name != e.raw_name:
-            raise PackageInvalid("invalid_zip", f"the local header names {raw_name!r} but the "
-                                 f"central directory names {e.raw_name!r}")
-        if (flags & FLAG_ENCRYPTED) != (e.flags & FLAG_ENCRYPTED) or method != e.method:
-            raise PackageInvalid("invalid_zip", f"the local header of {e.name!r} disagrees with "
-                                 "the central directory")
-        for _ in reader.pieces(extra_len):
-            pass
-        keep = e.name == MANIFEST_NAME
-        data = _inflate(e, reader.pieces(e.compressed_size), keep)
-        unpacked += e.size
-        if keep:
-            manifest = data
+        if stream.pos != e.offset:
+            raise invalid(f"there are unexpected bytes before entry {e.name!r}")
+        local = read_local_header(stream)
+        _check_local_header(local, e)
+        data = unpack(e.method, stream.pieces(e.compressed_size), e.size, repr(e.name), e.crc)
+        if e is manifest_entry:
+            manifest = b"".join(data)
+        else:
+            _inspect(e.name, data, budget, 1)
         if e.flags & FLAG_DESCRIPTOR:
-            _skip_descriptor(reader, e)
-    if reader.pos != cd_offset:
-        raise PackageInvalid("invalid_zip", "there are unexpected bytes between the last entry "
-                             "and the central directory")
-    reader.drain()
-    if reader.pos != size:
-        raise PackageInvalid("invalid_zip", f"read {reader.pos} bytes but the object has {size}")
-    return reader.hash.hexdigest(), manifest, unpacked
+            read_descriptor(stream, local.zip64, (e.crc, e.compressed_size, e.size))
+    if stream.pos != cd_offset:
+        raise invalid("there are unexpected bytes between the last entry and the central "
+                      "directory")
+    stream.drain()  # the central directory and end records, through the hash
+    if stream.pos != size:
+        raise invalid(f"read {stream.pos} bytes but the object has {size}; upload it again")
+    return manifest
 
 
-def _inflate(e: Entry, pieces: Iterable[memoryview], keep: bool) -> bytes | None:
-    """Unpack one entry as it streams by: count its bytes and check its CRC."""
-    crc = 0
-    produced = 0
-    kept = bytearray() if keep else None
-    inflater = zlib.decompressobj(-15) if e.method == DEFLATED else None
-    limit = e.size + 1  # one byte past the declared size proves it lies
-
-    def take(out: bytes) -> None:
-        nonlocal crc, produced
-        produced += len(out)
-        if produced > e.size:
-            raise PackageInvalid("invalid_zip", f"{e.name!r} unpacks to more than its declared "
-                                 f"{e.size} bytes")
-        crc = zlib.crc32(out, crc)
-        if kept is not None:
-            kept.extend(out)
-
-    try:
-        for piece in pieces:
-            if inflater is None:
-                take(piece)
-                continue
-            out = inflater.decompress(piece, limit - produced)
-            take(out)
-            while inflater.unconsumed_tail:
-                out = inflater.decompress(inflater.unconsumed_tail, limit - produced)
-                if not out:
-                    break
-                take(out)
-        if inflater is not None:
-            take(inflater.flush())
-            if not inflater.eof:
-                raise PackageInvalid("invalid_zip", f"the compressed data of {e.name!r} is cut short")
-    except zlib.error as err:
-        raise PackageInvalid("invalid_zip", f"the compressed data of {e.name!r} is damaged "
-                             f"({err})") from None
-    if produced != e.size:
-        raise PackageInvalid("invalid_zip", f"{e.name!r} unpacks to {produced} bytes, not the "
-                             f"declared {e.size}")
-    if crc != e.crc:
-        raise PackageInvalid("crc_mismatch", f"the CRC-32 of {e.name!r} does not match its data "
-                             "(the file is corrupt)")
-    return bytes(kept) if kept is not None else None
+def _check_local_header(local, e: Entry) -> None:
+    # Streaming extractors believe the local header, others the central
+    # directory: the two must say the same, or one archive is two packages.
+    if local.raw_name != e.raw_name:
+        raise invalid(f"the local header names {local.raw_name!r} but the central directory "
+                      f"names {e.raw_name!r}")
+    if (local.method != e.method
+            or (local.flags ^ e.flags) & (ENCRYPTION_FLAGS | FLAG_DESCRIPTOR)):
+        raise invalid(f"the local header of {e.name!r} disagrees with the central directory "
+                      "(method or flags)")
+    described = (local.crc, local.compressed_size, local.size)
+    if described != (e.crc, e.compressed_size, e.size) and not (
+            e.flags & FLAG_DESCRIPTOR and described == (0, 0, 0)):
+        raise invalid(f"the local header of {e.name!r} disagrees with the central directory "
+                      "(sizes or CRC-32)")
 
 
-def _skip_descriptor(reader: _Reader, e: Entry) -> None:
-    head = reader.read(4)
-    has_sig = struct.unpack("<I", head)[0] == DESCRIPTOR_SIG
-    wide = e.size >= 0xFFFFFFFF or e.compressed_size >= 0xFFFFFFFF
-    rest = (20 if wide else 12) - (0 if has_sig else 4)
-    reader.read(rest)
+def _inspect(name: str, chunks: Iterator[bytes], budget: _Budget, depth: int) -> None:
+    """Read an entry's bytes; if they are a ZIP archive, count what it unpacks to."""
+    data = ByteStream(chunks, truncated=f"the archive {name!r} inside the package is truncated")
+    if data.peek(4) == LOCAL_SIG:
+        if depth > budget.limits.max_nested_depth:
+            raise PackageInvalid("compression_ratio", f"{name!r} is an archive nested {depth} "
+                                 f"levels deep; at most {budget.limits.max_nested_depth} levels "
+                                 "are accepted (deeper nesting is how recursive zip bombs work)")
+        _walk_nested(name, data, budget, depth)
+    data.drain()
 
 
-# -- the manifest ---------------------------------------------------------------
+def _walk_nested(name: str, data: ByteStream, budget: _Budget, depth: int) -> None:
+    """Inflate the entries of an archive inside the package, as its bytes stream by."""
+    while data.peek(4) == LOCAL_SIG:
+        budget.count_entry(name)
+        local = read_local_header(data)
+        inner = f"{name} > {local.raw_name.decode('utf-8', 'replace')}"
+        sized = not local.flags & FLAG_DESCRIPTOR
+        start = data.pos
+        if local.flags & ENCRYPTION_FLAGS or local.method not in (STORED, DEFLATED):
+            if not sized:
+                raise invalid(f"{inner!r} cannot be checked (encrypted or unusual compression, "
+                              "with a data descriptor); store nested archives with plain entries")
+            for _ in data.pieces(local.compressed_size):
+                pass
+            if not local.flags & ENCRYPTION_FLAGS:
+                budget.add(local.size, inner)
+        elif local.method == STORED:
+            if not sized:
+                raise invalid(f"{inner!r} is stored with a data descriptor, so its end cannot be "
+                              "found; nested archives must give the sizes of stored entries")
+            _inspect(inner, _counted(unpack(STORED, data.pieces(local.compressed_size),
+                                            local.compressed_size, repr(inner)), budget, inner),
+                     budget, depth + 1)
+        else:
+            packed = data.pieces(local.compressed_size) if sized else data.rest()
+            out = unpack(DEFLATED, packed, budget.limits.max_unpacked_bytes, repr(inner),
+                         push_back=None if sized else data)
+            produced = _Produced(_counted(out, budget, inner))
+            _inspect(inner, produced, budget, depth + 1)
+            ratio, floor = budget.limits.max_compression_ratio, budget.limits.compression_ratio_floor
+            packed_len = data.pos - start
+            if produced.count > floor and produced.count > ratio * max(packed_len, 1):
+                raise PackageInvalid("compression_ratio", f"{inner!r} unpacks to {produced.count} "
+                                     f"bytes from {packed_len} (a ratio over {ratio:g}), which "
+                                     "looks like a zip bomb")
+        if not sized:
+            read_descriptor(data, local.zip64, None)
+
+
+def _counted(chunks: Iterable[bytes], budget: _Budget, what: str) -> Iterator[bytes]:
+    for chunk in chunks:
+        budget.add(len(chunk), what)
+        yield chunk
+
+
+class _Produced:
+    """Iterate chunks while counting their bytes."""
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self._chunks = iter(chunks)
+        self.count = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = next(self._chunks)
+        self.count += len(chunk)
+        return chunk
+
+
+# -- the manifest ----------------------------------------------------------------------
 
 def _no_duplicate_keys(pairs):
     obj = {}
@@ -494,18 +498,30 @@ def _no_duplicate_keys(pairs):
     return obj
 
 
+def _no_constant(name: str):
+    raise PackageInvalid("manifest_invalid", f"{MANIFEST_NAME} contains {name}, which is not JSON")
+
+
 def parse_manifest(data: bytes, limits: PackageLimits) -> dict:
     if len(data) > limits.max_manifest_bytes:
         raise PackageInvalid("manifest_invalid", f"{MANIFEST_NAME} is {len(data)} bytes; the "
-                             f"limit is {limits.max_manifest_bytes}")
+                             f"limit is {limits.max_manifest_bytes} bytes")
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise PackageInvalid("manifest_invalid", f"{MANIFEST_NAME} starts with a byte-order mark; "
+                             "save it as UTF-8 without BOM")
     try:
         text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PackageInvalid("manifest_invalid", f"{MANIFEST_NAME} is not UTF-8") from None
+    except UnicodeDecodeError as e:
+        raise PackageInvalid("manifest_invalid", f"{MANIFEST_NAME} is not UTF-8 (byte "
+                             f"{e.start}); save it as UTF-8") from None
     try:
-        manifest = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        manifest = json.loads(text, object_pairs_hook=_no_duplicate_keys,
+                              parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise PackageInvalid("manifest_invalid", f"{MANIFEST_NAME} is not valid JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # e.g. a 5000-digit number, deep nesting
+        raise PackageInvalid("manifest_invalid", f"{MANIFEST_NAME} cannot be read: "
+                             f"{str(e) or type(e).__name__}") from None
     check_manifest_fields(manifest)
     return manifest
 
@@ -514,6 +530,9 @@ def check_manifest_fields(m) -> None:
     def bad(msg: str):
         raise PackageInvalid("manifest_invalid", f"{MANIFEST_NAME}: {msg}")
 
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
     if not isinstance(m, dict):
         bad("must be a JSON object")
     for key in ("package_id", "version_code", "version_name", "name"):
@@ -521,29 +540,32 @@ def check_manifest_fields(m) -> None:
             bad(f"the required field {key!r} is missing")
     pid = m["package_id"]
     if not isinstance(pid, str) or len(pid) > 128 or not PACKAGE_ID_RE.match(pid):
-        bad("package_id must look like com.example.app (lower-case segments separated by dots, "
-            "at most 128 characters)")
+        bad(f"package_id {pid!r} must look like com.example.app (lower-case segments of letters, "
+            "digits and _ separated by dots, at most 128 characters)")
     code = m["version_code"]
-    if not isinstance(code, int) or isinstance(code, bool) or not 1 <= code <= MAX_VERSION_CODE:
-        bad(f"version_code must be an integer from 1 to {MAX_VERSION_CODE}")
+    if not is_int(code) or not 1 <= code <= MAX_VERSION_CODE:
+        bad(f"version_code {code!r} must be an integer from 1 to {MAX_VERSION_CODE}")
     for key, longest in (("version_name", 64), ("name", 80)):
         value = m[key]
         if not isinstance(value, str) or not 1 <= len(value) <= longest:
             bad(f"{key} must be a string of 1 to {longest} characters")
+        if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+            bad(f"{key} must not contain control characters")
     perms = m.get("permissions", [])
     if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
         bad("permissions must be a list of strings")
     if "min_platform" in m:
         mp = m["min_platform"]
-        if not isinstance(mp, int) or isinstance(mp, bool) or mp < 0:
-            bad("min_platform must be a non-negative integer")
+        if not is_int(mp) or not 0 <= mp <= MAX_VERSION_CODE:
+            bad(f"min_platform must be an integer from 0 to {MAX_VERSION_CODE}")
 
 
 def check_manifest_matches(m: dict, expected: Expected) -> None:
     if m["package_id"] != expected.package_id:
         raise PackageInvalid("package_id_mismatch", f"the manifest's package_id is "
-                             f"{m['package_id']!r} but this app is {expected.package_id!r}")
+                             f"{m['package_id']!r} but this app is {expected.package_id!r}; "
+                             "upload it to the app it belongs to")
     if m["version_code"] != expected.version_code:
         raise PackageInvalid("version_code_mismatch", f"the manifest's version_code is "
-                             f"{m['version_code']} but the upload was declared as "
-                             f"{expected.version_code}")
+                             f"{m['version_code']} but the upload was declared as version "
+                             f"{expected.version_code}; declare the version the manifest says")

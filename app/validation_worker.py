@@ -23,7 +23,7 @@ from app.errors import Unavailable
 from app.models import App, Version, VersionStatus as S, record_audit, utcnow
 from app.packages import keys_of
 from app.services import Services
-from app.validation import Expected, PackageInvalid, validate_package
+from app.validation import STREAM_CHUNK, Expected, PackageInvalid, validate_package
 
 log = logging.getLogger(__name__)
 STORAGE_RETRY_SECONDS = 15
@@ -82,7 +82,7 @@ def validate_claimed(svc: Services, version: Version, owner: str) -> str:
         report = validate_package(
             info.size,
             read_range=lambda offset, length: svc.storage.read_range(pkg_key, offset, length),
-            stream=svc.storage.stream(pkg_key),
+            stream=svc.storage.stream(pkg_key, chunk=STREAM_CHUNK),
             expected=Expected(app.package_id, version.version_code, version.declared_size,
                               version.declared_sha256),
             limits=settings.limits,

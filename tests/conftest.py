@@ -8,6 +8,7 @@ database (created here and dropped at the end).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -47,23 +48,33 @@ def _pg_admin():
     return conn
 
 
+@contextlib.contextmanager
+def scratch_pg_database(prefix: str = "mosis_test"):
+    """A new PostgreSQL database, dropped afterwards; yields its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = _pg_admin()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield f"{PG_DSN}/{name}"
+        with admin.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    finally:
+        admin.close()
+
+
 @pytest.fixture(scope="session")
 def pg_database():
     """A PostgreSQL database of this session's own, dropped at the end."""
     import psycopg2
 
-    name = f"mosis_test_{uuid.uuid4().hex[:10]}"
     try:
-        admin = _pg_admin()
+        _pg_admin().close()
     except psycopg2.OperationalError as e:
         pytest.fail(f"PostgreSQL is required at {PG_DSN}: {e}")
-    with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_DSN}/{name}"
-    with admin.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
-    admin.close()
+    with scratch_pg_database() as url:
+        yield url
 
 
 def _empty_pg(url: str) -> None:
@@ -99,6 +110,8 @@ def settings(weed, database_url, tmp_path) -> Settings:
         s3_secret_key=weed.secret_key,
         bucket="mosis-test",
         public_url=weed.endpoint,
+        # No edge in front: public objects are read from storage directly.
+        cdn_url=f"{weed.endpoint}/mosis-test",
         validation_poll_seconds=0.2,
     )
 
@@ -153,6 +166,7 @@ def stack_env(settings: Settings, api_port: int, scheduler_port: int) -> dict:
         "MOSIS_S3_SECRET_KEY": settings.s3_secret_key,
         "MOSIS_S3_BUCKET": settings.bucket,
         "MOSIS_PUBLIC_URL": settings.public_url,
+        "MOSIS_CDN_URL": settings.cdn_url,
         "MOSIS_VALIDATION_POLL_SECONDS": "0.2",
         "MOSIS_APP_BIND": f"127.0.0.1:{api_port}",
         "MOSIS_SCHEDULER_METRICS_ADDR": f"127.0.0.1:{scheduler_port}",
@@ -219,11 +233,12 @@ class LiveStack:
 
 
 def edge_settings(base: Settings, http_port: int, internal_port: int, **changes) -> Settings:
-    """`base` with the edge as its public URL (uploads and downloads go through it).
-    Rate limits are high: tests call quickly; test_edge.py checks the limits."""
+    """`base` with the edge as its public URL: uploads, downloads and public
+    objects go through it. Rate limits are high: tests call quickly;
+    test_edge.py checks the limits."""
     import secrets
 
-    changes = {"edge_api_rate": 10000, "edge_api_burst": 10000, **changes}
+    changes = {"edge_api_rate": 10000, "edge_api_burst": 10000, "cdn_url": "", **changes}
     return base.replace(public_url=f"http://127.0.0.1:{http_port}",
                         edge_internal_url=f"http://127.0.0.1:{internal_port}",
                         download_link_secret=secrets.token_urlsafe(32), **changes)

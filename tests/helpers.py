@@ -94,14 +94,19 @@ class Api:
 
         return run_pending(self.services)
 
-    def submit(self, dev, app, code: int, data: bytes | None = None) -> dict:
-        """Create, upload, complete and validate a version; return it."""
+    def upload_and_complete(self, dev, app, code: int, data: bytes | None = None) -> dict:
+        """Create, upload and complete a version (queued for validation); return it."""
         data = data if data is not None else build_package(app["package_id"], code)
         r = self.create_version(dev, app, code, data)
         assert r.status_code == 201, r.json
         assert self.upload(r.json["upload"], data).status_code == 200
         r = self.complete(dev, app, code)
         assert r.status_code == 202, r.json
+        return r.json["version"]
+
+    def submit(self, dev, app, code: int, data: bytes | None = None) -> dict:
+        """Create, upload, complete and validate a version; return it."""
+        self.upload_and_complete(dev, app, code, data)
         self.validate_queue()
         return self.version(dev, app, code)
 

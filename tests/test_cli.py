@@ -462,7 +462,8 @@ def test_icon_and_screenshots(live_stack, tmp_path):
     r = cli("screenshots", "rm", package_id, added[0]["position"])
     assert r.code == 0
     r = cli("screenshots", "list", package_id, "--json")
-    assert [s["position"] for s in r.json["screenshots"]] == [added[1]["position"]]
+    # the second screenshot is left, and moved up to the first place
+    assert [(s["position"], s["url"]) for s in r.json["screenshots"]] == [(1, added[1]["url"])]
 
     not_an_image = tmp_path / "notes.txt"
     not_an_image.write_text("hello")

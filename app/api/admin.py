@@ -1,26 +1,19 @@
-"""Admin routes: developers and their tokens, moderation."""
+"""Admin routes: developers and their tokens, moderation, retention."""
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 
-import peewee as pw
 from flask import Blueprint, request
 
-from app import cost, packages, usage
+from app import accounts, cost, packages, retention, usage
 from app.api.inputs import EMAIL_RE, REASON, Field, read_json
-from app.auth import issue_token, require_admin
+from app.auth import require_admin
 from app.config import ConfigError
-from app.errors import ApiError, BadRequest, Conflict
-from app.models import Developer, database, record_audit
-from app.packages import iso
+from app.errors import ApiError, BadRequest
 from app.services import services
 
 bp = Blueprint("admin", __name__, url_prefix="/v1/admin")
-
-
-def developer_dict(d: Developer) -> dict:
-    return {"id": d.id, "name": d.name, "email": d.email, "created_at": iso(d.created_at)}
 
 
 @bp.post("/developers")
@@ -30,14 +23,33 @@ def create_developer():
                       "email": Field(str, min_len=3, max_len=320, pattern=EMAIL_RE,
                                      hint="an e-mail address")},
                      services().settings.max_json_bytes)
-    try:
-        with database.atomic():
-            developer = Developer.create(name=body["name"], email=body["email"].lower())
-            token, row = issue_token(developer)
-            record_audit("admin", "developer.created", "developer", developer.id, token_id=row.id)
-    except pw.IntegrityError:
-        raise Conflict("a developer with this e-mail exists already", code="email_taken") from None
-    return {"developer": developer_dict(developer), "token": token, "token_id": row.id}, 201
+    developer, token, row = accounts.create_developer(body["name"], body["email"])
+    return {"developer": accounts.developer_dict(developer), "token": token, "token_id": row.id}, 201
+
+
+@bp.get("/developers")
+@require_admin
+def list_developers():
+    return {"developers": [accounts.developer_dict(d) for d in accounts.developers()]}
+
+
+@bp.get("/developers/<hexid:developer_id>/tokens")
+@require_admin
+def list_tokens(developer_id):
+    return {"tokens": [accounts.token_dict(t) for t in accounts.tokens_of(developer_id)]}
+
+
+@bp.post("/developers/<hexid:developer_id>/tokens")
+@require_admin
+def issue_token(developer_id):
+    token, row = accounts.new_token(developer_id)
+    return {"token": token, "token_id": row.id}, 201
+
+
+@bp.delete("/tokens/<hexid:token_id>")
+@require_admin
+def revoke_token(token_id):
+    return {"token": accounts.token_dict(accounts.revoke_token(token_id))}
 
 
 @bp.post("/versions/<hexid:version_id>/reject")
@@ -92,3 +104,24 @@ def costs():
         return cost.cost_report(services().settings, overrides=what_if)
     except ConfigError as e:  # the operator's prices file broke after start
         raise ApiError(str(e), status=503, code="prices_unavailable") from None
+
+
+@bp.post("/retention/run")
+@require_admin
+def run_retention():
+    """Apply the retention policy now, or forecast it (`dry_run`, optionally at `now`)."""
+    svc = services()
+    body = read_json({"dry_run": Field(bool),
+                      "now": Field(str, required=False, min_len=1, max_len=64)},
+                     svc.settings.max_json_bytes)
+    now = None
+    if body["now"] is not None:
+        if not body["dry_run"]:
+            raise BadRequest("now forecasts only: send it with dry_run true", code="now_requires_dry_run",
+                             details={"field": "now"})
+        try:
+            now = retention.parse_instant(body["now"])
+        except ValueError:
+            raise BadRequest("now must be an ISO 8601 time such as 2027-01-31T12:00:00Z",
+                             code="invalid_field", details={"field": "now"}) from None
+    return retention.run_retention(svc, now, dry_run=body["dry_run"], actor="admin")

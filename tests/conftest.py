@@ -244,14 +244,14 @@ def edge_settings(base: Settings, http_port: int, internal_port: int, **changes)
                         download_link_secret=secrets.token_urlsafe(32), **changes)
 
 
-def start_live_stack(settings: Settings, scheduler: bool = True) -> LiveStack:
+def start_live_stack(settings: Settings, scheduler: bool = True, extra_env: dict | None = None) -> LiveStack:
     """Start the processes for `settings` (made by edge_settings)."""
     from urllib.parse import urlparse
 
     from app.native import free_ports, start_api, start_edge, start_scheduler
 
     api_port, scheduler_port = free_ports(2)
-    env = stack_env(settings, api_port, scheduler_port)
+    env = {**stack_env(settings, api_port, scheduler_port), **(extra_env or {})}
     logs = settings.data_dir / "logs"
     stack = LiveStack(settings)
     stack.env = env

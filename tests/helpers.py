@@ -208,3 +208,20 @@ class CloudflareStub:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def bytes_behind_link(services, info: dict) -> bytes:
+    """What the edge serves for a download link, without an edge running: the
+    link must be one the edge accepts (its signature and expiry), and the bytes
+    are the object's in storage. tests/test_edge.py downloads through a real edge."""
+    import time
+    from urllib.parse import parse_qs, urlsplit
+
+    from app.edge import signed_link
+
+    link, cdn = info["download_url"], services.settings.resolved_cdn_url
+    key = link[len(cdn) + 1:].split("?")[0]
+    expires = int(parse_qs(urlsplit(link).query)["expires"][0])
+    assert expires > time.time()
+    assert link == signed_link(cdn, key, services.download_link_secret, expires)
+    return b"".join(services.storage.stream(key))

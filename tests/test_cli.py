@@ -25,6 +25,7 @@ import requests
 from app.config import MiB, S3_MIN_PART_BYTES
 from app.db import bind_database
 from app.models import Version, database
+from app.purge import EdgePurger
 from app.storage import Storage, package_key, temp_key
 from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
 
@@ -378,12 +379,16 @@ def test_every_failure_has_its_message_and_exit_code(live_stack, settings, tmp_p
     r = cli("download", package_id, "--public-key", foreign_key, "-o", tmp_path / "d1.mosis")
     assert r.code == 9 and "[unknown_signing_key]" in r.stderr and not (tmp_path / "d1.mosis").exists()
     # storage hands out other bytes than were signed: as many, or not as many
+    # (the edge caches a package for good under its key: it forgets it when told)
     storage, key = Storage(settings), package_key(dev["id"], app_id, 3)
+    forget = EdgePurger(live_stack.internal_url)
     signed = b"".join(storage.stream(key))
     storage.put(key, signed[:-1] + bytes([signed[-1] ^ 1]))
+    forget([key])
     r = cli("download", package_id, "-o", tmp_path / "d2.mosis", "--json")
     assert r.code == 9 and r.json["error"]["code"] == "sha256_mismatch", r.stderr
     storage.put(key, signed + b"more")
+    forget([key])
     r = cli("download", package_id, "-o", tmp_path / "d2.mosis", "--json")
     assert r.code == 9 and r.json["error"]["code"] == "size_mismatch", r.stderr
     assert list(tmp_path.glob("d2.mosis*")) == []  # nothing kept

@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 import tempfile
 
-import requests
 
 from app.models import Version
 from app.storage import temp_key
 from tests.corpus import CASES, Case
-from tests.helpers import build_package, sha256
+from tests.helpers import build_package, bytes_behind_link, sha256
 
 COUNTER = re.compile(r'^mosis_validations_total\{result="([a-z0-9_]+)"\} ([0-9.e+]+)$', re.M)
 
@@ -27,11 +26,11 @@ def validation_counts(client) -> dict[str, float]:
     return {code: float(n) for code, n in COUNTER.findall(body)}
 
 
-def downloaded(client, package_id: str) -> bytes:
+def downloaded(client, services, package_id: str) -> bytes:
     info = client.get(f"/v1/packages/{package_id}/download").json
-    r = requests.get(info["download_url"], timeout=30)
-    assert r.status_code == 200 and sha256(r.content) == info["sha256"]
-    return r.content
+    content = bytes_behind_link(services, info)
+    assert sha256(content) == info["sha256"]
+    return content
 
 
 def submit_case(api, services, dev, app, code: int, case: Case) -> dict:
@@ -128,6 +127,6 @@ def test_corpus_through_upload_complete_and_queue(api, client, services, tmp_pat
     assert list(scratch.iterdir()) == []
 
     # Every other version is as it was: published, downloadable, byte-identical.
-    assert downloaded(client, other_app["package_id"]) == other_bytes
-    assert downloaded(client, app["package_id"]) == own_bytes
+    assert downloaded(client, services, other_app["package_id"]) == other_bytes
+    assert downloaded(client, services, app["package_id"]) == own_bytes
     assert client.get(f"/v1/packages/{app['package_id']}/download").json["version_code"] == 1

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import stack_env
+from tests.conftest import edge_settings, start_live_stack
 from tests.corpus import CASES
 from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
 
@@ -33,25 +33,15 @@ def database_url(tmp_path):
 
 @pytest.fixture
 def stack(settings, tmp_path):
-    from app.native import free_ports, start_api, start_scheduler
+    """The live stack (behind its edge), its processes' temporary files in `scratch`."""
+    from app.native import free_ports
 
-    api_port, scheduler_port = free_ports(2)
-    env = stack_env(settings, api_port, scheduler_port)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    env["TMPDIR"] = str(scratch)
-    started = []
-    try:
-        for service in (start_api(env, env["MOSIS_APP_BIND"], settings.data_dir / "logs"),
-                        start_scheduler(env, settings.data_dir / "logs")):
-            started.append(service)
-            service.wait_ready(60)
-        yield type("Stack", (), {"api": started[0], "scheduler": started[1], "scratch": scratch,
-                                 "url": f"http://127.0.0.1:{api_port}",
-                                 "scheduler_url": f"http://127.0.0.1:{scheduler_port}"})
-    finally:
-        for service in reversed(started):
-            service.stop()
+    running = start_live_stack(edge_settings(settings, *free_ports(2)), extra_env={"TMPDIR": str(scratch)})
+    running.scratch = scratch
+    yield running
+    running.stop()
 
 
 def counts(url: str) -> dict[str, float]:

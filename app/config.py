@@ -133,6 +133,8 @@ class Settings:
     validation_lease_seconds: int = 300  # MOSIS_VALIDATION_LEASE_SECONDS
     validation_poll_seconds: float = 1.0  # MOSIS_VALIDATION_POLL_SECONDS
     validation_max_attempts: int = 5  # MOSIS_VALIDATION_MAX_ATTEMPTS
+    # After storage trouble, wait this long before validating the version again.
+    validation_retry_seconds: int = 15  # MOSIS_VALIDATION_RETRY_SECONDS
 
     max_json_bytes: int = 64 * 1024  # MOSIS_MAX_JSON_BYTES
     # Icons and screenshots (docs/assets.md).
@@ -258,6 +260,8 @@ class Settings:
             validation_lease_seconds=_int(env, "MOSIS_VALIDATION_LEASE_SECONDS", d.validation_lease_seconds, 5),
             validation_poll_seconds=_float(env, "MOSIS_VALIDATION_POLL_SECONDS", d.validation_poll_seconds),
             validation_max_attempts=_int(env, "MOSIS_VALIDATION_MAX_ATTEMPTS", d.validation_max_attempts, 1),
+            validation_retry_seconds=_int(env, "MOSIS_VALIDATION_RETRY_SECONDS",
+                                          d.validation_retry_seconds, 1),
             max_json_bytes=_int(env, "MOSIS_MAX_JSON_BYTES", d.max_json_bytes, 1024),
             max_asset_bytes=_int(env, "MOSIS_MAX_ASSET_BYTES", d.max_asset_bytes, 1024),
             max_screenshots=_int(env, "MOSIS_MAX_SCREENSHOTS", d.max_screenshots, 1),

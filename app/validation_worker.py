@@ -26,7 +26,6 @@ from app.services import Services
 from app.validation import STREAM_CHUNK, Expected, PackageInvalid, validate_package
 
 log = logging.getLogger(__name__)
-STORAGE_RETRY_SECONDS = 15
 
 
 def worker_name() -> str:
@@ -93,7 +92,7 @@ def validate_claimed(svc: Services, version: Version, owner: str) -> str:
         # Not the package's fault: give the attempt back and retry later.
         log.warning("validation of %s postponed: %s", version.id, e.message)
         (Version.update(attempts=Version.attempts - 1, lease_owner=None,
-                        lease_expires_at=utcnow() + dt.timedelta(seconds=STORAGE_RETRY_SECONDS))
+                        lease_expires_at=utcnow() + dt.timedelta(seconds=settings.validation_retry_seconds))
          .where((Version.id == version.id) & (Version.lease_owner == owner)).execute())
         return "postponed"
     finally:

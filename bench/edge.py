@@ -249,7 +249,7 @@ def main() -> int:
             # One request at a time: the latency of a single cached icon.
             "asset_1KiB_latency": (asset_urls, {"connections": 1, "threads": 1}),
         }
-        log_lines_before = len((logs / "edge-access.log").read_text().splitlines())
+        log_lines_before = len(settings.resolved_edge_access_log.read_text().splitlines())
         # Interleaved rounds, the median kept: the machine is shared and noisy,
         # and a burst of load elsewhere should not land on one contender only.
         runs: dict = {name: {who: [] for who in ("edge", "static", "storage")} for name in scenarios}
@@ -260,7 +260,7 @@ def main() -> int:
                     runs[name][who].append(wrk(urls[who], duration=args.duration, server_pgid=servers[who],
                                                **load))
         results = {name: {who: median_run(r) for who, r in by_who.items()} for name, by_who in runs.items()}
-        edge_lines = (logs / "edge-access.log").read_text().splitlines()[log_lines_before:]
+        edge_lines = settings.resolved_edge_access_log.read_text().splitlines()[log_lines_before:]
         cache_states = [json.loads(line)["cache"] for line in edge_lines]
         hit_ratio = round(cache_states.count("HIT") / max(1, len(cache_states)), 4)
 

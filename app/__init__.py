@@ -44,10 +44,9 @@ def _behind_proxies(flask_app: Flask, hops: int) -> None:
 
 
 def _connect_per_request(flask_app: Flask) -> None:
-    @flask_app.before_request
-    def _open_db():
-        database.connect(reuse_if_open=True)
-
+    # The connection is taken on the request's first query (peewee connects
+    # when needed), not before every request: a route that needs no database
+    # (/healthz, /metrics) keeps answering while the database is down.
     @flask_app.teardown_request
     def _close_db(exc):
         if not database.is_closed():

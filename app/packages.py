@@ -154,7 +154,11 @@ def complete_upload(svc: Services, app: App, version_code: int) -> Version:
         if version.status in (S.FAILED, S.ABANDONED, S.PURGED, S.PURGING):
             raise Conflict(f"version {version_code} is {version.status}; create it again",
                            code="invalid_state", details={"status": version.status})
-        return version  # already completed: completing again changes nothing
+        # Already completed: completing again changes nothing, except that it
+        # finishes a completion cut off (storage gone) after the row changed,
+        # whose temp upload would otherwise wait for the orphan sweep.
+        svc.storage.delete(temp_key(version.upload_id))
+        return version
     storage, limit = svc.storage, svc.settings.limits.max_package_bytes
     temp, final = temp_key(version.upload_id), keys_of(version)[0]
     try:
@@ -182,14 +186,18 @@ def complete_upload(svc: Services, app: App, version_code: int) -> Version:
     if info.key == temp:
         storage.copy(temp, final)
     now = utcnow()
-    changed = (Version.update(status=S.VALIDATING, size=info.size, uploaded_at=now, updated_at=now)
-               .where((Version.id == version.id) & (Version.status == S.UPLOADING)).execute())
-    # Only now that the row points at the final object may the temp one go.
-    storage.delete(temp)
+    # The audit event goes with the status change: a completion cut off
+    # after it (below) is not recorded twice, nor lost, when it is retried.
+    with database.atomic():
+        changed = (Version.update(status=S.VALIDATING, size=info.size, uploaded_at=now, updated_at=now)
+                   .where((Version.id == version.id) & (Version.status == S.UPLOADING)).execute())
+        if changed:
+            record_audit(f"developer:{app.developer_id}", "version.uploaded", "version", version.id,
+                         version_code=version.version_code, size=info.size)
     if changed:
         metrics.UPLOADS_COMPLETED.inc()
-        record_audit(f"developer:{app.developer_id}", "version.uploaded", "version", version.id,
-                     version_code=version.version_code, size=info.size)
+    # Only now that the row points at the final object may the temp one go.
+    storage.delete(temp)
     return Version.get_by_id(version.id)
 
 

@@ -168,6 +168,9 @@ class Settings:
     # The edge's internal endpoint (cache purge, status), never public.
     edge_internal_url: str = ""  # MOSIS_EDGE_INTERNAL_URL (unset: no edge cache to purge)
     edge_cache_max_bytes: int = 10 * 1024 * MiB  # MOSIS_EDGE_CACHE_MAX_BYTES
+    # Where the edge keeps its cache, as the app sees it: a package that would
+    # not fit in its free space is served from storage uncached.
+    edge_cache_dir: str = ""  # MOSIS_EDGE_CACHE_DIR (default: data_dir/edge/cache, scripts/run's)
     edge_api_rate: int = 20  # MOSIS_EDGE_API_RATE (requests per second per client on /v1/)
     edge_api_burst: int = 40  # MOSIS_EDGE_API_BURST
     # Proxies in front of the edge, besides Cloudflare, whose client address header is believed.
@@ -193,6 +196,10 @@ class Settings:
     @property
     def resolved_edge_access_log(self) -> Path:
         return Path(self.edge_access_log) if self.edge_access_log else self.data_dir / "logs" / "edge-access.log"
+
+    @property
+    def resolved_edge_cache_dir(self) -> Path:
+        return Path(self.edge_cache_dir) if self.edge_cache_dir else self.data_dir / "edge" / "cache"
 
     @property
     def resolved_prices_file(self) -> Path:
@@ -283,6 +290,7 @@ class Settings:
             download_link_secret=_link_secret(env.get("MOSIS_DOWNLOAD_LINK_SECRET", "")),
             edge_internal_url=env.get("MOSIS_EDGE_INTERNAL_URL", "").rstrip("/"),
             edge_cache_max_bytes=_int(env, "MOSIS_EDGE_CACHE_MAX_BYTES", d.edge_cache_max_bytes, 16 * MiB),
+            edge_cache_dir=env.get("MOSIS_EDGE_CACHE_DIR", ""),
             edge_api_rate=_int(env, "MOSIS_EDGE_API_RATE", d.edge_api_rate, 1),
             edge_api_burst=_int(env, "MOSIS_EDGE_API_BURST", d.edge_api_burst, 0),
             edge_trusted_proxies=_networks(_words(env, "MOSIS_EDGE_TRUSTED_PROXIES"),

@@ -42,6 +42,9 @@ LINK_SECRET_FILE = "download-link-secret"
 # The app's answer on a cache miss: where nginx continues, and the query
 # (a storage URL presigned for the internal endpoint) it fetches with.
 ORIGIN_LOCATION = "@mosis_origin"
+# The same, without the cache: nginx aborts a response whose cache file it
+# cannot write (a full disk), so a package that would not fit goes here.
+ORIGIN_UNCACHED_LOCATION = "@mosis_origin_uncached"
 ORIGIN_QUERY_HEADER = "X-Mosis-Origin-Query"
 ASSET_MAX_AGE = 86400
 CACHE_KEYS_ZONE = "32m"  # about 250,000 cached objects
@@ -103,6 +106,28 @@ def signed_link(base_url: str, key: str, secret: str, expires: int) -> str:
     return f"{base_url.rstrip('/')}{path}?expires={int(expires)}&md5={link_signature(path, expires, secret)}"
 
 
+# -- the cache's disk ----------------------------------------------------------------
+
+# Slack for the cache file's header and rounding to blocks.
+CACHE_FILE_OVERHEAD = 64 * 1024
+
+
+def cache_has_room(cache_dir: Path, size: int) -> bool:
+    """Whether the edge's cache can take a `size`-byte package and keep 1 %
+    of its filesystem free. nginx writes a package to its cache as it
+    streams it to the client and, when the write fails (disk full), drops
+    the client's response with it: a package that does not fit must be
+    served without the cache. True when the cache is not visible from here
+    (nothing to go by)."""
+    try:
+        fs = os.statvfs(cache_dir)
+    except OSError:
+        return True
+    free = fs.f_bavail * fs.f_frsize
+    reserve = fs.f_blocks * fs.f_frsize // 100
+    return free - size - CACHE_FILE_OVERHEAD >= reserve
+
+
 # -- targets ----------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -158,7 +183,7 @@ def native_target(settings: Settings, *, http_port: int, internal_port: int, app
         internal_allow=("127.0.0.1",),
         app_servers=(app_bind,),
         storage_servers=(host_port(settings.s3_endpoint),),
-        cache_dir=str(prefix / "cache"),
+        cache_dir=settings.edge_cache_dir or str(prefix / "cache"),
         temp_dir=str(prefix / "tmp"),
         pid_file=str(prefix / "nginx.pid"),
         access_log=str(access_log),

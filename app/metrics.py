@@ -19,6 +19,8 @@ VALIDATIONS = Counter("mosis_validations_total", "Validation outcomes, by result
 VALIDATION_SECONDS = Histogram("mosis_validation_duration_seconds", "Time to validate one package",
                                buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
 DOWNLOAD_LINKS = Counter("mosis_download_links_total", "Download links issued")
+EDGE_CACHE_BYPASSES = Counter("mosis_edge_cache_bypass_total",
+                              "Package downloads the edge served without caching: its cache disk was full")
 CACHE_PURGES = Counter("mosis_cache_purges_total", "Cache purge calls, by cache (edge, cloudflare) and result",
                        ["cache", "result"])
 ASSET_UPLOADS = Counter("mosis_asset_uploads_total",

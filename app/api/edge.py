@@ -2,18 +2,23 @@
 
 nginx has checked the link's signature and expiry already. It asks here only
 when its cache has no copy; the answer is an X-Accel-Redirect to its origin
-location with a storage URL presigned for the internal endpoint, or a 404
+location with a storage URL presigned for the internal endpoint (the
+uncached one when the cache's disk has no room for the package), or a 404
 (a pulled version stays unavailable even to holders of a valid link). Cache
 hits never come here. nginx routes no public path to this blueprint.
 """
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response
 
-from app import packages
-from app.edge import ORIGIN_LOCATION, ORIGIN_QUERY_HEADER
+from app import metrics, packages
+from app.edge import ORIGIN_LOCATION, ORIGIN_QUERY_HEADER, ORIGIN_UNCACHED_LOCATION, cache_has_room
 from app.services import services
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("edge", __name__, url_prefix="/edge")
 
@@ -23,9 +28,16 @@ ORIGIN_URL_TTL = 300
 
 @bp.get("/objects/<path:key>")
 def origin(key):
-    packages.servable_package(key)
-    url = services().storage.presigned_get(key, ORIGIN_URL_TTL, internal=True)
-    answer = Response(status=200, headers={"X-Accel-Redirect": ORIGIN_LOCATION,
+    version = packages.servable_package(key)
+    svc = services()
+    url = svc.storage.presigned_get(key, ORIGIN_URL_TTL, internal=True)
+    location = ORIGIN_LOCATION
+    if not cache_has_room(svc.settings.resolved_edge_cache_dir, version.size or 0):
+        # Served from storage all the same, only not kept.
+        location = ORIGIN_UNCACHED_LOCATION
+        metrics.EDGE_CACHE_BYPASSES.inc()
+        log.warning("edge cache disk full: %s served without caching", key)
+    answer = Response(status=200, headers={"X-Accel-Redirect": location,
                                            ORIGIN_QUERY_HEADER: url.partition("?")[2]})
     # nginx keeps this answer's Content-Type for the redirected response: the
     # edge sets the package's type itself.

@@ -86,6 +86,7 @@ def validate_claimed(svc: Services, version: Version, owner: str) -> str:
                               version.declared_sha256),
             limits=settings.limits,
         )
+        svc.storage.put(man_key, report.manifest_bytes, content_type="application/json")
     except PackageInvalid as e:
         return _fail(version, owner, e.code, e.message)
     except Unavailable as e:
@@ -97,7 +98,6 @@ def validate_claimed(svc: Services, version: Version, owner: str) -> str:
         return "postponed"
     finally:
         metrics.VALIDATION_SECONDS.observe(time.monotonic() - started)
-    svc.storage.put(man_key, report.manifest_bytes, content_type="application/json")
     signature = svc.signing_key.sign_package(app.package_id, version.version_code, report.sha256,
                                              report.size)
     if _finish(version, owner, status=S.DRAFT, size=report.size, sha256=report.sha256,

@@ -4,7 +4,7 @@
 # assets/, and the lifecycle safety net. Safe to run again.
 #
 # The image is minimal (no sed, awk or grep): besides mc, this uses only the
-# shell's builtins, cat and dirname.
+# shell's builtins, cat, dirname and sleep.
 set -eu
 
 : "${MINIO_ROOT_USER:?}" "${MINIO_ROOT_PASSWORD:?}"
@@ -26,8 +26,22 @@ render() {
     done < "$1"
 }
 
-mc alias set mosis "$endpoint" "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD" >/dev/null
-mc mb --ignore-existing "mosis/$MOSIS_S3_BUCKET"
+# The nodes answer their liveness check before they have formed the
+# cluster: retry the first steps for a minute.
+retry() {
+    tries=0
+    until "$@"; do
+        tries=$((tries + 1))
+        if [ "$tries" -ge 30 ]; then
+            echo "minio-init: the cluster did not answer: $*" >&2
+            return 1
+        fi
+        sleep 2
+    done
+}
+
+retry mc alias set mosis "$endpoint" "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD" >/dev/null
+retry mc mb --ignore-existing "mosis/$MOSIS_S3_BUCKET"
 
 # The app gets a user limited to its bucket, never the root credentials.
 render "$here/policies/mosis-app.json" > /tmp/mosis-app.json

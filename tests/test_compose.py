@@ -590,7 +590,9 @@ def check_required_variables(stack: Stack) -> list[str]:
 
 
 def _is_ignored(root: Path, path: str) -> bool:
-    return subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0
+    """By the repository's .gitignore, whatever this machine's own excludes say."""
+    return subprocess.run(["git", "-c", "core.excludesFile=/dev/null", "check-ignore", "-q", path],
+                          cwd=root).returncode == 0
 
 
 def check_secrets(stack: Stack) -> list[str]:
@@ -754,14 +756,16 @@ def check_edge(stack: Stack) -> list[str]:
     settings = Settings.from_env(stack.container_env("edge-config"))
     servers = tuple(s for s in stack.container_env("edge-config").get("MOSIS_EDGE_STORAGE_SERVERS", "").split(",")
                     if s)
-    problems = edge_path_problems(stack, edge.compose_target(settings, storage_servers=servers or None))
+    target = edge.compose_target(settings, storage_servers=servers or None)
+    problems = edge_path_problems(stack, target)
     for server in servers:
         host, port = server.rsplit(":", 1)
         if host not in stack.services or int(port) not in _listen_ports(stack, host):
             problems.append(f"the edge's storage server {server} is no compose service answering on {port}")
     nginx = " ".join(map(str, stack.services["nginx"].get("healthcheck", {}).get("test") or []))
-    if "/health" not in nginx:
-        problems.append(f"nginx: healthcheck {nginx!r} does not ask nginx itself")
+    if not re.search(rf"127\.0\.0\.1:{target.internal_listen}/health\b(?!z)", nginx):
+        problems.append(f"nginx: healthcheck {nginx!r} does not ask nginx's own /health on its internal "
+                        f"server (the app's /healthz would make nginx unhealthy whenever the app is)")
     grafana = stack.container_env("grafana")
     if not grafana.get("GF_SERVER_ROOT_URL", "").endswith("/grafana/") \
             or grafana.get("GF_SERVER_SERVE_FROM_SUB_PATH") != "true":
@@ -1020,6 +1024,7 @@ BREAKAGES = [
      "MOSIS_SCHEDULER_METRICS_ADDR: 127.0.0.1:8001", "scheduler does not answer on port 8001"),
     ("edge", ".env.example", "=minio1:9000,minio2:9000,minio3:9000,minio4:9000",
      "=minio1:9000,minio5:9000", "minio5:9000"),
+    ("edge", "compose.yaml", "http://127.0.0.1:8081/health", "http://127.0.0.1:8080/healthz", "nginx's own /health"),
     ("dockerfile", "Dockerfile", "USER mosis", "USER root", "runs as root"),
     ("dockerfile", "Dockerfile", '"postgresql-client-$PG_MAJOR"', '"postgresql-client-$PG_MAJOR" gcc',
      "installs build tools ['gcc']"),

@@ -27,11 +27,12 @@ RUN chmod 644 /usr/share/keyrings/pgdg.asc \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 mosis \
     && useradd --system --uid 10001 --gid mosis --home-dir /var/lib/mosis --create-home mosis
+# Code and templates stay root's: the process running them cannot change them.
 COPY --from=build /opt/venv /opt/venv
-COPY --chown=mosis:mosis app /srv/mosis/app
+COPY app /srv/mosis/app
 # The edge's template and Cloudflare's ranges: the image renders nginx's
 # configuration for compose (python -m app.edge --target compose).
-COPY --chown=mosis:mosis nginx /srv/mosis/nginx
+COPY nginx /srv/mosis/nginx
 RUN install -d -o mosis -g mosis /etc/mosis/edge
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

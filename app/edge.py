@@ -226,7 +226,9 @@ def compose_target(settings: Settings, *, storage_servers: tuple[str, ...] | Non
         app_servers=app_servers,
         storage_servers=storage_servers or (host_port(settings.s3_endpoint),),
         cache_dir="/var/cache/mosis/cache",
-        temp_dir="/var/cache/mosis/tmp",
+        # nginx creates only the last level of a temp path, and in a fresh
+        # nginx-cache volume only its root exists.
+        temp_dir="/var/cache/mosis",
         pid_file="/var/run/nginx.pid",
         access_log=settings.edge_access_log or "/var/log/mosis/edge-access.log",
         error_log="stderr",
@@ -405,8 +407,9 @@ def main(argv: list[str] | None = None) -> int:
                         default=int(os.environ.get("MOSIS_EDGE_INTERNAL_PORT", "8081")))
     parser.add_argument("--app", default=os.environ.get("MOSIS_APP_BIND", "127.0.0.1:8000"),
                         help="native: the API's address")
-    parser.add_argument("--storage", default="",
-                        help="compose: storage servers, comma-separated (default: MOSIS_S3_ENDPOINT's)")
+    parser.add_argument("--storage", default=os.environ.get("MOSIS_EDGE_STORAGE_SERVERS", ""),
+                        help="compose: storage servers, comma-separated (default: MOSIS_EDGE_STORAGE_SERVERS, "
+                             "else MOSIS_S3_ENDPOINT's)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()

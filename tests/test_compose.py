@@ -1,0 +1,1067 @@
+"""compose.yaml, the Dockerfile and what they mount, read as compose and
+docker would read them.
+
+No Docker engine runs on these machines, so the production appliance is
+checked statically: YAML anchors and merge keys resolved, `${VAR:-default}`
+and `${VAR:?message}` interpolated against .env.example (the file operators
+copy to .env), the Dockerfile split into its stages. Each `check_*` returns
+the problems it finds, each saying what is wrong; the tests assert that the
+repository has none, and break copies of the files to show that every check
+notices what it guards.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import fnmatch
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from app import edge
+from app.config import ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Conditions that wait for something: a dependency is healthy, or a one-shot
+# job finished without error.
+WAITING_CONDITIONS = {"service_healthy", "service_completed_successfully"}
+RESTART_POLICIES = {"always", "unless-stopped", "on-failure"}
+# Variable names whose values are secrets (not identifiers such as an access
+# key id, not paths such as a TLS key file).
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|SECRET_KEY|SIGNING_KEY)$")
+# Packages that build software: none belongs in the image the appliance runs.
+BUILD_TOOLS = {"gcc", "g++", "cpp", "clang", "make", "cmake", "build-essential", "autoconf", "automake",
+               "libtool", "pkg-config", "pkgconf", "git", "cargo", "rustc", "python3-dev", "python3-pip"}
+MOSIS_NAME = re.compile(r"\bMOSIS_[A-Z0-9_]*[A-Z0-9]\b")
+# Helpers of app/config.py that return a default when the variable is unset.
+CONFIG_READERS = {"_int", "_float", "_bool", "_words"}
+
+
+# -- reading compose as compose does ---------------------------------------------------
+
+
+class InterpolationError(ValueError):
+    pass
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines as compose reads .env: comments, `export`, quotes."""
+    env = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if value[:1] in ("'", '"') and value.endswith(value[0]) and len(value) > 1:
+            value = value[1:-1]
+        else:
+            value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
+        env[key.strip()] = value
+    return env
+
+
+def _closing_brace(text: str, start: int) -> int:
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+    raise InterpolationError(f"unclosed ${{ in {text!r}")
+
+
+def interpolate(text: str, env: dict[str, str], where: str, seen: list | None = None) -> str:
+    """Compose's interpolation: $$, $VAR, ${VAR}, ${VAR:-d}, ${VAR-d},
+    ${VAR:?msg}, ${VAR?msg}, ${VAR:+alt}, ${VAR+alt}, nested defaults.
+    `seen` collects (name, operator) of every reference."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] != "$":
+            out.append(text[i])
+            i += 1
+            continue
+        nxt = text[i + 1:i + 2]
+        if nxt == "$":
+            out.append("$")
+            i += 2
+        elif nxt == "{":
+            end = _closing_brace(text, i + 1)
+            out.append(_expand(text[i + 2:end], env, where, seen))
+            i = end + 1
+        elif m := re.match(r"[A-Za-z_][A-Za-z0-9_]*", text[i + 1:]):
+            if seen is not None:
+                seen.append((m.group(), None))
+            out.append(env.get(m.group(), ""))
+            i += 1 + len(m.group())
+        else:
+            out.append("$")
+            i += 1
+    return "".join(out)
+
+
+def _expand(body: str, env: dict[str, str], where: str, seen: list | None) -> str:
+    m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])(.*))?", body, re.S)
+    if not m:
+        raise InterpolationError(f"{where}: invalid interpolation ${{{body}}}")
+    name, op, arg = m.groups()
+    if seen is not None:
+        seen.append((name, op))
+    value = env.get(name)
+    empty = value is None or value == ""
+    if op is None:
+        return value or ""
+    if op in (":-", "-"):
+        use_default = value is None or (op == ":-" and empty)
+        return interpolate(arg, env, where, seen) if use_default else value
+    if op in (":?", "?"):
+        if value is None or (op == ":?" and empty):
+            raise InterpolationError(f"{where}: compose refuses to start: {name} is required "
+                                     f"({interpolate(arg, env, where)!r})")
+        return value
+    use_alt = value is not None and (op == "+" or not empty)
+    return interpolate(arg, env, where, seen) if use_alt else ""
+
+
+def _walk_strings(node, fn, where: str):
+    """Apply fn to every string value (never to keys), as compose interpolates."""
+    if isinstance(node, dict):
+        return {k: _walk_strings(v, fn, f"{where}.{k}") for k, v in node.items()}
+    if isinstance(node, list):
+        return [_walk_strings(v, fn, f"{where}[{i}]") for i, v in enumerate(node)]
+    if isinstance(node, str):
+        return fn(node, where)
+    return node
+
+
+@dataclass
+class Volume:
+    source: str
+    target: str
+    named: bool
+    read_only: bool
+
+
+@dataclass
+class Stack:
+    """The compose project as compose sees it, plus the files around it."""
+
+    root: Path
+    raw: dict  # anchors and merge keys resolved, not interpolated
+    env: dict[str, str]  # .env.example, standing in for .env
+    resolved: dict = field(default_factory=dict)
+    interpolation_problems: list[str] = field(default_factory=list)
+    references: list[tuple[str, str | None, str]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, root: Path) -> "Stack":
+        raw = yaml.safe_load((root / "compose.yaml").read_text())
+        stack = cls(root=root, raw=raw, env=read_dotenv(root / ".env.example"))
+
+        def fn(text: str, where: str) -> str:
+            seen: list = []
+            try:
+                value = interpolate(text, stack.env, where, seen)
+            except InterpolationError as e:
+                stack.interpolation_problems.append(str(e))
+                value = text
+            stack.references += [(name, op, where) for name, op in seen]
+            return value
+
+        stack.resolved = _walk_strings({k: v for k, v in raw.items() if not k.startswith("x-")}, fn, "compose.yaml")
+        return stack
+
+    @property
+    def services(self) -> dict[str, dict]:
+        return self.resolved["services"]
+
+    def raw_service(self, name: str) -> dict:
+        return self.raw["services"][name]
+
+    def volumes(self, name: str) -> list[Volume]:
+        out = []
+        for v in self.services[name].get("volumes") or []:
+            if isinstance(v, dict):
+                source, target = v.get("source", ""), v["target"]
+                ro = bool(v.get("read_only"))
+            else:
+                parts = v.split(":")
+                source, target = parts[0], parts[1]
+                ro = len(parts) > 2 and "ro" in parts[2].split(",")
+            named = bool(source) and not source.startswith((".", "/", "~"))
+            out.append(Volume(source, target, named, ro))
+        return out
+
+    def depends_on(self, name: str) -> dict | list:
+        return self.services[name].get("depends_on") or {}
+
+    def environment(self, name: str) -> dict[str, str | None]:
+        env = self.services[name].get("environment") or {}
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+        return {k: (None if v is None else str(v)) for k, v in env.items()}
+
+    def container_env(self, name: str) -> dict[str, str]:
+        """What the container's process sees: env_file (.env is .env.example
+        here), then `environment` over it, then nothing from the image."""
+        files = self.services[name].get("env_file") or []
+        out: dict[str, str] = {}
+        for f in [files] if isinstance(files, str) else files:
+            path = f["path"] if isinstance(f, dict) else f
+            out.update(read_dotenv(self.root / (".env.example" if path == ".env" else path)))
+        out.update({k: v for k, v in self.environment(name).items() if v is not None})
+        return out
+
+    def command(self, name: str) -> list[str] | None:
+        cmd = self.services[name].get("command")
+        return shlex.split(cmd) if isinstance(cmd, str) else cmd
+
+    def is_one_shot(self, name: str) -> bool:
+        return str(self.services[name].get("restart", "")) == "no"
+
+    def bind_source(self, name: str, container_path: str) -> Path | None:
+        """The repository file behind a container path, through a bind mount."""
+        p = PurePosixPath(container_path)
+        for v in self.volumes(name):
+            if not v.named and (p == PurePosixPath(v.target) or PurePosixPath(v.target) in p.parents):
+                return (self.root / v.source / p.relative_to(v.target)).resolve()
+        return None
+
+
+def image_problem(ref: str) -> str | None:
+    """Why an image reference is not pinned to a version, if it is not."""
+    name = ref.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return f"{ref!r} has no tag: it means whatever `latest` is on the day it is pulled"
+    tag = last.rsplit(":", 1)[1]
+    if tag == "latest" or not re.search(r"\d+[.-]\d+", tag):
+        return f"{ref!r} is not pinned to a version (tag {tag!r} moves)"
+    return None
+
+
+def image_tag(ref: str) -> str:
+    return ref.split("@", 1)[0].rsplit("/", 1)[-1].rsplit(":", 1)[1]
+
+
+# -- reading the Dockerfile -------------------------------------------------------------
+
+
+@dataclass
+class Stage:
+    base: str
+    name: str | None
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def args(self, keyword: str) -> list[str]:
+        return [a for k, a in self.instructions if k == keyword]
+
+
+def parse_dockerfile(text: str) -> list[Stage]:
+    """Stages with their instructions; continuation lines joined, comments dropped."""
+    logical, current = [], ""
+    for line in text.splitlines():
+        if not current and line.lstrip().startswith("#"):
+            continue
+        if line.rstrip().endswith("\\"):
+            current += line.rstrip()[:-1] + " "
+            continue
+        current += line
+        if current.strip():
+            logical.append(current.strip())
+        current = ""
+    stages: list[Stage] = []
+    for line in logical:
+        keyword, _, args = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            words = [w for w in args.split() if not w.startswith("--")]
+            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            stages.append(Stage(base=words[0], name=name))
+        elif stages:
+            stages[-1].instructions.append((keyword, args.strip()))
+    return stages
+
+
+def apt_packages(run: str) -> list[str]:
+    """Packages named by `apt-get install` commands in one RUN line."""
+    packages = []
+    for command in re.split(r"&&|;|\|\|", run):
+        words = shlex.split(command.replace('"', "").replace("'", ""))
+        if "apt-get" in words and "install" in words:
+            packages += [w for w in words[words.index("install") + 1:] if not w.startswith("-")]
+    return packages
+
+
+# -- what the app reads ------------------------------------------------------------------
+
+
+@dataclass
+class Read:
+    name: str
+    where: str
+    has_default: bool
+
+
+def scan_app(app_dir: Path) -> tuple[set[str], list[Read], set[str]]:
+    """Every MOSIS_* name in the app's code, how each is read, and the names
+    the app only sets for itself (os.environ[...] = ..., internal markers)."""
+    names: set[str] = set()
+    reads: list[Read] = []
+    internal: set[str] = set()
+    for path in sorted(app_dir.rglob("*.py")):
+        text = path.read_text()
+        found = MOSIS_NAME.findall(text)
+        if not found:
+            continue
+        names.update(found)
+        tree = ast.parse(text)
+        # get(NAME) whose None the code itself handles: `get(NAME) or ...`,
+        # a condition, a comparison.
+        defaulted: set[int] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):
+                defaulted.update(id(v) for v in node.values[:-1])
+            elif isinstance(node, (ast.If, ast.IfExp, ast.While)):
+                defaulted.add(id(node.test))
+            elif isinstance(node, ast.Compare):
+                defaulted.update(id(v) for v in [node.left, *node.comparators])
+            elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+                defaulted.add(id(node.operand))
+        rel = path.relative_to(app_dir.parent)
+        for node in ast.walk(tree):
+            where = f"{rel}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Call):
+                const = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+                name = next((c for c in const if MOSIS_NAME.fullmatch(c)), None)
+                if not name:
+                    continue
+                func = node.func
+                fname = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if fname in CONFIG_READERS:
+                    reads.append(Read(name, where, True))
+                elif fname in ("get", "getenv", "pop", "setdefault"):
+                    reads.append(Read(name, where, len(node.args) >= 2 or id(node) in defaulted))
+            elif isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) \
+                    and isinstance(node.slice.value, str) and MOSIS_NAME.fullmatch(node.slice.value):
+                target = ast.unparse(node.value)
+                if isinstance(node.ctx, ast.Store):
+                    if target == "os.environ":
+                        internal.add(node.slice.value)
+                else:
+                    reads.append(Read(node.slice.value, where, False))
+    return names, reads, internal
+
+
+# -- the checks ----------------------------------------------------------------------------
+
+
+def check_healthchecks(stack: Stack) -> list[str]:
+    problems = []
+    for name, svc in stack.services.items():
+        if stack.is_one_shot(name):
+            continue
+        hc = svc.get("healthcheck") or {}
+        test = hc.get("test")
+        if not hc or hc.get("disable") or not test or test in ("NONE", ["NONE"]):
+            problems.append(f"{name}: a long-running service without a healthcheck: nothing can wait for it "
+                            f"to be ready, and `docker compose ps` cannot tell when it stops answering")
+        if str(svc.get("restart", "")) not in RESTART_POLICIES:
+            problems.append(f"{name}: no restart policy (restart: {svc.get('restart')!r}): it stays down after "
+                            f"a crash or a reboot; only one-shot jobs may say restart: \"no\"")
+    for name in stack.services:
+        deps = stack.depends_on(name)
+        for dep, spec in (deps.items() if isinstance(deps, dict) else []):
+            condition = (spec or {}).get("condition")
+            if dep in stack.services and stack.is_one_shot(dep) and condition != "service_completed_successfully":
+                problems.append(f"{name}: waits for the one-shot job {dep} with {condition!r}; a job that exits "
+                                f"is never healthy: use service_completed_successfully")
+            if dep in stack.services and not stack.is_one_shot(dep) \
+                    and condition == "service_completed_successfully":
+                problems.append(f"{name}: waits for {dep} to complete, but {dep} runs until stopped")
+    return problems
+
+
+def check_images(stack: Stack) -> list[str]:
+    problems = []
+    for name, svc in stack.services.items():
+        ref = svc.get("image")
+        if not ref:
+            problems.append(f"{name}: no image: name and version tag (a built image needs one too)")
+        elif problem := image_problem(ref):
+            problems.append(f"{name}: {problem}")
+    version = re.search(r'^version\s*=\s*"([^"]+)"', (stack.root / "pyproject.toml").read_text(), re.M).group(1)
+    for name, svc in stack.services.items():
+        if svc.get("build") and svc.get("image") and image_tag(svc["image"]) != version:
+            problems.append(f"{name}: builds {svc['image']!r} but pyproject.toml says version {version}: "
+                            f"an upgrade would overwrite the tag a rollback needs")
+    minio = {n: s.get("image") for n, s in stack.services.items() if re.fullmatch(r"minio(\d+|-init)", n)}
+    if len(set(minio.values())) > 1:
+        problems.append(f"the MinIO nodes and minio-init run different images {minio}: a cluster needs one version")
+    return problems
+
+
+def check_ports(stack: Stack) -> list[str]:
+    problems = []
+    for name, svc in stack.services.items():
+        if svc.get("ports") and name != "nginx":
+            problems.append(f"{name} publishes ports {svc['ports']}: only nginx may; everything else is "
+                            f"reachable on the compose network alone")
+        if svc.get("network_mode") == "host":
+            problems.append(f"{name}: network_mode host puts every port it opens on the host")
+    if not stack.services.get("nginx", {}).get("ports"):
+        problems.append("nginx publishes no port: nothing can reach the appliance")
+    return problems
+
+
+def check_depends_on(stack: Stack) -> list[str]:
+    problems = []
+    for name in stack.services:
+        deps = stack.depends_on(name)
+        if isinstance(deps, list):
+            problems.append(f"{name}: depends_on lists {deps} without a condition: compose then starts "
+                            f"{name} as soon as they are created, not when they are ready")
+            continue
+        for dep, spec in deps.items():
+            spec = spec or {}
+            if spec.get("condition") not in WAITING_CONDITIONS:
+                problems.append(f"{name}: depends_on {dep} with condition {spec.get('condition')!r}; use "
+                                f"one of {sorted(WAITING_CONDITIONS)}")
+            if dep not in stack.services:
+                problems.append(f"{name}: depends_on {dep}, which is no service")
+                continue
+            own = set(stack.services[name].get("profiles") or [])
+            theirs = set(stack.services[dep].get("profiles") or [])
+            if theirs and not theirs <= own and spec.get("required", True) is not False:
+                problems.append(f"{name}: depends_on {dep} (profiles {sorted(theirs)}) without required: false: "
+                                f"compose refuses to start when that profile is off")
+    return problems
+
+
+def _pgdata(image: str) -> str:
+    major = image_tag(image).split(".")[0].split("-")[0]
+    # The postgres image moved its data under a versioned directory in 18.
+    return "/var/lib/postgresql" if major.isdigit() and int(major) >= 18 else "/var/lib/postgresql/data"
+
+
+def check_volumes(stack: Stack) -> list[str]:
+    problems = []
+    declared = set(stack.resolved.get("volumes") or {})
+    used = set()
+    for name in stack.services:
+        for v in stack.volumes(name):
+            if v.named:
+                used.add(v.source)
+                if v.source not in declared:
+                    problems.append(f"{name}: volume {v.source!r} is not declared under the top-level volumes:")
+    for unused in sorted(declared - used):
+        problems.append(f"volume {unused!r} is declared but no service mounts it")
+
+    def needs(service: str, path: str, what: str):
+        if service not in stack.services:
+            problems.append(f"no service {service!r} for {what}")
+            return None
+        for v in stack.volumes(service):
+            if v.target.rstrip("/") == path.rstrip("/"):
+                if not v.named:
+                    problems.append(f"{service}: {what} ({path}) is a bind mount of {v.source!r}, not a named volume")
+                return v.source
+        problems.append(f"{service}: {what} ({path}) has no named volume: it would be lost when the "
+                        f"container is recreated")
+        return None
+
+    minio_volumes = [needs(f"minio{i}", "/data", "the MinIO drive") for i in range(1, 5)]
+    if None not in minio_volumes and len(set(minio_volumes)) != 4:
+        problems.append(f"the four MinIO nodes must each have a volume of their own, got {minio_volumes}")
+    if "postgres" in stack.services:
+        needs("postgres", _pgdata(stack.services["postgres"]["image"]), "PostgreSQL's data directory")
+    data = {s: needs(s, stack.container_env(s).get("MOSIS_DATA_DIR", "/var/lib/mosis"), "the app's data")
+            for s in ("app", "scheduler")}
+    if len(set(data.values())) != 1:
+        problems.append(f"the app and the scheduler must share their data volume, got {data}")
+    needs("nginx", str(PurePosixPath(edge.compose_target(Settings()).cache_dir).parent), "the edge cache")
+    if "prometheus" in stack.services:
+        tsdb = next((c.split("=", 1)[1] for c in stack.command("prometheus") or []
+                     if c.startswith("--storage.tsdb.path=")), "/prometheus")
+        needs("prometheus", tsdb, "Prometheus's time series")
+    needs("grafana", "/var/lib/grafana", "Grafana's database")
+    return problems
+
+
+def check_minio(stack: Stack) -> list[str]:
+    problems = []
+    nodes = sorted(n for n in stack.services if re.fullmatch(r"minio\d+", n))
+    if nodes != ["minio1", "minio2", "minio3", "minio4"]:
+        problems.append(f"the MinIO cluster must be four nodes minio1..minio4, got {nodes}")
+    for n in nodes:
+        svc = stack.services[n]
+        cmd = stack.command(n) or []
+        if "server" not in cmd or "http://minio{1...4}/data" not in cmd:
+            problems.append(f"{n}: command {cmd} is not `server http://minio{{1...4}}/data`: the four nodes "
+                            f"must form one erasure-coded set")
+        if svc.get("hostname") != n:
+            problems.append(f"{n}: hostname {svc.get('hostname')!r}: the cluster finds its peers as minio1..4")
+        hc = " ".join(map(str, (svc.get("healthcheck") or {}).get("test") or []))
+        if "/minio/health/live" not in hc:
+            problems.append(f"{n}: healthcheck {hc!r} does not ask /minio/health/live")
+        if stack.container_env(n).get("MINIO_PROMETHEUS_AUTH_TYPE") != "public":
+            problems.append(f"{n}: MINIO_PROMETHEUS_AUTH_TYPE is not public: Prometheus scrapes it without a token")
+    init = stack.services.get("minio-init")
+    if init is None:
+        problems.append("no minio-init job: nothing creates the bucket, the app's user and policy")
+    else:
+        waits = stack.depends_on("minio-init")
+        missing = [n for n in nodes if (waits.get(n) or {}).get("condition") != "service_healthy"]
+        if missing:
+            problems.append(f"minio-init does not wait for {missing} to be healthy")
+    return problems
+
+
+def check_app_environment(stack: Stack, app_dir: Path) -> list[str]:
+    problems = []
+    names, reads, internal = scan_app(app_dir)
+    app_services = ("app", "scheduler", "edge-config")
+    envs = {s: stack.container_env(s) for s in app_services if s in stack.services}
+    for read in reads:
+        if read.name in internal or read.has_default:
+            continue
+        for s in ("app", "scheduler"):
+            if not envs.get(s, {}).get(read.name):
+                problems.append(f"{read.name} is read without a default ({read.where}) but {s}'s environment "
+                                f"(compose.yaml, .env.example) does not set it")
+    documented = set(re.findall(r"`(MOSIS_[A-Z0-9_]+)`", (stack.root / "docs/configuration.md").read_text()))
+    for name in sorted(names - internal - documented):
+        problems.append(f"{name} is read by the app but not documented in docs/configuration.md")
+    settings = {}
+    for s, env in envs.items():
+        try:
+            settings[s] = Settings.from_env(env)
+        except ConfigError as e:
+            problems.append(f"{s}: the settings compose gives it are refused: {e}")
+    app = settings.get("app")
+    if app:
+        for s in ("scheduler", "edge-config"):
+            if s in settings:
+                differ = [f.name for f in dataclasses.fields(Settings)
+                          if f.name != "scheduler_metrics_addr"
+                          and getattr(settings[s], f.name) != getattr(app, f.name)]
+                if differ:
+                    problems.append(f"{s} runs with other settings than the app: {differ}")
+        if not app.database_url.startswith("postgresql://") or urlparse(app.database_url).hostname not in stack.services:
+            problems.append(f"app: MOSIS_DATABASE_URL {app.database_url!r} is not the compose PostgreSQL")
+        for label, url in (("MOSIS_S3_ENDPOINT", app.s3_endpoint), ("MOSIS_EDGE_INTERNAL_URL", app.edge_internal_url)):
+            if urlparse(url).hostname not in stack.services:
+                problems.append(f"app: {label} {url!r} names no compose service")
+        for label, value in (("MOSIS_ADMIN_TOKEN", app.admin_token),
+                             ("MOSIS_DOWNLOAD_LINK_SECRET", app.download_link_secret)):
+            if not value:
+                problems.append(f"app: {label} is empty: compose must require it from .env")
+    # The app's environment carries the secrets it uses, not MinIO's or Grafana's.
+    for s, env in envs.items():
+        for key, value in env.items():
+            if SECRET_NAME.search(key) and value and key not in names:
+                problems.append(f"{s}: its environment carries {key}, a secret it does not use")
+    return problems
+
+
+def check_required_variables(stack: Stack) -> list[str]:
+    problems = list(stack.interpolation_problems)
+    for name, op, where in stack.references:
+        if op in (":?", "?") and not stack.env.get(name):
+            problems.append(f"{where}: requires {name}, which .env.example does not set")
+        if op is None and name not in stack.env:
+            problems.append(f"{where}: uses {name} without a default and .env.example does not set it "
+                            f"(compose would use an empty string)")
+    return sorted(set(problems))
+
+
+def _is_ignored(root: Path, path: str) -> bool:
+    """By the repository's .gitignore, whatever this machine's own excludes say."""
+    return subprocess.run(["git", "-c", "core.excludesFile=/dev/null", "check-ignore", "-q", path],
+                          cwd=root).returncode == 0
+
+
+def check_secrets(stack: Stack) -> list[str]:
+    problems = []
+    root = stack.root
+    if not _is_ignored(root, ".env"):
+        problems.append(".env is not git-ignored: secrets would be committed")
+    if _is_ignored(root, ".env.example"):
+        problems.append(".env.example is git-ignored: operators would not get it")
+    dockerignore = [line.strip() for line in (root / ".dockerignore").read_text().splitlines()]
+    if not any(fnmatch.fnmatch(".env", p) for p in dockerignore if p and not p.startswith("#")):
+        problems.append(".dockerignore does not exclude .env: the build context would carry the secrets")
+    for name, svc in stack.raw["services"].items():
+        env = svc.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) for item in env if "=" in item)
+        for key, value in env.items():
+            value = "" if value is None else str(value)
+            if SECRET_NAME.search(key) and value and "${" not in value and not value.startswith("/"):
+                problems.append(f"{name}: {key} has a value written into compose.yaml; secrets come from .env")
+    raw_text = (root / "compose.yaml").read_text()
+    for m in re.finditer(r"://[^/\s:@]+:([^@\s]+)@", raw_text):
+        if not m.group(1).startswith("${"):
+            problems.append(f"compose.yaml: a URL carries a password written into the file ({m.group(0)!r})")
+    for key, value in stack.env.items():
+        if SECRET_NAME.search(key) and value and "change-me" not in value:
+            problems.append(f".env.example: {key} holds a value that is not a change-me placeholder")
+    for stage in parse_dockerfile((root / "Dockerfile").read_text()):
+        for keyword in ("ENV", "ARG"):
+            for args in stage.args(keyword):
+                for key in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", args):
+                    if SECRET_NAME.search(key):
+                        problems.append(f"Dockerfile: {keyword} {key} bakes a secret into the image")
+        for args in stage.args("COPY") + stage.args("ADD"):
+            if re.search(r"(^|\s)\.env(\s|$)", args):
+                problems.append(f"Dockerfile: copies .env into the image ({args})")
+    return problems
+
+
+def check_bind_mounts(stack: Stack) -> list[str]:
+    problems = []
+    for name in stack.services:
+        for v in stack.volumes(name):
+            if not v.named and not (stack.root / v.source).exists():
+                problems.append(f"{name}: bind-mounts {v.source!r} at {v.target}, which does not exist")
+        files = stack.services[name].get("env_file") or []
+        for f in [files] if isinstance(files, str) else files:
+            path = f["path"] if isinstance(f, dict) else f
+            if not (stack.root / (path + ".example" if path == ".env" else path)).exists():
+                problems.append(f"{name}: env_file {path!r} has no {path}.example to start from")
+        build = stack.services[name].get("build")
+        if build:
+            context = stack.root / (build if isinstance(build, str) else build.get("context", "."))
+            dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+            if not (context / dockerfile).exists():
+                problems.append(f"{name}: builds from {context / dockerfile}, which does not exist")
+    for stage in parse_dockerfile((stack.root / "Dockerfile").read_text()):
+        for args in stage.args("COPY"):
+            words = [w for w in args.split() if not w.startswith("--")]
+            if "--from=" in args:
+                continue
+            for src in words[:-1]:
+                if not (stack.root / src).exists():
+                    problems.append(f"Dockerfile: COPY {src}, which does not exist")
+    return problems
+
+
+def _listen_ports(stack: Stack, name: str) -> set[int]:
+    """Ports a service answers on from the compose network."""
+    svc = stack.services[name]
+    ports = {int(str(p).split("/")[0]) for p in svc.get("expose") or []}
+    if svc.get("build") or svc.get("image", "").startswith("mosis-storage"):
+        env = {**_dockerfile_env(stack.root), **stack.container_env(name)}
+        cmd = stack.command(name)
+        addr = env.get("MOSIS_APP_BIND") if cmd is None else (
+            env.get("MOSIS_SCHEDULER_METRICS_ADDR") if "app.scheduler" in cmd else None)
+        if addr and addr.rsplit(":", 1)[0] in ("0.0.0.0", "[::]", ""):
+            ports.add(int(addr.rsplit(":", 1)[1]))
+    return ports
+
+
+def _dockerfile_env(root: Path) -> dict[str, str]:
+    final = parse_dockerfile((root / "Dockerfile").read_text())[-1]
+    env = {}
+    for args in final.args("ENV"):
+        env.update(dict(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=(\S+)", args)))
+    return env
+
+
+def check_prometheus(stack: Stack) -> list[str]:
+    problems = []
+    cmd = stack.command("prometheus") or []
+    flags = dict(c.split("=", 1) for c in cmd if c.startswith("--") and "=" in c)
+    config = stack.bind_source("prometheus", flags.get("--config.file", "/etc/prometheus/prometheus.yml"))
+    ours = (stack.root / "grafana/prometheus/prometheus.yml").resolve()
+    if config != ours:
+        problems.append(f"prometheus reads {flags.get('--config.file')} ({config}), not the repository's "
+                        f"grafana/prometheus/prometheus.yml")
+        return problems
+    conf = yaml.safe_load(config.read_text())
+    for rules in conf.get("rule_files") or []:
+        if not (config.parent / rules).exists():
+            problems.append(f"prometheus.yml loads rule file {rules!r}, which is not beside it")
+    prefix = urlparse(flags.get("--web.external-url", "/")).path.rstrip("/")
+    minio_scraped = False
+    for job in conf.get("scrape_configs") or []:
+        path = job.get("metrics_path", "/metrics")
+        for sc in job.get("static_configs") or []:
+            for target in sc.get("targets") or []:
+                host, port = target.rsplit(":", 1)
+                if host == "localhost":
+                    if path != f"{prefix}/metrics":
+                        problems.append(f"job {job['job_name']}: Prometheus serves its metrics at "
+                                        f"{prefix}/metrics, not {path}")
+                    continue
+                if host not in stack.services:
+                    problems.append(f"job {job['job_name']}: target {target} is no compose service")
+                    continue
+                if int(port) not in _listen_ports(stack, host):
+                    problems.append(f"job {job['job_name']}: {host} does not answer on port {port} on the "
+                                    f"compose network (listens on {sorted(_listen_ports(stack, host))})")
+                if re.fullmatch(r"minio\d+", host) and path == "/minio/v2/metrics/cluster":
+                    minio_scraped = True
+    if not minio_scraped:
+        problems.append("Prometheus does not scrape MinIO's /minio/v2/metrics/cluster from a MinIO node")
+    health = " ".join(map(str, stack.services["prometheus"].get("healthcheck", {}).get("test") or []))
+    if f":9090{prefix}/-/healthy" not in health:
+        problems.append(f"prometheus: healthcheck {health!r} does not ask {prefix}/-/healthy")
+    datasource = yaml.safe_load((stack.root / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    url = datasource["datasources"][0]["url"]
+    if url.rstrip("/") != f"http://prometheus:9090{prefix}":
+        problems.append(f"Grafana's datasource {url} is not where compose serves Prometheus "
+                        f"(http://prometheus:9090{prefix})")
+    provider = yaml.safe_load((stack.root / "grafana/provisioning/dashboards/mosis.yml").read_text())
+    dashboards = stack.bind_source("grafana", provider["providers"][0]["options"]["path"])
+    if dashboards != (stack.root / "grafana/dashboards").resolve():
+        problems.append(f"Grafana's dashboard provider reads {dashboards}, not grafana/dashboards")
+    if stack.bind_source("grafana", "/etc/grafana/provisioning/datasources") != \
+            (stack.root / "grafana/provisioning/datasources").resolve():
+        problems.append("grafana does not mount grafana/provisioning at /etc/grafana/provisioning")
+    return problems
+
+
+def edge_path_problems(stack: Stack, target: edge.Target) -> list[str]:
+    """Directories nginx must find when it starts: in the nginx container
+    only the volume mount points (and the image's /var/run) are sure to exist."""
+    settings = Settings.from_env(stack.container_env("edge-config"))
+    text = edge.render(settings, target, "s" * 43)
+    mounts = {PurePosixPath(v.target) for v in stack.volumes("nginx")} | {PurePosixPath("/var/run")}
+    paths = re.findall(r"^\s*(?:\w+_temp_path|proxy_cache_path|access_log|pid)\s+(/\S+?);?\s", text, re.M)
+    problems = []
+    for p in paths:
+        parent = PurePosixPath(p).parent
+        if parent not in mounts:
+            problems.append(f"nginx needs {p}, but its directory {parent} is no mount point of the nginx "
+                            f"service (nginx creates only the last level; mounts: {sorted(map(str, mounts))})")
+    return problems
+
+
+def check_edge(stack: Stack) -> list[str]:
+    settings = Settings.from_env(stack.container_env("edge-config"))
+    servers = tuple(s for s in stack.container_env("edge-config").get("MOSIS_EDGE_STORAGE_SERVERS", "").split(",")
+                    if s)
+    target = edge.compose_target(settings, storage_servers=servers or None)
+    problems = edge_path_problems(stack, target)
+    for server in servers:
+        host, port = server.rsplit(":", 1)
+        if host not in stack.services or int(port) not in _listen_ports(stack, host):
+            problems.append(f"the edge's storage server {server} is no compose service answering on {port}")
+    nginx = " ".join(map(str, stack.services["nginx"].get("healthcheck", {}).get("test") or []))
+    if not re.search(rf"127\.0\.0\.1:{target.internal_listen}/health\b(?!z)", nginx):
+        problems.append(f"nginx: healthcheck {nginx!r} does not ask nginx's own /health on its internal "
+                        f"server (the app's /healthz would make nginx unhealthy whenever the app is)")
+    grafana = stack.container_env("grafana")
+    if not grafana.get("GF_SERVER_ROOT_URL", "").endswith("/grafana/") \
+            or grafana.get("GF_SERVER_SERVE_FROM_SUB_PATH") != "true":
+        problems.append("grafana is not set up to be served under /grafana/, where the edge proxies it")
+    return problems
+
+
+def check_dockerfile(stack: Stack) -> list[str]:
+    problems = []
+    root = stack.root
+    stages = parse_dockerfile((root / "Dockerfile").read_text())
+    names = {s.name for s in stages if s.name}
+    if len(stages) < 2:
+        problems.append("Dockerfile: a single stage; build in one stage and run from a clean one")
+    for s in stages:
+        if s.base not in names and (problem := image_problem(s.base)):
+            problems.append(f"Dockerfile: FROM {problem}")
+    final = stages[-1]
+    if not re.fullmatch(r"python:\d+\.\d+\.\d+-slim(-\w+)?", final.base.split("@")[0]):
+        problems.append(f"Dockerfile: the final stage runs on {final.base}, not a slim Python image pinned "
+                        f"to a patch version")
+    venv_from = [re.search(r"--from=(\S+)", a).group(1) for a in final.args("COPY") if "--from=" in a]
+    builders = [s for s in stages if s.name in venv_from]
+    for b in builders:
+        if b.base != final.base:
+            problems.append(f"Dockerfile: stage {b.name} builds on {b.base} but the final stage runs {final.base}: "
+                            f"the virtualenv's interpreter would differ")
+    users = final.args("USER")
+    if not users or users[-1].split(":")[0] in ("root", "0"):
+        problems.append(f"Dockerfile: the final stage runs as {users[-1] if users else 'root'}: it must run as "
+                        f"a non-root USER")
+    for run in final.args("RUN"):
+        tools = [p for p in apt_packages(run) if p in BUILD_TOOLS or p.endswith("-dev")]
+        if tools:
+            problems.append(f"Dockerfile: the final stage installs build tools {tools}")
+        if re.search(r"\bpip3? install\b", run):
+            problems.append("Dockerfile: the final stage runs pip install; packages come from the build stage")
+    install = [b for b in builders if any("scripts/install-python" in r for r in b.args("RUN"))
+               and any("scripts/install-python" in c for c in b.args("COPY"))]
+    if not install:
+        problems.append("Dockerfile: no build stage copies and runs scripts/install-python, the install step "
+                        "scripts/run and scripts/test use")
+    lib = (root / "scripts/lib.sh").read_text()
+    ensure = re.search(r"ensure_venv\(\)\s*{(.*?)\n}", lib, re.S)
+    if not ensure or not re.search(r'"\$ROOT/scripts/install-python"', ensure.group(1)):
+        problems.append("scripts/lib.sh: ensure_venv does not run scripts/install-python, so scripts/run and "
+                        "the image install differently")
+    # pg_dump must be at least the server's version, or it refuses to dump.
+    postgres = stack.services.get("postgres", {}).get("image", "")
+    pg_major = image_tag(postgres).split(".")[0].split("-")[0] if postgres else None
+    args = dict(re.findall(r"(\w+)=(\S+)", " ".join(final.args("ARG"))))
+    runs = " ".join(final.args("RUN"))
+    majors = {re.sub(r"\$\{?PG_MAJOR\}?", args.get("PG_MAJOR", ""), m.group(1))
+              for p in apt_packages(runs) if (m := re.fullmatch(r"postgresql-client-(\S+)", p))}
+    if majors != {pg_major}:
+        problems.append(f"Dockerfile: installs PostgreSQL client {sorted(majors) or 'none'} (PG_MAJOR="
+                        f"{args.get('PG_MAJOR')}) but compose runs {postgres}: pg_dump must match the server")
+    suites = re.findall(r"apt\.postgresql\.org/pub/repos/apt (\S+)-pgdg", runs)
+    codename = final.base.rsplit("-", 1)[-1]
+    if not suites or any(s != codename for s in suites):
+        problems.append(f"Dockerfile: the PostgreSQL apt repository is for {suites}, the base image is "
+                        f"Debian {codename}")
+    keys = re.findall(r"signed-by=(\S+?)\]", runs)
+    added = [a.split()[-1] for a in final.args("ADD")]
+    if not keys or any(k not in added for k in keys):
+        problems.append(f"Dockerfile: the PostgreSQL repository's key {keys} is not the one the stage adds {added}")
+    return problems
+
+
+def check_docs(stack: Stack) -> list[str]:
+    """The compose facts the deployment docs repeat, and their override snippets."""
+    problems = []
+    deploy = (stack.root / "docs/deploy.md").read_text()
+    minio = stack.services.get("minio1", {}).get("image", "")
+    if minio and minio not in deploy:
+        problems.append(f"docs/deploy.md does not name the MinIO image compose runs ({minio})")
+    for doc in ("docs/deploy.md", "docs/cloudflare.md", "docs/scaling.md"):
+        for block in re.findall(r"```yaml\n(.*?)```", (stack.root / doc).read_text(), re.S):
+            snippet = yaml.safe_load(block) or {}
+            for name, svc in (snippet.get("services") or {}).items():
+                svc = svc or {}
+                new = any(k in svc for k in ("image", "build", "extends"))
+                if name not in stack.services and not new:
+                    problems.append(f"{doc}: an override names service {name!r}, which compose.yaml does not have")
+                for port in svc.get("ports") or []:
+                    if name != "nginx" and not str(port).startswith("127.0.0.1:"):
+                        problems.append(f"{doc}: publishes {name}'s {port} beyond the host's loopback")
+    return problems
+
+
+CHECKS = {
+    "healthchecks": check_healthchecks,
+    "images": check_images,
+    "ports": check_ports,
+    "depends_on": check_depends_on,
+    "volumes": check_volumes,
+    "minio": check_minio,
+    "required_variables": check_required_variables,
+    "secrets": check_secrets,
+    "bind_mounts": check_bind_mounts,
+    "prometheus": check_prometheus,
+    "edge": check_edge,
+    "dockerfile": check_dockerfile,
+    "docs": check_docs,
+}
+
+
+def run_checks(root: Path) -> dict[str, list[str]]:
+    stack = Stack.load(root)
+    results = {name: check(stack) for name, check in CHECKS.items()}
+    results["app_environment"] = check_app_environment(stack, root / "app")
+    return results
+
+
+# -- the repository passes every check ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[str, list[str]]:
+    return run_checks(ROOT)
+
+
+@pytest.mark.parametrize("check", [*CHECKS, "app_environment"])
+def test_compose_and_dockerfile(results, check):
+    problems = results[check]
+    assert not problems, f"{check}:\n  " + "\n  ".join(problems)
+
+
+def test_interpolation_follows_compose():
+    env = {"SET": "x", "EMPTY": ""}
+    assert interpolate("${SET:-d} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d} $$HOME ${UNSET:-${SET}}", env, "t") \
+        == "x d  d $HOME x"
+    assert interpolate("${SET:+alt}${EMPTY:+alt}${EMPTY+alt}", env, "t") == "altalt"
+    with pytest.raises(InterpolationError, match="EMPTY"):
+        interpolate("${EMPTY:?say so}", env, "t")
+    assert interpolate("${EMPTY?say so}", env, "t") == ""
+    with pytest.raises(InterpolationError, match="UNSET"):
+        interpolate("${UNSET?say so}", env, "t")
+
+
+def test_compose_sees_the_stack_the_docs_describe():
+    stack = Stack.load(ROOT)
+    assert set(stack.services) == {"minio1", "minio2", "minio3", "minio4", "minio-init", "postgres", "app",
+                                   "scheduler", "edge-config", "nginx", "prometheus", "grafana"}
+    app = stack.container_env("app")
+    # Interpolated from .env.example, merged through the x-app anchor.
+    assert app["MOSIS_DATABASE_URL"] == "postgresql://mosis:change-me@postgres:5432/mosis"
+    assert app["MOSIS_S3_ENDPOINT"] == "http://minio1:9000"
+    assert stack.container_env("scheduler")["MOSIS_SCHEDULER_METRICS_ADDR"] == "0.0.0.0:8001"
+    assert stack.services["nginx"]["ports"] == ["80:8080"]
+    assert "minio" in stack.env["COMPOSE_PROFILES"].split(",")
+
+
+def test_init_script_needs_only_what_the_minio_image_has(tmp_path):
+    """The MinIO image has a shell, coreutils and mc, and no sed or awk:
+    run minio/init.sh with no more than that, mc being a recorder of its
+    calls (the server it talks to cannot run here) that fails its first call
+    as a cluster still forming does."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "cat", "dirname", "sleep"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    calls = tmp_path / "calls"
+    (bin_dir / "mc").write_text(
+        f"#!{shutil.which('sh')}\n"
+        f'[ -e {tmp_path}/formed ] || {{ : > {tmp_path}/formed; exit 1; }}\n'
+        f'printf "%s\\n" "$*" >> {calls}\n'
+        # The files it is handed, as the server would receive them.
+        f'for a in "$@"; do case "$a" in /tmp/*.json) cat "$a" >> {calls};; esac; done\n')
+    (bin_dir / "mc").chmod(0o755)
+    env = {"PATH": str(bin_dir), "MINIO_ROOT_USER": "root", "MINIO_ROOT_PASSWORD": "root-password",
+           "MOSIS_S3_BUCKET": "store-bucket", "MOSIS_S3_ACCESS_KEY": "app", "MOSIS_S3_SECRET_KEY": "app-secret"}
+    proc = subprocess.run([shutil.which("sh"), str(ROOT / "minio/init.sh")], env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    log = calls.read_text()
+    assert log.startswith("alias set mosis http://minio1:9000 root root-password\n")  # retried
+    assert "mb --ignore-existing mosis/store-bucket" in log
+    assert '"arn:aws:s3:::store-bucket"' in log and '"arn:aws:s3:::store-bucket/*"' in log
+    assert '"arn:aws:s3:::store-bucket/assets/*"' in log
+    assert "${MOSIS_S3_BUCKET}" not in log
+    assert "admin user add mosis app app-secret" in log and "ilm rule import mosis/store-bucket" in log
+
+
+# -- every check notices what it guards ------------------------------------------------------------
+
+COPIED = ("compose.yaml", ".env.example", "Dockerfile", ".dockerignore", ".gitignore", "pyproject.toml", "README.md",
+          "scripts", "minio", "grafana", "nginx", "docs", "app")
+
+
+@pytest.fixture
+def copy(tmp_path) -> Path:
+    """The files the checks read, in a git work tree of their own."""
+    for name in COPIED:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, tmp_path / name)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    return tmp_path
+
+
+def test_a_faithful_copy_passes(copy):
+    assert {k: v for k, v in run_checks(copy).items() if v} == {}
+
+
+BREAKAGES = [
+    # (check, file, text, replacement, what the problem must say)
+    ("healthchecks", "compose.yaml",
+     '    volumes: ["app-data:/var/lib/mosis"]\n    healthcheck:', '    volumes: ["app-data:/var/lib/mosis"]\n    x-hc:',
+     "app: a long-running service without a healthcheck"),
+    ("healthchecks", "compose.yaml", "    restart: unless-stopped\n    networks: [backend]\n\n  app:",
+     "    networks: [backend]\n\n  app:", "postgres: no restart policy"),
+    ("healthchecks", "compose.yaml", "      edge-config: {condition: service_completed_successfully}",
+     "      edge-config: {condition: service_healthy}", "one-shot job edge-config"),
+    ("images", "compose.yaml", "image: postgres:17.6-bookworm", "image: postgres:latest", "postgres:latest"),
+    ("images", "compose.yaml", "image: grafana/grafana:11.3.1", "image: grafana/grafana", "has no tag"),
+    ("images", "compose.yaml", "image: mosis-storage:0.1.0", "image: mosis-storage:0.0.9", "pyproject.toml"),
+    ("ports", "compose.yaml", "    hostname: minio1\n", '    hostname: minio1\n    ports: ["9000:9000"]\n',
+     "minio1 publishes ports"),
+    ("depends_on", "compose.yaml", "    depends_on:\n      prometheus: {condition: service_healthy}",
+     "    depends_on: [prometheus]", "grafana: depends_on lists ['prometheus'] without a condition"),
+    ("depends_on", "compose.yaml", "minio-init: {condition: service_completed_successfully, required: false}\n\nservices",
+     "minio-init: {condition: service_completed_successfully}\n\nservices", "without required: false"),
+    ("volumes", "compose.yaml", '"postgres-data:/var/lib/postgresql/data"', '"./pgdata:/var/lib/postgresql/data"',
+     "postgres: PostgreSQL's data directory"),
+    ("volumes", "compose.yaml", '  grafana-data: {}\n', "", "'grafana-data' is not declared"),
+    ("minio", "compose.yaml", "http://minio{1...4}/data", "/data", "one erasure-coded set"),
+    ("volumes", "compose.yaml", '    hostname: minio2\n    volumes: ["minio2-data:/data"]',
+     '    hostname: minio2\n    volumes: ["minio1-data:/data"]', "a volume of their own"),
+    ("required_variables", ".env.example", "POSTGRES_PASSWORD=change-me\n", "", "POSTGRES_PASSWORD"),
+    ("required_variables", "compose.yaml", "GF_SERVER_ROOT_URL: ${MOSIS_PUBLIC_URL:?set MOSIS_PUBLIC_URL in .env}",
+     "GF_SERVER_ROOT_URL: ${GRAFANA_URL}", "GRAFANA_URL without a default"),
+    ("secrets", "compose.yaml",
+     "GF_SECURITY_ADMIN_PASSWORD: ${GRAFANA_ADMIN_PASSWORD:?set GRAFANA_ADMIN_PASSWORD in .env}",
+     "GF_SECURITY_ADMIN_PASSWORD: hunter2hunter2", "GF_SECURITY_ADMIN_PASSWORD has a value written"),
+    ("secrets", "compose.yaml", "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env}@postgres",
+     "s3cret-pw@postgres", "a URL carries a password"),
+    ("secrets", ".gitignore", "\n.env\n", "\n", ".env is not git-ignored"),
+    ("secrets", ".dockerignore", "\n.env", "\n", ".dockerignore does not exclude .env"),
+    ("secrets", "Dockerfile", "ARG PG_MAJOR=17", "ARG PG_MAJOR=17\nENV MOSIS_ADMIN_TOKEN=abc", "bakes a secret"),
+    ("app_environment", "compose.yaml", '    MINIO_ROOT_PASSWORD: ""\n', "",
+     "carries MINIO_ROOT_PASSWORD, a secret it does not use"),
+    ("app_environment", "compose.yaml", "      MOSIS_SCHEDULER_METRICS_ADDR: 0.0.0.0:8001",
+     "      MOSIS_SCHEDULER_METRICS_ADDR: 0.0.0.0:8001\n      MOSIS_S3_BUCKET: other-bucket",
+     "scheduler runs with other settings than the app: ['bucket']"),
+    ("app_environment", "docs/configuration.md", "| `MOSIS_MAX_SCREENSHOTS` |", "| `MAX_SCREENSHOTS` |",
+     "MOSIS_MAX_SCREENSHOTS is read by the app but not documented"),
+    ("bind_mounts", "compose.yaml", '"./minio:/init:ro"', '"./minio-setup:/init:ro"', "'./minio-setup'"),
+    ("prometheus", "grafana/prometheus/prometheus.yml", "/minio/v2/metrics/cluster", "/minio/v2/metrics/node",
+     "does not scrape MinIO's /minio/v2/metrics/cluster"),
+    ("prometheus", "compose.yaml", "--config.file=/etc/prometheus/prometheus.yml", "--config.file=/etc/prom.yml",
+     "not the repository's grafana/prometheus/prometheus.yml"),
+    ("prometheus", "compose.yaml", "MOSIS_SCHEDULER_METRICS_ADDR: 0.0.0.0:8001",
+     "MOSIS_SCHEDULER_METRICS_ADDR: 127.0.0.1:8001", "scheduler does not answer on port 8001"),
+    ("edge", ".env.example", "=minio1:9000,minio2:9000,minio3:9000,minio4:9000",
+     "=minio1:9000,minio5:9000", "minio5:9000"),
+    ("edge", "compose.yaml", "http://127.0.0.1:8081/health", "http://127.0.0.1:8080/healthz", "nginx's own /health"),
+    ("dockerfile", "Dockerfile", "USER mosis", "USER root", "runs as root"),
+    ("dockerfile", "Dockerfile", '"postgresql-client-$PG_MAJOR"', '"postgresql-client-$PG_MAJOR" gcc',
+     "installs build tools ['gcc']"),
+    ("dockerfile", "Dockerfile", "ARG PG_MAJOR=17", "ARG PG_MAJOR=16", "pg_dump must match the server"),
+    ("dockerfile", "Dockerfile", "bookworm-pgdg main", "bullseye-pgdg main", "apt repository is for ['bullseye']"),
+    ("dockerfile", "Dockerfile", "RUN scripts/install-python /opt/venv", "RUN pip install --prefix=/opt/venv .",
+     "no build stage copies and runs scripts/install-python"),
+    ("dockerfile", "Dockerfile", "FROM python:3.12.8-slim-bookworm AS build", "FROM python:3-slim AS build",
+     "'python:3-slim' is not pinned"),
+    ("dockerfile", "scripts/lib.sh", '"$ROOT/scripts/install-python" "$VENV"', '"$VENV/bin/pip" install -e "$ROOT"',
+     "ensure_venv does not run scripts/install-python"),
+    ("docs", "compose.yaml", "pgsty/silo:RELEASE.2026-09-16T00-00-00Z\n  # COMPOSE",
+     "pgsty/silo:RELEASE.2026-10-01T00-00-00Z\n  # COMPOSE", "does not name the MinIO image"),
+]
+
+
+@pytest.mark.parametrize("check, file, text, replacement, expected", BREAKAGES,
+                         ids=[f"{b[0]}-{i}" for i, b in enumerate(BREAKAGES)])
+def test_each_check_notices_a_breakage(copy, check, file, text, replacement, expected):
+    path = copy / file
+    original = path.read_text()
+    assert text in original, f"the breakage no longer applies to {file}: {text!r} is gone"
+    path.write_text(original.replace(text, replacement, 1))
+    problems = run_checks(copy)[check]
+    assert any(expected in p for p in problems), f"{check} missed the breakage; it said: {problems}"
+
+
+def test_an_app_setting_read_without_default_must_be_set_and_documented(copy):
+    (copy / "app" / "branding.py").write_text('import os\n\nBRAND = os.environ["MOSIS_BRAND_NAME"]\n')
+    problems = run_checks(copy)["app_environment"]
+    assert any("MOSIS_BRAND_NAME is read without a default (app/branding.py:3)" in p for p in problems), problems
+    assert any("MOSIS_BRAND_NAME is read by the app but not documented" in p for p in problems), problems
+
+
+def test_nginx_paths_must_exist_in_its_container():
+    stack = Stack.load(ROOT)
+    target = edge.compose_target(Settings.from_env(stack.container_env("edge-config")))
+    assert edge_path_problems(stack, target) == []
+    nested = dataclasses.replace(target, temp_dir="/var/cache/mosis/tmp")
+    assert any("/var/cache/mosis/tmp/client_body" in p for p in edge_path_problems(stack, nested))

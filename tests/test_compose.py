@@ -976,7 +976,7 @@ def test_a_faithful_copy_passes(copy):
 BREAKAGES = [
     # (check, file, text, replacement, what the problem must say)
     ("healthchecks", "compose.yaml",
-     '    volumes: ["app-data:/var/lib/mosis"]\n    healthcheck:', '    volumes: ["app-data:/var/lib/mosis"]\n    x-hc:',
+     '"nginx-cache:/var/cache/mosis:ro"]\n    healthcheck:', '"nginx-cache:/var/cache/mosis:ro"]\n    x-hc:',
      "app: a long-running service without a healthcheck"),
     ("healthchecks", "compose.yaml", "    restart: unless-stopped\n    networks: [backend]\n\n  app:",
      "    networks: [backend]\n\n  app:", "postgres: no restart policy"),

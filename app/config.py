@@ -119,6 +119,13 @@ class Settings:
     s3_secret_key: str = "mosis-local-secret"  # MOSIS_S3_SECRET_KEY
     s3_region: str = "us-east-1"  # MOSIS_S3_REGION
     bucket: str = "mosis"  # MOSIS_S3_BUCKET
+    # CA bundle storage's HTTPS certificate is checked against, by the app and
+    # the edge (hosted S3, or a private CA in front of a self-hosted server).
+    s3_ca_file: str = "/etc/ssl/certs/ca-certificates.crt"  # MOSIS_S3_CA_FILE
+    # Whether the bucket lets anyone read assets/ (a bucket policy the app
+    # sets). Off for providers without bucket policies or anonymous reads
+    # (R2, B2): the edge then fetches assets with URLs the app presigns.
+    s3_public_assets: bool = True  # MOSIS_S3_PUBLIC_ASSETS
 
     # Where devices and developers reach the appliance (the edge).
     public_url: str = "http://127.0.0.1:8080"  # MOSIS_PUBLIC_URL
@@ -259,6 +266,8 @@ class Settings:
             s3_secret_key=env.get("MOSIS_S3_SECRET_KEY") or d.s3_secret_key,
             s3_region=env.get("MOSIS_S3_REGION") or d.s3_region,
             bucket=env.get("MOSIS_S3_BUCKET") or d.bucket,
+            s3_ca_file=env.get("MOSIS_S3_CA_FILE") or d.s3_ca_file,
+            s3_public_assets=_bool(env, "MOSIS_S3_PUBLIC_ASSETS", d.s3_public_assets),
             public_url=(env.get("MOSIS_PUBLIC_URL") or d.public_url).rstrip("/"),
             cdn_url=env.get("MOSIS_CDN_URL", "").rstrip("/"),
             upload_url_ttl=_int(env, "MOSIS_UPLOAD_URL_TTL_SECONDS", d.upload_url_ttl, 60),

@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from app.config import LINK_SECRET_RE, ConfigError, MiB, Settings
+from app.storage import signed_host
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_DIR = ROOT / "nginx"
@@ -45,6 +46,8 @@ ORIGIN_LOCATION = "@mosis_origin"
 # The same, without the cache: nginx aborts a response whose cache file it
 # cannot write (a full disk), so a package that would not fit goes here.
 ORIGIN_UNCACHED_LOCATION = "@mosis_origin_uncached"
+# The same for assets when the bucket is not public (MOSIS_S3_PUBLIC_ASSETS=false).
+ASSET_ORIGIN_LOCATION = "@mosis_asset_origin"
 ORIGIN_QUERY_HEADER = "X-Mosis-Origin-Query"
 ASSET_MAX_AGE = 86400
 CACHE_KEYS_ZONE = "32m"  # about 250,000 cached objects
@@ -140,7 +143,7 @@ class Target:
     internal_listen: str
     internal_allow: tuple[str, ...]
     app_servers: tuple[str, ...]
-    storage_servers: tuple[str, ...]
+    storage_servers: tuple[str, ...]  # host:port
     cache_dir: str
     temp_dir: str
     pid_file: str
@@ -151,6 +154,7 @@ class Target:
     worker_processes: str = "auto"
     worker_connections: int = 4096
     extra_locations: str = ""  # more locations in the public server
+    storage_scheme: str = "http"  # https: hosted S3, or TLS in front of storage
 
     @property
     def conf_path(self) -> Path:
@@ -165,6 +169,26 @@ def host_port(url: str) -> str:
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
     return f"{host}:{port}"
+
+
+def storage_upstream(settings: Settings, servers: tuple[str, ...] = ()) -> tuple[str, tuple[str, ...]]:
+    """The scheme and `host:port` servers the edge reaches storage at.
+
+    Each server is `host:port` or `http(s)://host[:port]`; a bare one takes
+    MOSIS_S3_ENDPOINT's scheme, and so do no servers at all (then the edge
+    uses MOSIS_S3_ENDPOINT itself)."""
+    default = urlparse(settings.s3_endpoint if "://" in settings.s3_endpoint
+                       else f"http://{settings.s3_endpoint}").scheme
+    schemes, hosts = set(), []
+    for server in servers or (settings.s3_endpoint,):
+        scheme = server.split("://", 1)[0].lower() if "://" in server else default
+        if scheme not in ("http", "https"):
+            raise ConfigError(f"MOSIS_EDGE_STORAGE_SERVERS: {server!r} is not host:port or an http(s) URL")
+        schemes.add(scheme)
+        hosts.append(host_port(server if "://" in server else f"{scheme}://{server}"))
+    if len(schemes) > 1:
+        raise ConfigError("MOSIS_EDGE_STORAGE_SERVERS: the storage servers must all speak http or all https")
+    return schemes.pop(), tuple(hosts)
 
 
 def native_target(settings: Settings, *, http_port: int, internal_port: int, app_bind: str,
@@ -182,7 +206,8 @@ def native_target(settings: Settings, *, http_port: int, internal_port: int, app
         internal_listen=f"127.0.0.1:{internal_port}",
         internal_allow=("127.0.0.1",),
         app_servers=(app_bind,),
-        storage_servers=(host_port(settings.s3_endpoint),),
+        storage_scheme=storage_upstream(settings)[0],
+        storage_servers=storage_upstream(settings)[1],
         cache_dir=settings.edge_cache_dir or str(prefix / "cache"),
         temp_dir=str(prefix / "tmp"),
         pid_file=str(prefix / "nginx.pid"),
@@ -217,6 +242,7 @@ def compose_target(settings: Settings, *, storage_servers: tuple[str, ...] | Non
                    app_servers: tuple[str, ...] = ("app:8000",)) -> Target:
     """The edge of compose.yaml: service names, and the volumes compose mounts
     into the nginx image (configuration, cache, the log the scheduler reads)."""
+    storage_scheme, storage_servers = storage_upstream(settings, storage_servers or ())
     return Target(
         name="compose",
         prefix=Path("/etc/mosis/edge"),
@@ -224,7 +250,8 @@ def compose_target(settings: Settings, *, storage_servers: tuple[str, ...] | Non
         internal_listen="8081",
         internal_allow=PRIVATE_NETWORKS,
         app_servers=app_servers,
-        storage_servers=storage_servers or (host_port(settings.s3_endpoint),),
+        storage_scheme=storage_scheme,
+        storage_servers=storage_servers,
         cache_dir="/var/cache/mosis/cache",
         # nginx creates only the last level of a temp path, and in a fresh
         # nginx-cache volume only its root exists.
@@ -286,6 +313,14 @@ def _lines(indent: int, items, fmt: str) -> str:
     return "\n".join(" " * indent + fmt.format(item) for item in items)
 
 
+def _sections(text: str, flags: dict[str, bool]) -> str:
+    """Keep one branch of each `# {{if NAME}} … # {{else NAME}} … # {{end NAME}}`."""
+    def pick(m):
+        return m.group(2) if flags[m.group(1)] else m.group(3)
+    return re.sub(r"^[ \t]*# {{if (\w+)}}\n(.*?)^[ \t]*# {{else \1}}\n(.*?)^[ \t]*# {{end \1}}\n",
+                  pick, text, flags=re.S | re.M)
+
+
 def render(settings: Settings, target: Target, secret: str) -> str:
     """nginx.conf for `target`, from the template and `settings`."""
     _check_settings(settings)
@@ -300,6 +335,18 @@ def render(settings: Settings, target: Target, secret: str) -> str:
             f"        ssl_certificate_key {settings.edge_tls_key};",
             "        ssl_protocols TLSv1.2 TLSv1.3;",
             "        ssl_session_cache shared:mosis_tls:10m;",
+        ])
+    storage_tls = ""
+    if target.storage_scheme == "https":
+        # Hosted S3: SNI and the certificate checked for MOSIS_S3_ENDPOINT's name.
+        storage_tls = "\n".join([
+            "        proxy_ssl_server_name on;",
+            f"        proxy_ssl_name {urlparse(settings.s3_endpoint).hostname};",
+            "        proxy_ssl_verify on;",
+            "        proxy_ssl_verify_depth 4;",
+            f"        proxy_ssl_trusted_certificate {settings.s3_ca_file};",
+            "        proxy_ssl_protocols TLSv1.2 TLSv1.3;",
+            "        proxy_ssl_session_reuse on;",
         ])
     values = {
         "target": target.name,
@@ -325,7 +372,9 @@ def render(settings: Settings, target: Target, secret: str) -> str:
         "server_names": " ".join(server_names(settings)),
         "link_secret": secret,
         "storage_hide_headers": _lines(12, STORAGE_HIDDEN_HEADERS, "proxy_hide_header {};"),
-        "storage_host": host_port(settings.s3_endpoint),
+        "storage_host": signed_host(settings),
+        "storage_scheme": target.storage_scheme,
+        "storage_tls": storage_tls,
         "bucket": settings.bucket,
         "bucket_re": re.escape(settings.bucket),
         "max_upload_bytes": settings.limits.max_package_bytes,
@@ -334,7 +383,7 @@ def render(settings: Settings, target: Target, secret: str) -> str:
         "extra_locations": target.extra_locations.rstrip("\n"),
         "api_max_body_bytes": max(2 * settings.max_asset_bytes, MiB),
     }
-    text = TEMPLATE.read_text()
+    text = _sections(TEMPLATE.read_text(), {"public_assets": settings.s3_public_assets})
     missing = sorted(set(re.findall(r"{{(\w+)}}", text)) - set(values))
     if missing:
         raise EdgeConfigError(f"the template needs values for {missing}")

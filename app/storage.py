@@ -20,10 +20,11 @@ import datetime as dt
 import io
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass
 from typing import Iterator
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlunparse
 
 import urllib3
 from minio import Minio
@@ -43,6 +44,8 @@ PACKAGES, ASSETS, TEMP, BACKUPS = "packages", "assets", "temp", "backups"
 PREFIXES = (PACKAGES, ASSETS, TEMP, BACKUPS)
 CHUNK = 1024 * 1024
 MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchVersion", "NotFound"}
+# Storage is there but busy: retried, never taken for a refusal.
+TRANSIENT_CODES = {"ServiceUnavailable", "SlowDown", "InternalError"}
 
 
 # -- key layout --------------------------------------------------------------
@@ -140,14 +143,34 @@ def _endpoint(url: str) -> tuple[str, bool]:
     return parsed.netloc, parsed.scheme == "https"
 
 
-def _http_client() -> urllib3.PoolManager:
+def _http_client(ca_file: str = "") -> urllib3.PoolManager:
     # Fail fast when storage is down (the API answers 503 and the caller
     # retries) instead of the SDK's default of minutes of retries.
+    tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file} if ca_file and os.path.isfile(ca_file) else {}
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=3, read=60),
         retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
         maxsize=16,
+        **tls,
     )
+
+
+def _client(endpoint: str, settings: Settings, http_client=None) -> Minio:
+    host, secure = _endpoint(endpoint)
+    client = Minio(host, secure=secure, http_client=http_client, access_key=settings.s3_access_key,
+                   secret_key=settings.s3_secret_key, region=settings.s3_region)
+    # Path-style (`host/bucket/key`) everywhere, AWS S3 included: the edge
+    # routes by the bucket in the path and sends one Host to storage.
+    client.disable_virtual_style_endpoint()
+    return client
+
+
+def signed_host(settings: Settings) -> str:
+    """The Host storage URLs are signed for: what the edge must send to storage
+    with the app's presigned URLs (the SDK's own reading of MOSIS_S3_ENDPOINT)."""
+    url = _client(settings.s3_endpoint, settings).presigned_get_object(
+        bucket_name=settings.bucket, object_name="x", expires=dt.timedelta(seconds=60))
+    return urlparse(url).netloc
 
 
 def assets_public_policy(bucket: str) -> dict:
@@ -170,29 +193,55 @@ def assets_public_policy(bucket: str) -> dict:
 class Storage:
     def __init__(self, settings: Settings):
         self.bucket = settings.bucket
-        host, secure = _endpoint(settings.s3_endpoint)
-        creds = dict(access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,
-                     region=settings.s3_region)
-        self.client = Minio(host, secure=secure, http_client=_http_client(), **creds)
-        # Presigned URLs are signed for the host clients reach; with an explicit
-        # region, signing needs no network call to that host.
+        self.public_assets = settings.s3_public_assets
+        self.client = _client(settings.s3_endpoint, settings, _http_client(settings.s3_ca_file))
+        # With an explicit region, signing needs no network call.
+        self.public = _client(settings.resolved_s3_public_endpoint, settings)
         pub_host, pub_secure = _endpoint(settings.resolved_s3_public_endpoint)
-        self.public = Minio(pub_host, secure=pub_secure, **creds)
+        self._public_origin = ("https" if pub_secure else "http", pub_host)
 
     # -- setup ---------------------------------------------------------------
 
     def ensure_bucket(self) -> None:
-        """Create the bucket, its access policy and lifecycle rules if missing."""
+        """Create the bucket, its access policy and lifecycle rules if missing.
+
+        A bucket made by hand is fine, and so is a provider that refuses the
+        policy or the lifecycle rules (hosted S3 often does): that is logged
+        with what to set up by hand. Credentials storage refuses, or a bucket
+        that is missing and cannot be made, stop the start (StorageSetupError).
+        """
         with self._guard("create the bucket"):
-            if not self.client.bucket_exists(bucket_name=self.bucket):
+            try:
+                exists = self.client.bucket_exists(bucket_name=self.bucket)
+            except S3Error as e:
+                if e.code in TRANSIENT_CODES:
+                    raise
+                raise StorageSetupError(
+                    f"storage refuses the credentials (MOSIS_S3_ACCESS_KEY / MOSIS_S3_SECRET_KEY) for bucket "
+                    f"{self.bucket!r}: {e.code}. The key needs to list, read, write and delete objects "
+                    f"in the bucket") from e
+            if not exists:
                 try:
                     self.client.make_bucket(bucket_name=self.bucket)
                 except S3Error as e:
                     if e.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                        raise
-            self.client.set_bucket_policy(bucket_name=self.bucket,
-                                          policy=json.dumps(assets_public_policy(self.bucket)))
+                        raise StorageSetupError(
+                            f"bucket {self.bucket!r} does not exist and storage refuses to create it "
+                            f"({e.code}): create it by hand (docs/deploy.md, Using another S3 server)") from e
+        if self.public_assets:
+            self._ensure_public_assets()
         self._ensure_lifecycle()
+
+    def _ensure_public_assets(self) -> None:
+        """Let anyone read assets/: the edge fetches them without a signature."""
+        try:
+            with self._guard("set the bucket policy"):
+                self.client.set_bucket_policy(bucket_name=self.bucket,
+                                              policy=json.dumps(assets_public_policy(self.bucket)))
+        except (S3Error, Unavailable) as e:
+            log.warning("storage refuses the bucket policy (%s): make assets/ of bucket %s anonymously "
+                        "readable by hand, or set MOSIS_S3_PUBLIC_ASSETS=false so the edge fetches assets "
+                        "with presigned URLs (docs/deploy.md)", getattr(e, "code", e), self.bucket)
 
     def _ensure_lifecycle(self) -> None:
         """Set the appliance's lifecycle rules, keeping rules an operator added."""
@@ -203,7 +252,10 @@ class Storage:
             self.client.set_bucket_lifecycle(bucket_name=self.bucket,
                                              config=LifecycleConfig(kept + LIFECYCLE_RULES))
         except (S3Error, urllib3.exceptions.HTTPError) as e:
-            log.warning("storage does not accept lifecycle rules: %s", e)
+            # Only a safety net: the retention job removes abandoned uploads.
+            log.warning("storage refuses lifecycle rules (%s): add one by hand to bucket %s that expires "
+                        "objects under temp/ after 1 day and aborts incomplete multipart uploads after "
+                        "1 day (docs/retention.md)", getattr(e, "code", e), self.bucket)
 
     def lifecycle_rules(self) -> list[Rule]:
         """The bucket's lifecycle rules as storage keeps them (empty if none)."""
@@ -221,9 +273,17 @@ class Storage:
 
     # -- presigned URLs ------------------------------------------------------
 
+    # Uploads are signed for storage's own host and handed out at the public
+    # endpoint (the edge), which relays them with that Host: a hosted
+    # provider checks the host it is addressed by (docs/edge.md).
+
+    def _at_public_endpoint(self, url: str) -> str:
+        scheme, netloc = self._public_origin
+        return urlunparse(urlparse(url)._replace(scheme=scheme, netloc=netloc))
+
     def presigned_put(self, key: str, ttl: int) -> str:
-        return self.public.presigned_put_object(bucket_name=self.bucket, object_name=key,
-                                                expires=dt.timedelta(seconds=ttl))
+        return self._at_public_endpoint(self.client.presigned_put_object(
+            bucket_name=self.bucket, object_name=key, expires=dt.timedelta(seconds=ttl)))
 
     def presigned_get(self, key: str, ttl: int, *, internal: bool = False) -> str:
         """A GET URL for clients, or (internal) for the edge, which reaches
@@ -234,9 +294,9 @@ class Storage:
 
     def presigned_part_put(self, key: str, upload_id: str, part_number: int, ttl: int) -> str:
         """A URL to PUT one part of a multipart upload (UploadPart) to."""
-        return self.public.get_presigned_url(
+        return self._at_public_endpoint(self.client.get_presigned_url(
             "PUT", self.bucket, key, expires=dt.timedelta(seconds=ttl),
-            extra_query_params={"uploadId": upload_id, "partNumber": str(int(part_number))})
+            extra_query_params={"uploadId": upload_id, "partNumber": str(int(part_number))}))
 
     # -- multipart uploads ---------------------------------------------------------
     # The SDK exposes the multipart calls only as its internal `_` methods
@@ -384,6 +444,10 @@ class Storage:
         return _StorageGuard(doing)
 
 
+class StorageSetupError(RuntimeError):
+    """Storage refuses what the appliance cannot run without (its credentials, its bucket)."""
+
+
 class _StorageGuard:
     """Turn transport failures into 503 `storage_unavailable`, once, with context."""
 
@@ -400,7 +464,7 @@ class _StorageGuard:
             STORAGE_ERRORS.labels(self.doing).inc()
             raise Unavailable(f"storage is unreachable (could not {self.doing}): {exc}",
                               code="storage_unavailable") from exc
-        if isinstance(exc, S3Error) and exc.code in ("ServiceUnavailable", "SlowDown", "InternalError"):
+        if isinstance(exc, S3Error) and exc.code in TRANSIENT_CODES:
             STORAGE_ERRORS.labels(self.doing).inc()
             raise Unavailable(f"storage is unavailable (could not {self.doing}): {exc.code}",
                               code="storage_unavailable") from exc

@@ -270,9 +270,7 @@ def test_multipart_part_uploads_pass_the_edge(stack, storage):
     parts = [os.urandom(5 * 1024 * 1024), os.urandom(1000)]
     etags = []
     for number, part in enumerate(parts, start=1):
-        url = storage.public.get_presigned_url(
-            "PUT", bucket, key, expires=dt.timedelta(minutes=10),
-            extra_query_params={"uploadId": upload_id, "partNumber": str(number)})
+        url = storage.presigned_part_put(key, upload_id, number, 600)
         assert url.startswith(stack.edge_url)
         r = requests.put(url, data=part, timeout=60)
         assert r.status_code == 200, r.text

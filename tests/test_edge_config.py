@@ -317,3 +317,42 @@ def test_recent_pulls_are_purged_again(api, client, services):
     assert purged[1:] == [keys]
     assert purge_recent_pulls(services, utcnow() + dt.timedelta(minutes=11)) == 0
     assert len(purged) == 2 and other["id"] != version["id"]
+
+
+def test_hosted_https_storage_renders_tls_and_the_signed_host(tmp_path):
+    settings = settings_for(tmp_path, s3_endpoint="https://acct.r2.cloudflarestorage.com", s3_region="auto",
+                            public_url="https://store.example.com", s3_public_assets=False,
+                            download_link_secret=SECRET)
+    target = edge.compose_target(settings, storage_servers=("https://acct.r2.cloudflarestorage.com",))
+    text = edge.render(settings, target, SECRET)
+    assert "server acct.r2.cloudflarestorage.com:443;" in text
+    # The Host the SDK signs for: no default port.
+    assert "proxy_set_header Host acct.r2.cloudflarestorage.com;" in text
+    assert "proxy_set_header Host $http_host;" not in text
+    for line in ("proxy_ssl_server_name on;", "proxy_ssl_name acct.r2.cloudflarestorage.com;",
+                 "proxy_ssl_verify on;", f"proxy_ssl_trusted_certificate {settings.s3_ca_file};"):
+        assert line in text
+    assert "proxy_pass http://mosis_storage" not in text and text.count("proxy_pass https://mosis_storage") == 4
+    # Private assets: the app is asked on a miss, storage is read signed.
+    assert "location @mosis_asset_origin {" in text and "{{" not in text
+    assert "proxy_pass https://mosis_storage/mosis$uri;" not in text
+    edge.check(settings, target, SECRET)
+
+    public = edge.render(settings.replace(s3_endpoint="http://minio1:9000", s3_public_assets=True),
+                         edge.compose_target(settings.replace(s3_endpoint="http://minio1:9000")), SECRET)
+    assert "proxy_ssl_verify" not in public and "@mosis_asset_origin" not in public
+    assert "proxy_pass http://mosis_storage/mosis$uri;" in public
+
+
+def test_storage_servers_schemes():
+    settings = Settings(s3_endpoint="https://s3.eu-central-1.amazonaws.com")
+    assert edge.storage_upstream(settings) == ("https", ("s3.eu-central-1.amazonaws.com:443",))
+    assert edge.storage_upstream(settings, ("s3.eu-central-1.amazonaws.com:443",)) == (
+        "https", ("s3.eu-central-1.amazonaws.com:443",))
+    plain = Settings(s3_endpoint="http://minio1:9000")
+    assert edge.storage_upstream(plain, ("minio1:9000", "http://minio2:9000")) == (
+        "http", ("minio1:9000", "minio2:9000"))
+    with pytest.raises(ConfigError, match="all speak http or all https"):
+        edge.storage_upstream(plain, ("minio1:9000", "https://minio2:9000"))
+    with pytest.raises(ConfigError):
+        edge.storage_upstream(plain, ("ftp://minio1:9000",))

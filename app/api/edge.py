@@ -6,6 +6,10 @@ location with a storage URL presigned for the internal endpoint (the
 uncached one when the cache's disk has no room for the package), or a 404
 (a pulled version stays unavailable even to holders of a valid link). Cache
 hits never come here. nginx routes no public path to this blueprint.
+
+Assets come here too when the bucket is not public (MOSIS_S3_PUBLIC_ASSETS
+false): they are served to anyone, so the answer is a presigned URL and no
+question asked; a missing one is storage's 404, which nginx keeps briefly.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import logging
 from flask import Blueprint, Response
 
 from app import metrics, packages
-from app.edge import ORIGIN_LOCATION, ORIGIN_QUERY_HEADER, ORIGIN_UNCACHED_LOCATION, cache_has_room
+from app.edge import (ASSET_ORIGIN_LOCATION, ORIGIN_LOCATION, ORIGIN_QUERY_HEADER, ORIGIN_UNCACHED_LOCATION,
+                      cache_has_room)
 from app.services import services
+from app.storage import ASSETS
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +34,10 @@ ORIGIN_URL_TTL = 300
 
 @bp.get("/objects/<path:key>")
 def origin(key):
-    version = packages.servable_package(key)
     svc = services()
+    if key.startswith(f"{ASSETS}/") and not svc.settings.s3_public_assets:
+        return _redirect(ASSET_ORIGIN_LOCATION, svc.storage.presigned_get(key, ORIGIN_URL_TTL, internal=True))
+    version = packages.servable_package(key)
     url = svc.storage.presigned_get(key, ORIGIN_URL_TTL, internal=True)
     location = ORIGIN_LOCATION
     if not cache_has_room(svc.settings.resolved_edge_cache_dir, version.size or 0):
@@ -37,6 +45,10 @@ def origin(key):
         location = ORIGIN_UNCACHED_LOCATION
         metrics.EDGE_CACHE_BYPASSES.inc()
         log.warning("edge cache disk full: %s served without caching", key)
+    return _redirect(location, url)
+
+
+def _redirect(location: str, url: str) -> Response:
     answer = Response(status=200, headers={"X-Accel-Redirect": location,
                                            ORIGIN_QUERY_HEADER: url.partition("?")[2]})
     # nginx keeps this answer's Content-Type for the redirected response: the

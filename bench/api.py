@@ -6,7 +6,9 @@ production one), the API under gunicorn exactly as production does
 logging) with the scheduler beside it; ships a package through the API so the
 download route answers a real signed link, then stops the scheduler. The
 limit is bench/bare_wsgi.py, a WSGI app answering a constant JSON body of the
-same size, under the same gunicorn and settings. wrk measures them in
+same size, under the same gunicorn and settings; beside it, for reference,
+Flask alone answering that body from a route of the same shape (what the
+framework takes before any of the API's code). wrk measures them in
 interleaved rounds (median kept), at load (16 connections, what 4 workers of
 4 threads serve at once) and one request at a time. Writes
 bench/results/api.json. Run it with bench/api.sh.
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -126,18 +129,22 @@ def main() -> int:
                 answers[kind] = {"status": r.status_code, "bytes": len(r.content),
                                  "content_type": r.headers["Content-Type"], "body": r.json()}
 
-            # The limit: the same gunicorn, the same settings, a constant body of the same size.
+            # The limit: the same gunicorn, the same settings, a constant body of the same size;
+            # and, for reference, Flask alone answering it.
             body = json.dumps(next(iter(answers.values()))["body"])
-            bare_port, = free_ports(1)
-            bare_env = {**os.environ, "MOSIS_BENCH_BODY": body, "MOSIS_APP_BIND": f"127.0.0.1:{bare_port}"}
-            bare_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-            bare = keep(spawn("bare", [sys.executable, "-m", "gunicorn", "-c",
-                                       str(ROOT / "bench" / "bare_gunicorn_conf.py"), "--bind",
-                                       bare_env["MOSIS_APP_BIND"], "--workers", str(gunicorn_conf.workers),
-                                       "bench.bare_wsgi:app"],
-                              logs, env=bare_env, ready_url=f"http://{bare_env['MOSIS_APP_BIND']}/"))
-            urls["bare"], servers["bare"] = f"http://{bare_env['MOSIS_APP_BIND']}/", bare.proc.pid
-            assert requests.get(urls["bare"], timeout=10).content == body.encode()
+            path = urlsplit(next(iter(urls.values()))).path
+            for who, target, url_path in (("bare", "bench.bare_wsgi:app", "/"),
+                                          ("flask", "bench.bare_wsgi:flask_app", path)):
+                port, = free_ports(1)
+                bare_env = {**os.environ, "MOSIS_BENCH_BODY": body, "MOSIS_APP_BIND": f"127.0.0.1:{port}"}
+                bare_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+                url = f"http://{bare_env['MOSIS_APP_BIND']}{url_path}"
+                bare = keep(spawn(who, [sys.executable, "-m", "gunicorn", "-c",
+                                        str(ROOT / "bench" / "bare_gunicorn_conf.py"), "--bind",
+                                        bare_env["MOSIS_APP_BIND"], "--workers", str(gunicorn_conf.workers), target],
+                                  logs, env=bare_env, ready_url=url))
+                urls[who], servers[who] = url, bare.proc.pid
+                assert requests.get(url, timeout=10).json() == json.loads(body)
 
             # Warm every worker (imports, connections) before anything counts.
             for who, url in urls.items():
@@ -167,6 +174,10 @@ def main() -> int:
                     "p50_ms_load": load[who]["p50_ms"], "p50_ms_single": single[who]["p50_ms"],
                     "server_cpu_ms_per_request": load[who]["server_cpu_ms_per_request"],
                     "bare_server_cpu_ms_per_request": load["bare"]["server_cpu_ms_per_request"],
+                    # Flask alone against the limit: what the framework takes before any of ours.
+                    "flask_requests_per_s_vs_bare": ratio(load["flask"]["requests_per_s"],
+                                                          load["bare"]["requests_per_s"]),
+                    "requests_per_s_vs_flask": ratio(load[who]["requests_per_s"], load["flask"]["requests_per_s"]),
                 }
                 met[kind] = {
                     "requests_per_s_vs_bare": ratios[kind]["requests_per_s_vs_bare"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from pathlib import Path
 from urllib.parse import urlparse
 
 import peewee as pw
 from playhouse.db_url import connect
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 from app.models import database
 
@@ -28,8 +30,11 @@ def open_database(url: str) -> pw.Database:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # IMMEDIATE: a transaction takes the write lock when it begins, so a
         # read-then-write never fails on lock upgrade; it waits (busy_timeout).
-        return pw.SqliteDatabase(path or ":memory:", pragmas=SQLITE_PRAGMAS, check_same_thread=False,
-                                 lock_type="IMMEDIATE")
+        if path in ("", "/:memory:"):
+            return pw.SqliteDatabase(":memory:", pragmas=SQLITE_PRAGMAS, check_same_thread=False,
+                                     lock_type="IMMEDIATE")
+        return PooledSqlite(path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, lock_type="IMMEDIATE",
+                            factory=SqliteConnection, max_connections=None)
     if parsed.scheme in ("postgres", "postgresql"):
         # A pool: connecting per request costs more than a cached download link.
         return PooledPostgresqlDatabase(
@@ -39,6 +44,36 @@ def open_database(url: str) -> pw.Database:
             max_connections=32, stale_timeout=300, timeout=10,
         )
     return connect(url)
+
+
+class SqliteConnection(sqlite3.Connection):
+    opened: tuple[int, int] | None = None  # (device, inode) of the file it opened
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class PooledSqlite(PooledSqliteDatabase):
+    """SQLite connections kept open between requests: opening one, setting
+    its pragmas and closing it (the last close checkpoints the WAL) cost
+    more than a download's query. A kept connection is used again only
+    while the file at the path is the one it opened: a database moved away
+    (a lost mount) fails as a fresh connection would, instead of being
+    written to where nobody will look."""
+
+    def _connect(self):
+        conn = super()._connect()
+        if conn.opened is None:
+            conn.opened = _file_identity(self.database)
+        return conn
+
+    def _is_closed(self, conn):
+        return super()._is_closed(conn) or _file_identity(self.database) != conn.opened
 
 
 def bind_database(url: str) -> pw.Database:
@@ -56,3 +91,28 @@ def is_postgres(db: pw.Database | None = None) -> bool:
 def ping() -> None:
     """Raise if the database cannot answer a trivial query."""
     database.execute_sql("SELECT 1")
+
+
+class Compiled:
+    """A query whose SQL peewee writes once per kind of database, each call
+    binding its own value: for the hottest reads, where writing the SQL
+    costs more than the database takes to answer it. `build(value)` gives
+    the query (peewee, from the models) for one parameter value."""
+
+    _MARK = "\x00compiled-parameter\x00"
+
+    def __init__(self, build):
+        self._build = build
+        self._sql: dict[type, tuple[str, list]] = {}
+
+    def first(self, value) -> tuple | None:
+        """The first row (a tuple, in the query's column order), or None."""
+        db = database.obj
+        compiled = self._sql.get(type(db))
+        if compiled is None:
+            sql, params = self._build(self._MARK).sql()
+            if params.count(self._MARK) != 1:
+                raise ValueError("the query must use its parameter exactly once")
+            compiled = self._sql[type(db)] = (sql, params)
+        sql, params = compiled
+        return db.execute_sql(sql, [value if p == self._MARK else p for p in params]).fetchone()

@@ -16,6 +16,7 @@ import datetime as dt
 import peewee as pw
 
 from app import metrics, uploads
+from app.db import Compiled
 from app.errors import Conflict, NotFound, TooLarge
 from app.models import App, Developer, Version, VersionStatus as S, database, new_id, record_audit, utcnow
 from app.services import Services
@@ -279,26 +280,37 @@ def _admin_transition(version_id: str, reason: str, target: str, sources: tuple[
 
 
 def published_app(package_id: str) -> tuple[App, Version]:
-    app = App.get_or_none(App.package_id == package_id)
-    current = None
-    if app is not None:
-        current = Version.get_or_none((Version.app == app) & (Version.status == S.PUBLISHED))
-    if current is None:
+    # One query: the join fills `version.app`.
+    version = (Version.select(Version, App).join(App)
+               .where((App.package_id == package_id) & (Version.status == S.PUBLISHED))
+               .get_or_none())
+    if version is None:
         raise NotFound(f"{package_id!r} has no published version", code="package_not_found")
-    return app, current
+    return version.app, version
+
+
+# Devices ask for this more than anything else: one query, written once,
+# reading only the columns the answer needs.
+_DOWNLOAD = Compiled(lambda package_id: (
+    Version.select(Version.version_code, Version.version_name, Version.size, Version.sha256,
+                   Version.signature, App.id, App.developer)
+    .join(App).where((App.package_id == package_id) & (Version.status == S.PUBLISHED)).limit(1)))
 
 
 def download_info(svc: Services, package_id: str) -> dict:
-    app, version = published_app(package_id)
+    row = _DOWNLOAD.first(package_id)
+    if row is None:
+        raise NotFound(f"{package_id!r} has no published version", code="package_not_found")
+    version_code, version_name, size, sha256, signature, app_id, developer_id = row
     ttl = svc.settings.download_url_ttl
     metrics.DOWNLOAD_LINKS.inc()
     return {
-        "download_url": svc.download_link(keys_of(version)[0]),
-        "version": version.version_name,
-        "version_code": version.version_code,
-        "size": version.size,
-        "sha256": version.sha256,
-        "signature": version.signature,
+        "download_url": svc.download_link(package_key(developer_id, app_id, version_code)),
+        "version": version_name,
+        "version_code": version_code,
+        "size": size,
+        "sha256": sha256,
+        "signature": signature,
         "key_id": svc.signing_key.key_id,
         "expires_at": iso(utcnow() + dt.timedelta(seconds=ttl)),
     }

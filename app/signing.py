@@ -10,6 +10,7 @@ import base64
 import hashlib
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -45,11 +46,12 @@ def verify(public_key_b64: str, signature_b64: str, message: bytes) -> bool:
 class SigningKey:
     private: Ed25519PrivateKey
 
-    @property
+    # Derived once: every download answer names the key.
+    @cached_property
     def public(self) -> Ed25519PublicKey:
         return self.private.public_key()
 
-    @property
+    @cached_property
     def key_id(self) -> str:
         return key_id_of(self.public)
 

@@ -69,17 +69,20 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _finish(response):
-        response.headers["X-Request-ID"] = g.get("request_id", "")
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
+        headers = response.headers
+        headers.set("X-Request-ID", g.get("request_id", ""))
+        # One pass over the headers instead of a search per default.
+        present = {name.lower() for name in headers.keys()}
+        headers.extend([(name, value) for name, value in SECURITY_HEADERS.items() if name.lower() not in present])
         # Answers depend on who asks and change often: nobody stores them
         # unless a route says otherwise. (Not an X-Accel-Redirect hand-over:
         # nginx would keep the header for the object it then serves.)
-        if "X-Accel-Redirect" not in response.headers:
-            response.headers.setdefault("Cache-Control", "no-store")
+        if "x-accel-redirect" not in present and "cache-control" not in present:
+            headers.add("Cache-Control", "no-store")
         principal = g.get("principal")
-        access_log.info("%s %s %s", request.method, request.path, response.status_code, extra={"fields": {
-            "method": request.method, "path": request.path, "status": response.status_code,
+        method, path, status = request.method, request.path, response.status_code
+        access_log.info("%s %s %s", method, path, status, extra={"fields": {
+            "method": method, "path": path, "status": status,
             "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
             "actor": principal.actor if principal else None,
             "remote_addr": request.remote_addr,

@@ -57,7 +57,8 @@ def _bytes(text: str) -> float:
 
 
 def group_cpu_seconds(pgid: int) -> float:
-    """CPU time (user + system) used so far by the processes of a process group."""
+    """CPU time (user + system) used so far by the processes of a process group,
+    with that of the ones they have reaped (gunicorn replaces its workers)."""
     total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -65,7 +66,7 @@ def group_cpu_seconds(pgid: int) -> float:
         except OSError:
             continue
         if int(fields[2]) == pgid:  # field 5 of stat, pgrp
-            total += int(fields[11]) + int(fields[12])  # utime, stime
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
     return total / os.sysconf("SC_CLK_TCK")
 
 

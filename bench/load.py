@@ -189,8 +189,18 @@ class DeveloperUser(HttpUser):
 
 def start_stack(base: Path, database_url: str, keep) -> tuple[Settings, dict]:
     logs = base / "logs"
-    weed_ports = WeedPorts.free()
-    keep(start_weed(base / "s3", "bench", "bench-secret", weed_ports, logs))
+    for attempt in range(3):
+        # Another program may take a free port before weed binds it: try others.
+        weed_ports = WeedPorts.free()
+        weed = start_weed(base / "s3", "bench", "bench-secret", weed_ports, logs)
+        try:
+            weed.wait_ready(90)
+            break
+        except RuntimeError:
+            weed.stop()
+            if attempt == 2:
+                raise
+    keep(weed)
     http_port, internal_port, api_port, sched_port = free_ports(4)
     settings = Settings(
         data_dir=base / "data", database_url=database_url, admin_token=ADMIN_TOKEN,
@@ -266,6 +276,10 @@ def publish_catalog(edge: str, rnd: random.Random) -> None:
         if status != "draft":
             raise RuntimeError(f"catalog version is {status}")
         call("POST", f"{base}/1/publish", 200, a["client"], headers=a["headers"])
+        # Downloaded once: the edge has it cached, as a running appliance would.
+        info = call("GET", f"{edge}/v1/packages/{a['app']['package_id']}/download", 200, a["client"])
+        if sha256(a["client"].get(info["download_url"], timeout=60).content) != info["sha256"]:
+            raise RuntimeError("the edge serves other bytes than were uploaded")
         Shared.package_ids.append(a["app"]["package_id"])
 
 

@@ -475,7 +475,7 @@ def main() -> int:
             print(f"LOST: {line}")
         print(f"errors in the logs: {server_errors}")
         print(f"wrote {args.out}")
-        ok = total["failures"] == 0 and not found["lost"] and not found["still_validating"] \
+        ok = stats.total.num_failures == 0 and not found["lost"] and not found["still_validating"] \
             and not any(server_errors.values())
         print("OK: no errors, nothing lost" if ok else "FAILED: errors or lost uploads (see above)")
         return 0 if ok else 1

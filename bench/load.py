@@ -346,14 +346,14 @@ def verify(edge: str, storage: Storage) -> dict:
 def error_lines(logs: Path) -> dict:
     """Errors the stack logged: the app's and scheduler's JSON lines, gunicorn's
     own, and nginx's (error and worse; a rate-limited request is a warning)."""
-    def count(name: str, markers: tuple[str, ...]) -> int:
+    def lines(name: str, markers: tuple[str, ...]) -> list[str]:
         path = logs / name
         text = path.read_text(errors="replace") if path.exists() else ""
-        return sum(1 for line in text.splitlines() if any(m in line for m in markers))
+        return [line[:500] for line in text.splitlines() if any(m in line for m in markers)]
 
     app_markers = ('"level": "error"', '"level": "critical"', "[ERROR]", "[CRITICAL]", "Traceback")
-    return {"api": count("api.log", app_markers), "scheduler": count("scheduler.log", app_markers),
-            "edge": count("edge-error.log", ("[error]", "[crit]", "[alert]", "[emerg]"))}
+    return {"api": lines("api.log", app_markers), "scheduler": lines("scheduler.log", app_markers),
+            "edge": lines("edge-error.log", ("[error]", "[crit]", "[alert]", "[emerg]"))}
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -473,10 +473,18 @@ def main() -> int:
               f"{found['published_downloaded_and_matched']}")
         for line in found["lost"]:
             print(f"LOST: {line}")
-        print(f"errors in the logs: {server_errors}")
+        print(f"errors in the logs: { {name: len(logged) for name, logged in server_errors.items()} }")
+        for name, logged in server_errors.items():
+            for line in logged[:10]:
+                print(f"{name} log: {line}")
         print(f"wrote {args.out}")
         ok = stats.total.num_failures == 0 and not found["lost"] and not found["still_validating"] \
             and not any(server_errors.values())
+        if not ok:  # the stack's logs outlive the run, to find out why
+            kept = base.parent / f"{base.name}-logs"
+            shutil.copytree(base / "logs", kept, dirs_exist_ok=True)
+            shutil.copy(settings.resolved_edge_access_log, kept)
+            print(f"logs kept in {kept}")
         print("OK: no errors, nothing lost" if ok else "FAILED: errors or lost uploads (see above)")
         return 0 if ok else 1
 

@@ -177,12 +177,13 @@ def start_weed(data_dir: Path, access_key: str, secret_key: str, ports: WeedPort
 
 # -- app and scheduler ---------------------------------------------------------------
 
-def start_api(env: dict, bind: str, log_dir: Path, workers: int = 2) -> Service:
+def start_api(env: dict, bind: str, log_dir: Path, workers: int | None = 2) -> Service:
+    """gunicorn with app/gunicorn_conf.py; `workers=None` keeps its count (production's)."""
     multiproc = Path(env["PROMETHEUS_MULTIPROC_DIR"])
     shutil.rmtree(multiproc, ignore_errors=True)  # stale files would double-count
     multiproc.mkdir(parents=True)
     argv = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "app" / "gunicorn_conf.py"),
-            "--bind", bind, "--workers", str(workers), "app:create_app()"]
+            "--bind", bind, *(["--workers", str(workers)] if workers else []), "app:create_app()"]
     return spawn("api", argv, log_dir, env=env, ready_url=f"http://{bind}/healthz")
 
 

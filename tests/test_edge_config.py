@@ -356,3 +356,16 @@ def test_storage_servers_schemes():
         edge.storage_upstream(plain, ("minio1:9000", "https://minio2:9000"))
     with pytest.raises(ConfigError):
         edge.storage_upstream(plain, ("ftp://minio1:9000",))
+
+
+def test_the_edge_drops_idle_app_connections_before_gunicorn_does(tmp_path):
+    # nginx must give up an idle upstream connection before gunicorn closes
+    # it; otherwise a request sent at that moment meets a closed socket.
+    import runpy
+    gunicorn_keepalive = runpy.run_path(str(Path(edge.__file__).parent / "gunicorn_conf.py"))["keepalive"]
+    settings = settings_for(tmp_path, s3_endpoint="http://127.0.0.1:18333")
+    text = edge.write_config(settings, native(settings, tmp_path), SECRET).read_text()
+    app_upstream = re.search(r"upstream mosis_app \{(.*?)\}", text, re.S).group(1)
+    timeout = re.search(r"keepalive_timeout (\d+)s;", app_upstream)
+    assert timeout, "the app upstream sets no keepalive_timeout (nginx's default is 60 s)"
+    assert int(timeout.group(1)) < gunicorn_keepalive

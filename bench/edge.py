@@ -38,6 +38,7 @@ from app.native import (Service, WeedPorts, free_ports, spawn, start_api, start_
                         start_scheduler, start_weed)
 from app.storage import Storage, icon_key  # noqa: E402
 from tests.helpers import ADMIN_TOKEN, HttpApi, build_package  # noqa: E402
+from bench.workspace import Workspace  # noqa: E402
 
 MiB = 1024 * 1024
 TARGETS = {"package_hit_vs_static": 0.8, "asset_hit_vs_static": 0.7,
@@ -174,18 +175,8 @@ def main() -> int:
         return 1
 
     load_at_start = [round(x, 2) for x in os.getloadavg()]  # the machine may be shared
-    base = ROOT / "bench" / "work" / f"edge-{os.getpid()}"
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir(parents=True)
-    logs = base / "logs"
-    started: list[Service] = []
-
-    def keep(service: Service, timeout: float = 90) -> Service:
-        started.append(service)
-        service.wait_ready(timeout)
-        return service
-
-    try:
+    with Workspace("edge") as work:
+        base, logs, keep = work.base, work.logs, work.keep
         weed_ports = WeedPorts.free()
         weed = keep(start_weed(base / "s3", "bench", "bench-secret", weed_ports, logs))
         http_port, internal_port, api_port, sched_port, static_port, full_port, slice_port = free_ports(7)
@@ -347,10 +338,6 @@ def main() -> int:
                   f"{r['warm_1mib_range']['requests_per_s']} req/s")
         print(f"wrote {args.out}")
         return 0
-    finally:
-        for service in reversed(started):
-            service.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

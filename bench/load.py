@@ -58,11 +58,12 @@ sys.path.insert(0, str(ROOT))
 
 from app.config import Settings  # noqa: E402
 from app.edge import nginx_binary  # noqa: E402
-from app.native import (Service, WeedPorts, free_ports, start_api, start_edge,  # noqa: E402
+from app.native import (WeedPorts, free_ports, start_api, start_edge,  # noqa: E402
                         start_scheduler, start_weed)
 from app.storage import Storage, package_key  # noqa: E402
 from bench.edge import group_cpu_seconds  # noqa: E402
 from tests.helpers import ADMIN, ADMIN_TOKEN, bearer, build_package, unique_package_id  # noqa: E402
+from bench.workspace import Workspace  # noqa: E402
 
 KiB = 1024
 DEVICES, DEVELOPERS, CATALOG_APPS = 200, 10, 20
@@ -383,19 +384,9 @@ def main() -> int:
     random.seed(args.seed)
 
     load_at_start = [round(x, 2) for x in os.getloadavg()]  # the machine may be shared
-    base = ROOT / "bench" / "work" / f"load-{os.getpid()}"
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir(parents=True)
-    started: list[Service] = []
-
-    def keep(service: Service, timeout: float = 90) -> Service:
-        started.append(service)
-        service.wait_ready(timeout)
-        return service
-
     with contextlib.ExitStack() as cleanup:
-        cleanup.callback(shutil.rmtree, base, True)
-        cleanup.callback(lambda: [s.stop() for s in reversed(started)])
+        work = cleanup.enter_context(Workspace("load"))
+        base, keep, started = work.base, work.keep, work.started
         database_url = ""
         if args.database == "postgres":
             from tests.conftest import scratch_pg_database

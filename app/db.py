@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import select
 import sqlite3
 from pathlib import Path
 from urllib.parse import urlparse
 
 import peewee as pw
+import psycopg2.extensions
 from playhouse.db_url import connect
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
@@ -37,7 +39,7 @@ def open_database(url: str) -> pw.Database:
                             factory=SqliteConnection, max_connections=None)
     if parsed.scheme in ("postgres", "postgresql"):
         # A pool: connecting per request costs more than a cached download link.
-        return PooledPostgresqlDatabase(
+        return PooledPostgres(
             parsed.path.lstrip("/"),
             user=parsed.username, password=parsed.password,
             host=parsed.hostname, port=parsed.port or 5432,
@@ -74,6 +76,23 @@ class PooledSqlite(PooledSqliteDatabase):
 
     def _is_closed(self, conn):
         return super()._is_closed(conn) or _file_identity(self.database) != conn.opened
+
+
+class PooledPostgres(PooledPostgresqlDatabase):
+    """peewee's pool asks the server (`SELECT 1`) whether an idle connection
+    still lives before every checkout: a round trip as long as a download's
+    query. An idle session's server says nothing until it ends the session
+    (terminated, restarted): then its farewell, or the end of the stream,
+    waits on the socket. So a connection with anything to read is dropped,
+    without a round trip; one in a transaction, or broken, goes through
+    peewee's own check (a rollback, or discarded)."""
+
+    def _is_closed(self, conn):
+        if conn.closed or conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            return super()._is_closed(conn)
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
 
 def bind_database(url: str) -> pw.Database:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
+import re
+import select
 import sqlite3
 from pathlib import Path
 from urllib.parse import urlparse
 
 import peewee as pw
+import psycopg2.extensions
 from playhouse.db_url import connect
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
@@ -37,11 +42,11 @@ def open_database(url: str) -> pw.Database:
                             factory=SqliteConnection, max_connections=None)
     if parsed.scheme in ("postgres", "postgresql"):
         # A pool: connecting per request costs more than a cached download link.
-        return PooledPostgresqlDatabase(
+        return PooledPostgres(
             parsed.path.lstrip("/"),
             user=parsed.username, password=parsed.password,
             host=parsed.hostname, port=parsed.port or 5432,
-            max_connections=32, stale_timeout=300, timeout=10,
+            max_connections=32, stale_timeout=300, timeout=10, connection_factory=PgConnection,
         )
     return connect(url)
 
@@ -76,6 +81,31 @@ class PooledSqlite(PooledSqliteDatabase):
         return super()._is_closed(conn) or _file_identity(self.database) != conn.opened
 
 
+class PgConnection(psycopg2.extensions.connection):
+    """A PostgreSQL session that knows which statements it has prepared."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.prepared: set[str] = set()
+
+
+class PooledPostgres(PooledPostgresqlDatabase):
+    """peewee's pool asks the server (`SELECT 1`) whether an idle connection
+    still lives before every checkout: a round trip as long as a download's
+    query. An idle session's server says nothing until it ends the session
+    (terminated, restarted): then its farewell, or the end of the stream,
+    waits on the socket. So a connection with anything to read is dropped,
+    without a round trip; one in a transaction, or broken, goes through
+    peewee's own check (a rollback, or discarded)."""
+
+    def _is_closed(self, conn):
+        if conn.closed or conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            return super()._is_closed(conn)
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+
+
 def bind_database(url: str) -> pw.Database:
     """Point the models at the database named by `url` and return it."""
     db = open_database(url)
@@ -96,23 +126,59 @@ def ping() -> None:
 class Compiled:
     """A query whose SQL peewee writes once per kind of database, each call
     binding its own value: for the hottest reads, where writing the SQL
-    costs more than the database takes to answer it. `build(value)` gives
-    the query (peewee, from the models) for one parameter value."""
+    costs more than the database takes to answer it. On PostgreSQL each
+    session also prepares it once (PREPARE), so the server no longer parses
+    and plans it on every call either: that took longer than running it.
+    `build(value)` gives the query (peewee, from the models) for one
+    parameter value."""
 
     _MARK = "\x00compiled-parameter\x00"
+    _count = itertools.count(1)
+    # invalid_sql_statement_name; feature_not_supported ("cached plan must not change result type")
+    _LOST = ("26000", "0A000")
 
     def __init__(self, build):
         self._build = build
-        self._sql: dict[type, tuple[str, list]] = {}
+        self._name = f"mosis_compiled_{next(self._count)}"
+        self._sql: dict[type, tuple[str, str | None, list]] = {}
+
+    def _compile(self, db: pw.Database) -> tuple[str, str | None, list]:
+        """The SQL, the EXECUTE of its prepared form (PostgreSQL), the parameters."""
+        sql, params = self._build(self._MARK).sql()
+        if params.count(self._MARK) != 1:
+            raise ValueError("the query must use its parameter exactly once")
+        if isinstance(db, pw.PostgresqlDatabase):
+            # Every value a parameter ($1, $2 ...): peewee writes none inline.
+            numbers = itertools.count(1)
+            self._prepare = f"PREPARE {self._name} AS " + re.sub("%s", lambda _: f"${next(numbers)}", sql)
+            return sql, f"EXECUTE {self._name} ({', '.join(['%s'] * len(params))})", params
+        return sql, None, params
 
     def first(self, value) -> tuple | None:
         """The first row (a tuple, in the query's column order), or None."""
         db = database.obj
         compiled = self._sql.get(type(db))
         if compiled is None:
-            sql, params = self._build(self._MARK).sql()
-            if params.count(self._MARK) != 1:
-                raise ValueError("the query must use its parameter exactly once")
-            compiled = self._sql[type(db)] = (sql, params)
-        sql, params = compiled
-        return db.execute_sql(sql, [value if p == self._MARK else p for p in params]).fetchone()
+            compiled = self._sql[type(db)] = self._compile(db)
+        sql, execute, params = compiled
+        values = [value if p == self._MARK else p for p in params]
+        # Sessions of our pool keep the names of what they prepared.
+        prepared = getattr(db.connection(), "prepared", None) if execute else None
+        if prepared is None:
+            return db.execute_sql(sql, values).fetchone()
+        if self._name not in prepared:
+            db.execute_sql(self._prepare)
+            prepared.add(self._name)
+        try:
+            return db.execute_sql(execute, values).fetchone()
+        except pw.DatabaseError as e:
+            # Dropped (DEALLOCATE or DISCARD ALL) or outdated by a change of
+            # the tables' columns: prepared anew, once.
+            if getattr(getattr(e, "orig", None), "pgcode", None) not in self._LOST:
+                raise
+            prepared.discard(self._name)
+            with contextlib.suppress(pw.DatabaseError):
+                db.execute_sql(f"DEALLOCATE {self._name}")
+            db.execute_sql(self._prepare)
+            prepared.add(self._name)
+            return db.execute_sql(execute, values).fetchone()

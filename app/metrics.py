@@ -8,6 +8,8 @@ workers' values combine.
 from __future__ import annotations
 
 import os
+import re
+import time
 
 from prometheus_client import Counter, Histogram
 
@@ -66,8 +68,10 @@ def init_app(app) -> None:
     # A registry per app keeps app factories (tests, CLI) from colliding on
     # metric names; the module metrics above live in the default registry.
     flask_registry = CollectorRegistry(auto_describe=True)
-    PrometheusMetrics(app, path=None, registry=flask_registry, group_by="url_rule",
-                      excluded_paths=["^/metrics$", "^/healthz$"])
+    exporter = PrometheusMetrics(app, path=None, registry=flask_registry, export_defaults=False)
+    exporter.info("flask_exporter_info", "Information about the Prometheus Flask exporter",
+                  version=exporter.version)
+    _track_requests(app, flask_registry)
 
     @app.get("/metrics")
     def prometheus_metrics():
@@ -78,3 +82,57 @@ def init_app(app) -> None:
         else:
             body = generate_latest(REGISTRY) + generate_latest(flask_registry)
         return Response(body, mimetype="text/plain; version=0.0.4; charset=utf-8")
+
+
+# Requests to these are not counted: Prometheus and health checks poll them.
+UNTRACKED_PATHS = re.compile(r"^/metrics$|^/healthz$")
+
+
+def _track_requests(app, registry) -> None:
+    """The series prometheus_flask_exporter's defaults write (grouped by
+    url_rule, its default buckets), recorded by hooks of our own: its
+    generic ones cost several times the writes themselves on every request
+    (attribute probes through the request proxy, label checks); these keep
+    each label combination's series at hand."""
+    from flask import g, request
+
+    duration = Histogram("flask_http_request_duration_seconds", "Flask HTTP request duration in seconds",
+                         ("method", "url_rule", "status"), registry=registry)
+    total = Counter("flask_http_request_total", "Total number of HTTP requests", ("method", "status"),
+                    registry=registry)
+    exceptions = Counter("flask_http_request_exceptions_total",
+                         "Total number of HTTP requests which resulted in an exception", ("method", "status"),
+                         registry=registry)
+    series: dict[tuple, tuple] = {}  # (method, url_rule, status) -> (duration, total) children
+
+    def record(method: str, status: int) -> None:
+        if g.get("metrics_recorded"):
+            return
+        g.metrics_recorded = True
+        key = method, str(request.url_rule), str(status)
+        children = series.get(key)
+        if children is None:
+            children = series[key] = (duration.labels(*key), total.labels(method, key[2]))
+        started = g.get("metrics_started")
+        if started is not None:
+            children[0].observe(max(time.perf_counter() - started, 0))
+        children[1].inc()
+
+    @app.before_request
+    def _metrics_start():
+        g.metrics_started = time.perf_counter()
+
+    @app.after_request
+    def _metrics_record(response):
+        req = request._get_current_object()
+        if not UNTRACKED_PATHS.match(req.path):
+            record(req.method, response.status_code)
+        return response
+
+    @app.teardown_request
+    def _metrics_exception(exc):
+        # An exception no handler answered: counted as a 500.
+        if exc is None or UNTRACKED_PATHS.match(request.path):
+            return
+        exceptions.labels(request.method, "500").inc()
+        record(request.method, 500)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 
+import pytest
+
 from app.models import Version
 from app.signing import signed_message, verify
 from app.storage import temp_key
@@ -177,6 +179,32 @@ def test_download_of_unknown_or_unpublished_package_is_404(api, client):
     api.submit(dev, app, 1)
     r = client.get(f"/v1/packages/{app['package_id']}/download")
     assert r.status_code == 404 and r.json["error"]["code"] == "package_not_found"
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_download_answers_when_its_prepared_statement_is_gone(api, client):
+    """PostgreSQL sessions prepare the download's query once; a session
+    that lost it (DEALLOCATE ALL, DISCARD ALL) prepares it again."""
+    from app.models import database
+
+    dev = api.new_developer()
+    app = api.create_app(dev)
+    api.ship(dev, app, 1)
+    url = f"/v1/packages/{app['package_id']}/download"
+    first = client.get(url)
+    assert first.status_code == 200
+
+    def prepared() -> list[str]:
+        with database.connection_context():
+            return [name for name, in database.execute_sql("SELECT name FROM pg_prepared_statements")]
+
+    assert any(name.startswith("mosis_compiled_") for name in prepared())
+    with database.connection_context():
+        database.execute_sql("DEALLOCATE ALL")
+    assert prepared() == []
+    r = client.get(url)
+    assert r.status_code == 200 and r.json["version_code"] == first.json["version_code"]
+    assert any(name.startswith("mosis_compiled_") for name in prepared())
 
 
 def test_admin_reject_and_pull(api, client):

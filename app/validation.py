@@ -48,10 +48,12 @@ MAX_NAME_BYTES, MAX_COMPONENT_BYTES = 4096, 255  # PATH_MAX and NAME_MAX of comm
 # Characters that look like a path separator to a person but are not one.
 SEPARATOR_LOOKALIKES = set("\u2044\u2215\u2216\u2571\u2572\u29f5\u29f8\u29f9\u3033")
 # Reads from storage: large reads cost less CPU per byte (fewer hand-overs
-# between the reading and the inflating thread); READ_AHEAD_CHUNKS of them
-# may wait, which bounds the memory the read-ahead uses.
-STREAM_CHUNK = 4 * 1024 * 1024
-READ_AHEAD_CHUNKS = 4
+# between the reading and the inflating thread), small ones let inflating
+# start and finish sooner (it waits for the first read, and the last reads
+# queue behind it); READ_AHEAD_CHUNKS of them may wait, which bounds the
+# memory the read-ahead uses (16 MiB).
+STREAM_CHUNK = 2 * 1024 * 1024
+READ_AHEAD_CHUNKS = 8
 # Archives nested in the package may hold at most this many entries in all,
 # per entry the package may hold: walking them costs time per entry.
 NESTED_ENTRIES_PER_ENTRY = 10

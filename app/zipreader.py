@@ -74,6 +74,11 @@ S_IFMT, S_IFLNK, S_IFREG, S_IFDIR = 0o170000, 0o120000, 0o100000, 0o040000
 crc32 = isal_zlib.crc32
 INFLATE_ERRORS = (isal_zlib.error, zlib.error)
 OUT_CHUNK = 1024 * 1024  # the most one inflate call may produce: bounds memory
+# The most one inflate call is given. When the output is capped, the inflater
+# copies the input it has not used into a new `unconsumed_tail` on every call:
+# a 4 MiB read inflated 1 MiB at a time copied its own size about twice over.
+# Small slices rarely hit the cap, so they are not copied.
+IN_CHUNK = 256 * 1024
 
 
 # -- the central directory ----------------------------------------------------
@@ -422,6 +427,29 @@ def read_descriptor(stream: ByteStream, wide: bool, expected: tuple[int, int, in
     raise invalid("a data descriptor is missing or does not match the central directory")
 
 
+class _slices:
+    """The pieces cut to at most IN_CHUNK bytes (views: nothing is copied).
+
+    Stopping early, `left()` is what remains of the piece last cut into.
+    """
+
+    def __init__(self, pieces: Iterable[memoryview]):
+        self._pieces = iter(pieces)
+        self._piece = memoryview(b"")
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> memoryview:
+        while not self._piece:
+            self._piece = memoryview(next(self._pieces))
+        part, self._piece = self._piece[:IN_CHUNK], self._piece[IN_CHUNK:]
+        return part
+
+    def left(self) -> bytes:
+        return bytes(self._piece)
+
+
 def unpack(method: int, data: Iterable[memoryview], size_limit: int, what: str,
            expect_crc: int | None = None, push_back: ByteStream | None = None) -> Iterator[bytes]:
     """Yield the unpacked bytes of one entry, at most OUT_CHUNK at a time.
@@ -450,14 +478,15 @@ def unpack(method: int, data: Iterable[memoryview], size_limit: int, what: str,
     else:
         inflater = isal_zlib.decompressobj(-15)
         try:
-            for piece in data:
+            parts = _slices(data)
+            for part in parts:
                 if inflater.eof:
                     if push_back is not None:
-                        push_back.unread(bytes(piece))
+                        push_back.unread(bytes(part) + parts.left())
                         break
                     raise invalid(f"the compressed data of {what} has bytes after its end")
                 cap = min(OUT_CHUNK, size_limit + 1 - produced)
-                out = inflater.decompress(piece, cap)
+                out = inflater.decompress(part, cap)
                 if out:
                     yield emit(out)
                 # The output was capped: drain what the inflater still holds
@@ -471,7 +500,7 @@ def unpack(method: int, data: Iterable[memoryview], size_limit: int, what: str,
                 if inflater.eof and inflater.unused_data:
                     if push_back is None:
                         raise invalid(f"the compressed data of {what} has bytes after its end")
-                    push_back.unread(inflater.unused_data)
+                    push_back.unread(inflater.unused_data + parts.left())
                     break
             if not inflater.eof:
                 raise invalid(f"the compressed data of {what} is cut short")

@@ -354,6 +354,16 @@ def _descriptors(p, c) -> bytes:
     return data
 
 
+def _nested_with_descriptors(p, c) -> bytes:
+    """A nested archive written to a pipe: its deflated entries end where their
+    DEFLATE streams end, which falls inside a large piece of the outer stream."""
+    sink = _Unseekable()
+    with zipfile.ZipFile(sink, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("big.bin", noise(300_000) + text(100_000))
+        z.writestr("after.bin", noise(400_000, 3))
+    return pkg(p, c, Item("assets/levels.zip", bytes(sink.buf), method=STORED))
+
+
 def _no_utf8_flag_names(p, c) -> bytes:
     return pkg(p, c, Item("docs/résumé.txt".encode("utf-8"), b"cv", flags=0))
 
@@ -398,6 +408,7 @@ def cases() -> list[Case]:
         Case("valid_utf8_names_without_flag", None, _no_utf8_flag_names),
         Case("valid_nested_archive", None, lambda p, c: pkg(p, c, Item(
             "assets/levels.zip", zip_bytes({"l1.json": text(20_000), "l2.json": text(20_000, 3)})))),
+        Case("valid_nested_archive_with_descriptors", None, _nested_with_descriptors),
         Case("valid_zero_padded_local_extra", None, lambda p, c: pkg(  # as zipalign pads
             p, c, Item("lib/native.so", noise(3000), method=STORED, local_extra=bytes(11)))),
         Case("valid_no_unix_modes", None, lambda p, c: raw_zip(

@@ -88,6 +88,11 @@ def screenshot_key(app_id: str, number: int, ext: str = "png") -> str:
     return f"{ASSETS}/{app_id}/screenshots/{int(number)}.{ext}"
 
 
+# Every key icon_key and screenshot_key can make, and nothing else.
+ASSET_KEY_RE = re.compile(rf"^{ASSETS}/[0-9a-f]{{32}}/(icons/[1-9][0-9]{{0,18}}/icon-(32|64|128)\.png"
+                          rf"|screenshots/[1-9][0-9]{{0,18}}\.(png|webp))$")
+
+
 def upload_id_of_temp_key(key: str) -> str | None:
     """The upload id in `temp/{upload_id}/package.mosis`, or None for other keys."""
     parts = key.split("/")

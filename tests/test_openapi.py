@@ -66,7 +66,8 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(live_stack, tm
     developer = f"Authorization: Bearer {r.json()['token']}"
     failures = []
     for tag, headers in [("public", []), ("ops", []), ("apps", [developer]),
-                         ("versions", [developer]), ("assets", [developer]), ("admin", [admin])]:
+                         ("versions", [developer]), ("assets", [developer]), ("admin", [admin]),
+                         ("edge", [])]:
         result = _schemathesis(base, tag, headers, tmp_path / f"{tag}.xml")
         if result.returncode != 0:
             failures.append(f"--- {tag} ---\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}")

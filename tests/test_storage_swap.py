@@ -385,3 +385,25 @@ def test_public_policy_still_set_where_accepted(settings, weed):
         assert assets_public_policy(bucket)["Statement"][0]["Resource"] == [f"arn:aws:s3:::{bucket}/assets/*"]
     finally:
         storage.delete("assets/x/probe.txt")
+
+
+@pytest.mark.parametrize("key", [
+    "assets/../temp/0123/package.mosis",
+    "assets/%2e%2e/backups/db/mosis.dump",
+    "assets/0123456789abcdef0123456789abcdef/../../packages/x/y/1/package.mosis",
+    "assets/0123456789abcdef0123456789abcdef/icons/1/icon-32.png.bak",
+    "assets/0123456789abcdef0123456789abcdef/screenshots/0.png",
+    "assets/0123456789abcdef0123456789abcdef/other.txt",
+])
+def test_private_asset_origin_refuses_what_is_not_an_asset_key(settings, key):
+    """The origin route presigns only keys of the shape the app itself makes:
+    nothing else in the bucket, and no 500 from a key storage would refuse."""
+    from app import create_app
+    from app.services import build_services
+
+    private = settings.replace(bucket=f"mosis-private-{uuid.uuid4().hex[:8]}", s3_public_assets=False)
+    client = create_app(private, services=build_services(private)).test_client()
+    r = client.get(f"/edge/objects/{key}")
+    assert r.status_code == 404, r.data
+    assert r.json["error"]["code"] == "asset_not_found"
+    assert "X-Accel-Redirect" not in r.headers

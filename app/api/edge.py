@@ -22,7 +22,8 @@ from app import metrics, packages
 from app.edge import (ASSET_ORIGIN_LOCATION, ORIGIN_LOCATION, ORIGIN_QUERY_HEADER, ORIGIN_UNCACHED_LOCATION,
                       cache_has_room)
 from app.services import services
-from app.storage import ASSETS
+from app.errors import NotFound
+from app.storage import ASSET_KEY_RE, ASSETS
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ ORIGIN_URL_TTL = 300
 def origin(key):
     svc = services()
     if key.startswith(f"{ASSETS}/") and not svc.settings.s3_public_assets:
+        # Checked before it becomes a storage URL: nothing but an asset's key.
+        if not ASSET_KEY_RE.match(key):
+            raise NotFound("no such asset", code="asset_not_found")
         return _redirect(ASSET_ORIGIN_LOCATION, svc.storage.presigned_get(key, ORIGIN_URL_TTL, internal=True))
     version = packages.servable_package(key)
     url = svc.storage.presigned_get(key, ORIGIN_URL_TTL, internal=True)

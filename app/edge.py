@@ -49,7 +49,9 @@ ORIGIN_UNCACHED_LOCATION = "@mosis_origin_uncached"
 # The same for assets when the bucket is not public (MOSIS_S3_PUBLIC_ASSETS=false).
 ASSET_ORIGIN_LOCATION = "@mosis_asset_origin"
 ORIGIN_QUERY_HEADER = "X-Mosis-Origin-Query"
-ASSET_MAX_AGE = 86400
+# An asset's key is never reused (app/assets.py numbers them), so its bytes
+# never change: browsers and Cloudflare may keep it a year.
+ASSET_MAX_AGE = 31536000
 CACHE_KEYS_ZONE = "32m"  # about 250,000 cached objects
 # Storage's headers that must not reach clients (or decide caching).
 STORAGE_HIDDEN_HEADERS = (

@@ -335,7 +335,7 @@ def test_assets_are_public_cached_and_purgeable(stack, http, storage):
     first = requests.get(url, timeout=30)
     assert first.status_code == 200 and first.content == icon
     assert first.headers["Content-Type"] == "image/png" and first.headers["X-Cache-Status"] == "MISS"
-    assert first.headers["Cache-Control"] == "public, max-age=86400"
+    assert first.headers["Cache-Control"] == "public, max-age=31536000, immutable"
     assert requests.get(url, timeout=30).headers["X-Cache-Status"] == "HIT"
 
     # A new icon under the same key shows after a purge.

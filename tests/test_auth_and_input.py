@@ -89,6 +89,33 @@ def test_malformed_and_oversized_bodies(api, client):
     assert App.select().count() == 0
 
 
+# Raw JSON text: the escapes reach the server as written.
+UNSTORABLE = [r"a\ud800b", r"\udfff", r"N\u0000ul", r"\u001b[31mred"]
+
+
+@pytest.mark.parametrize("text", UNSTORABLE)
+def test_strings_no_database_can_store_are_refused(api, client, text):
+    """A NUL (PostgreSQL refuses it) or a lone surrogate (no UTF-8 for it)
+    would fail the write with a 500; control characters have no place in a
+    name. Each is a 400 naming the field, and nothing is written."""
+    dev = api.new_developer()
+    app = api.create_app(dev)
+    h = {**dev["headers"], "Content-Type": "application/json"}
+    admin = {**ADMIN, "Content-Type": "application/json"}
+    developers, apps = len(client.get("/v1/admin/developers", headers=ADMIN).json["developers"]), App.select().count()
+    for path, headers, body, field in [
+        ("/v1/admin/developers", admin, '{"name": "%s", "email": "n@example.com"}' % text, "name"),
+        ("/v1/apps", h, '{"package_id": "%s", "name": "%s"}' % (unique_package_id(), text), "name"),
+        (f"/v1/apps/{app['id']}/versions", h, '{"version_code": 1, "version_name": "%s", "size": 10}' % text,
+         "version_name"),
+    ]:
+        r = client.post(path, data=body, headers=headers)
+        assert r.status_code == 400, (path, r.json)
+        assert r.json["error"]["code"] == "invalid_field" and r.json["error"]["details"]["field"] == field, r.json
+    assert len(client.get("/v1/admin/developers", headers=ADMIN).json["developers"]) == developers
+    assert App.select().count() == apps and Version.select().count() == 0
+
+
 def test_oversized_package_is_refused_before_upload(api, services):
     dev = api.new_developer()
     app = api.create_app(dev)

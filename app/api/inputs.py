@@ -15,6 +15,9 @@ from app.validation import MAX_VERSION_CODE, PACKAGE_ID_RE
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+# What neither database can store (NUL on PostgreSQL, a lone surrogate in
+# UTF-8) or no name should hold; tabs and line breaks stay allowed.
+UNSTORABLE_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ class Field:
             if self.min_len is not None and len(value) < self.min_len or (
                     self.max_len is not None and len(value) > self.max_len):
                 raise BadRequest(f"{name} must be {self.min_len}-{self.max_len} characters",
+                                 code="invalid_field", details={"field": name})
+            if UNSTORABLE_RE.search(value):
+                raise BadRequest(f"{name} must not contain control characters or unpaired surrogates",
                                  code="invalid_field", details={"field": name})
             if self.pattern is not None and not self.pattern.match(value):
                 raise BadRequest(f"{name} is not valid{': ' + self.hint if self.hint else ''}",

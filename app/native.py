@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stack.add(start_weed(data_dir / "s3", env["MOSIS_S3_ACCESS_KEY"], env["MOSIS_S3_SECRET_KEY"],
                              ports, log_dir))
-        stack.add(start_api(env, app_bind, log_dir))
+        stack.add(start_api(env, app_bind, log_dir, workers=None))  # MOSIS_APP_WORKERS, as in production
         stack.add(start_scheduler(env, log_dir))
         settings = Settings.from_env(env)
         tls_port = int(env.get("MOSIS_HTTPS_PORT", "8443")) if settings.edge_tls_cert else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -81,8 +82,8 @@ def load_signing_key(seed_b64: str, data_dir: Path) -> SigningKey:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write aside, then link into place: two processes starting together
     # agree on one key, and nobody ever reads a half-written file.
-    tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{KEY_FILE}.", dir=path.parent)  # mode 0600
+    tmp = Path(tmp_name)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
         f.flush()

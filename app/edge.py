@@ -80,15 +80,16 @@ def link_secret(settings: Settings) -> str:
     try:
         value = path.read_text().strip()
     except FileNotFoundError:
-        value = _create_secret(path)
+        value = create_secret_file(path, secrets.token_urlsafe(32))
     if not LINK_SECRET_RE.match(value):
         raise ConfigError(f"{path} does not hold a valid download link secret")
     return value
 
 
-def _create_secret(path: Path) -> str:
+def create_secret_file(path: Path, value: str) -> str:
+    """Keep `value` in a new file readable by the owner only (from its first
+    byte), or return what the file already holds."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
     # Exclusive create: two processes starting together agree on one secret.
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

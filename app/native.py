@@ -222,11 +222,9 @@ def _secret(path: Path, make) -> str:
     """A generated secret kept under the data dir, so restarts keep it."""
     if path.exists():
         return path.read_text().strip()
-    value = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(value + "\n")
-    path.chmod(0o600)
-    return value
+    from app.edge import create_secret_file
+
+    return create_secret_file(path, make())
 
 
 def _interrupt(*_):

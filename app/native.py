@@ -251,7 +251,12 @@ def run(args: argparse.Namespace) -> int:
     log_dir = data_dir / "logs"
     http_port = int(os.environ.get("MOSIS_HTTP_PORT", "8080"))
     app_bind = os.environ.get("MOSIS_APP_BIND", "127.0.0.1:8000")
-    ports = WeedPorts(s3=int(os.environ.get("MOSIS_S3_PORT", "8333")))
+    # SeaweedFS's own ports (each also uses its number + 10000 for gRPC):
+    # movable when another program holds one.
+    defaults = WeedPorts()
+    ports = WeedPorts(**{name: int(os.environ.get(f"MOSIS_WEED_{name.upper()}_PORT", getattr(defaults, name)))
+                         for name in ("master", "volume", "filer", "admin")},
+                      s3=int(os.environ.get("MOSIS_S3_PORT", defaults.s3)))
     env = dict(os.environ)
     env.setdefault("MOSIS_DATA_DIR", str(data_dir))
     env["MOSIS_ADMIN_TOKEN"] = env.get("MOSIS_ADMIN_TOKEN") or _secret(

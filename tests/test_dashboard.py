@@ -240,6 +240,14 @@ def test_dashboard_and_provisioning_fit_together():
         assert "organize" in kinds, panel["title"]
         renamed = next(t for t in panel["transformations"] if t["id"] == "organize")["options"]["renameByName"]
         assert all(f"Value #{t['refId']}" in renamed for t in panel["targets"]), panel["title"]
+    # A panel with one point per day shows a month whatever the dashboard's range.
+    range_seconds = {"h": 3600, "d": 86400}
+    default = dashboard["time"]["from"].removeprefix("now-")
+    for panel in panels:
+        for target in panel["targets"]:
+            if target.get("interval", "").endswith("d"):
+                span = panel.get("timeFrom", default)
+                assert int(span[:-1]) * range_seconds[span[-1]] >= 30 * 86400, panel["title"]
     # docs/operations.md describes every panel by its title.
     operations = (ROOT / "docs" / "operations.md").read_text()
     assert [t for t in sorted(titles) if f"**{t}**" not in operations] == []

@@ -35,7 +35,8 @@ JOB_LAST_SUCCESS = Gauge("mosis_job_last_success_timestamp_seconds",
 JOB_LAST_RUN = Gauge("mosis_job_last_run_timestamp_seconds", "Unix time of the job's last run", ["job"])
 JOB_DURATION = Gauge("mosis_job_last_duration_seconds", "Duration of the job's last run", ["job"])
 JOB_ITEMS = Gauge("mosis_job_last_items", "Items the job's last run handled", ["job"])
-JOB_ERRORS = Gauge("mosis_job_last_errors", "Items the job's last run could not handle", ["job"])
+JOB_ERRORS = Gauge("mosis_job_last_errors",
+                   "Items the job's last run could not handle (1 if the run itself failed)", ["job"])
 JOB_RUNS = Counter("mosis_job_runs_total", "Job runs, by result (ok or error)", ["job", "result"])
 
 
@@ -83,12 +84,16 @@ def run_job(job: Job, svc, owner: str, now: dt.datetime | None = None, force: bo
         except Exception as e:
             duration = time.monotonic() - started
             log.exception("job %s failed", job.name)
+            # A failed run handled nothing it can vouch for, and counts as an error.
             (JobState.update(lease_expires_at=None, last_finished_at=utcnow(), last_duration=duration,
+                             last_items=0, last_errors=1,
                              last_error="".join(traceback.format_exception_only(e)).strip()[:2000],
                              failures=JobState.failures + 1, runs=JobState.runs + 1)
              .where(JobState.name == job.name).execute())
             JOB_RUNS.labels(job.name, "error").inc()
             JOB_DURATION.labels(job.name).set(duration)
+            JOB_ITEMS.labels(job.name).set(0)
+            JOB_ERRORS.labels(job.name).set(1)
             return None
         duration = time.monotonic() - started
         items, errors = _items_of(result)

@@ -2,10 +2,10 @@
 
 Every scheduler refreshes them every REFRESH_SECONDS (not under a job lease):
 they describe shared state (the queue, the latest bucket scan, the cost
-estimate, each job's last success), so every scheduler reports the same
-values, and a restarted scheduler reports them at once instead of waiting
-for the next run of the job that produced them. Dashboards and alerts take
-max() or min() across schedulers.
+estimate, each job's last run as `job_state` records it), so every
+scheduler reports the same values, and a restarted scheduler reports them at
+once instead of waiting for the next run of the job that produced them.
+Dashboards and alerts take max() or min() across schedulers.
 
 Only the scheduler imports this module: the API's workers would each export
 a zero for these gauges.
@@ -20,7 +20,7 @@ import peewee as pw
 from prometheus_client import Gauge
 
 from app.cost import estimate, load_prices, monthly_usage
-from app.jobs import JOB_LAST_SUCCESS
+from app.jobs import JOB_DURATION, JOB_ERRORS, JOB_ITEMS, JOB_LAST_RUN, JOB_LAST_SUCCESS
 from app.models import JobState, Version, VersionStatus as S, utcnow
 from app.usage import latest_scan, versions_by_status
 
@@ -105,10 +105,17 @@ def _jobs(jobs) -> None:
     for job in jobs:
         JOB_PERIOD.labels(job.name).set(job.period.total_seconds())
     states = {s.name: s for s in JobState.select().where(JobState.name.in_([j.name for j in jobs]))}
+    # The job's record, whichever scheduler ran it: a restarted scheduler
+    # reports each job's last run at once, not after the job runs again.
     for job in jobs:
         state = states.get(job.name)
-        if state is not None and state.last_success_at is not None:
-            JOB_LAST_SUCCESS.labels(job.name).set(_ts(state.last_success_at))
+        if state is None:
+            continue
+        for gauge, value in ((JOB_LAST_SUCCESS, state.last_success_at), (JOB_LAST_RUN, state.last_started_at),
+                             (JOB_DURATION, state.last_duration), (JOB_ITEMS, state.last_items),
+                             (JOB_ERRORS, state.last_errors)):
+            if value is not None:
+                gauge.labels(job.name).set(_ts(value) if isinstance(value, dt.datetime) else value)
 
 
 def refresh(svc, jobs=()) -> None:

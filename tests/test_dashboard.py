@@ -133,6 +133,18 @@ def prometheus(live_stack, tmp_path):
         service.stop()
 
 
+def instant_series(prom: str, target: dict) -> list[dict]:
+    """The label sets a target's query returns now, as an instant query."""
+    r = requests.get(f"{prom}/api/v1/query", params={"query": grafana_expr(target["expr"])}, timeout=10)
+    assert r.status_code == 200, r.text
+    return [s["metric"] for s in r.json()["data"]["result"]]
+
+
+def multi_query_tables() -> list[dict]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [p for p in dashboard["panels"] if p["type"] == "table" and len(p["targets"]) > 1]
+
+
 def scalar(prom: str, expr: str) -> float | None:
     result = requests.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10).json()["data"]["result"]
     return float(result[0]["value"][1]) if result else None
@@ -155,6 +167,22 @@ def test_every_panel_returns_data_from_real_processes(live_stack, prometheus, se
                 del missing[key]
     assert not missing, "panels without data: " + ", ".join(
         f"{title} [{ref}]: {t['expr']}" for (title, ref), t in missing.items())
+
+    # A table built from several queries is one table: Grafana joins the
+    # queries' frames on `job` (one row per housekeeping job), so each query
+    # returns at most one series per job, labelled with the housekeeping
+    # job's name (not the scrape job's).
+    from app.scheduler import HOUSEKEEPING
+
+    housekeeping = {j.name for j in HOUSEKEEPING}
+    tables = multi_query_tables()
+    assert tables
+    for panel in tables:
+        for target in panel["targets"]:
+            assert target.get("instant") and target.get("format") == "table", (panel["title"], target["refId"])
+            jobs = [labels.get("job") for labels in instant_series(prom, target)]
+            assert len(jobs) == len(set(jobs)), (panel["title"], target["refId"], jobs)
+            assert jobs and set(jobs) <= housekeeping, (panel["title"], target["refId"], jobs)
 
     # The numbers are the traffic's, not just present: every link issued and
     # every edge log line written (the real edge's, for the uploads through it,
@@ -205,6 +233,28 @@ def test_dashboard_and_provisioning_fit_together():
                    "Edge cache hit ratio", "Egress per day", "Storage by prefix", "Storage by version status",
                    "Monthly cost estimate per option", "Validation queue", "Job health"):
         assert wanted in titles
+    # Several queries in one table are merged into one table, with named columns.
+    for panel in multi_query_tables():
+        kinds = [t["id"] for t in panel.get("transformations", [])]
+        assert {"merge", "joinByField"} & set(kinds), panel["title"]
+        assert "organize" in kinds, panel["title"]
+        renamed = next(t for t in panel["transformations"] if t["id"] == "organize")["options"]["renameByName"]
+        assert all(f"Value #{t['refId']}" in renamed for t in panel["targets"]), panel["title"]
+    # A panel with one point per day shows a month whatever the dashboard's range.
+    range_seconds = {"h": 3600, "d": 86400}
+    default = dashboard["time"]["from"].removeprefix("now-")
+    for panel in panels:
+        for target in panel["targets"]:
+            if target.get("interval", "").endswith("d"):
+                span = panel.get("timeFrom", default)
+                assert int(span[:-1]) * range_seconds[span[-1]] >= 30 * 86400, panel["title"]
     # docs/operations.md describes every panel by its title.
     operations = (ROOT / "docs" / "operations.md").read_text()
     assert [t for t in sorted(titles) if f"**{t}**" not in operations] == []
+    # The egress the docs call billed is the cost estimate's.
+    from app.cost import BILLED_AREAS
+    from app.edge_log import AREAS
+
+    egress = operations.split("**Egress per day**", 1)[1].split("\n- **", 1)[0]
+    billed = egress.split("are what the cost estimate prices", 1)[0]
+    assert [a for a in AREAS if (f"`{a}`" in billed) != (a in BILLED_AREAS)] == []

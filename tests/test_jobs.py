@@ -60,3 +60,58 @@ def test_runs_are_recorded(services):
     assert fine_state.runs == 1 and fine_state.last_items == 1 and fine_state.last_success_at
     # a failed run may be retried at once: its period did not restart
     assert run_job(Job("boom", lambda s, n: 3, dt.timedelta(minutes=5)), services, "s") == 3
+
+
+def test_a_failed_run_counts_as_an_error(services):
+    from tests.monitoring_helpers import sample
+
+    def fine(svc, now):
+        return {"items": 5, "errors": 0}
+
+    def boom(svc, now):
+        raise RuntimeError("bucket gone")
+
+    run_job(Job("flaky", fine, dt.timedelta(minutes=5)), services, "s", force=True)
+    assert sample("mosis_job_last_errors", job="flaky") == 0
+    run_job(Job("flaky", boom, dt.timedelta(minutes=5)), services, "s", force=True)
+    state = JobState.get_by_id("flaky")
+    assert (state.last_items, state.last_errors) == (0, 1)
+    assert sample("mosis_job_last_errors", job="flaky") >= 1
+    assert sample("mosis_job_last_items", job="flaky") == 0
+
+
+def test_a_fresh_scheduler_reports_each_jobs_last_run_from_the_database(services):
+    """The gauges come from `job_state`, not from the process that ran the job."""
+    from app import jobs, monitoring
+    from tests.monitoring_helpers import sample
+
+    def partly(svc, now):
+        return {"items": 7, "errors": 2}
+
+    def boom(svc, now):
+        raise RuntimeError("bucket gone")
+
+    done, failed = Job("done_elsewhere", partly, dt.timedelta(hours=1)), Job("failed_elsewhere", boom,
+                                                                            dt.timedelta(hours=1))
+    run_job(done, services, "other-scheduler")
+    run_job(failed, services, "other-scheduler")
+    # This process is the restarted scheduler: nothing in memory about either job.
+    gauges = (jobs.JOB_LAST_SUCCESS, jobs.JOB_LAST_RUN, jobs.JOB_DURATION, jobs.JOB_ITEMS, jobs.JOB_ERRORS)
+    for gauge in gauges:
+        for name in (done.name, failed.name):
+            gauge.remove(name)
+    assert sample("mosis_job_last_items", job=done.name) == 0
+
+    monitoring.refresh(services, [done, failed])
+
+    state = JobState.get_by_id(done.name)
+    assert sample("mosis_job_last_items", job=done.name) == 7
+    assert sample("mosis_job_last_errors", job=done.name) == 2
+    assert sample("mosis_job_last_duration_seconds", job=done.name) == state.last_duration
+    assert sample("mosis_job_last_success_timestamp_seconds", job=done.name) == (
+        state.last_success_at.replace(tzinfo=dt.timezone.utc).timestamp())
+    assert sample("mosis_job_last_run_timestamp_seconds", job=done.name) > 0
+    failed_state = JobState.get_by_id(failed.name)
+    assert sample("mosis_job_last_errors", job=failed.name) == 1
+    assert sample("mosis_job_last_duration_seconds", job=failed.name) == failed_state.last_duration
+    assert sample("mosis_job_last_success_timestamp_seconds", job=failed.name) == 0  # never succeeded

@@ -42,6 +42,9 @@ SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|SECRET_KEY|SIGNING_KEY)$")
 BUILD_TOOLS = {"gcc", "g++", "cpp", "clang", "make", "cmake", "build-essential", "autoconf", "automake",
                "libtool", "pkg-config", "pkgconf", "git", "cargo", "rustc", "python3-dev", "python3-pip"}
 MOSIS_NAME = re.compile(r"\bMOSIS_[A-Z0-9_]*[A-Z0-9]\b")
+# What the MinIO image carries besides the server: a shell, coreutils and mc;
+# no curl, wget, sed or awk.
+MINIO_IMAGE_TOOLS = {"sh", "cat", "dirname", "sleep", "mc"}
 # Helpers of app/config.py that return a default when the variable is unset.
 CONFIG_READERS = {"_int", "_float", "_bool", "_words"}
 
@@ -515,9 +518,17 @@ def check_minio(stack: Stack) -> list[str]:
                             f"must form one erasure-coded set")
         if svc.get("hostname") != n:
             problems.append(f"{n}: hostname {svc.get('hostname')!r}: the cluster finds its peers as minio1..4")
-        hc = " ".join(map(str, (svc.get("healthcheck") or {}).get("test") or []))
-        if "/minio/health/live" not in hc:
-            problems.append(f"{n}: healthcheck {hc!r} does not ask /minio/health/live")
+        test = (svc.get("healthcheck") or {}).get("test") or []
+        argv = shlex.split(test) if isinstance(test, str) else list(test)
+        kind, argv = (argv[0], argv[1:]) if argv[:1] in (["CMD"], ["CMD-SHELL"]) else ("CMD", argv)
+        if kind == "CMD-SHELL":
+            argv = shlex.split(" ".join(argv))
+        if argv[:1] and argv[0] not in MINIO_IMAGE_TOOLS:
+            problems.append(f"{n}: healthcheck runs {argv[0]!r}, which the MinIO image does not have "
+                            f"(it has {sorted(MINIO_IMAGE_TOOLS)}): the node never turns healthy")
+        elif argv != ["mc", "ready", "local"]:
+            problems.append(f"{n}: healthcheck {argv} is not `mc ready local` (the node's own health "
+                            f"endpoint through mc's built-in alias for localhost:9000)")
         if stack.container_env(n).get("MINIO_PROMETHEUS_AUTH_TYPE") != "public":
             problems.append(f"{n}: MINIO_PROMETHEUS_AUTH_TYPE is not public: Prometheus scrapes it without a token")
     init = stack.services.get("minio-init")
@@ -926,7 +937,7 @@ def test_init_script_needs_only_what_the_minio_image_has(tmp_path):
     as a cluster still forming does."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("sh", "cat", "dirname", "sleep"):
+    for tool in MINIO_IMAGE_TOOLS - {"mc"}:
         (bin_dir / tool).symlink_to(shutil.which(tool))
     calls = tmp_path / "calls"
     (bin_dir / "mc").write_text(
@@ -995,6 +1006,10 @@ BREAKAGES = [
      "postgres: PostgreSQL's data directory"),
     ("volumes", "compose.yaml", '  grafana-data: {}\n', "", "'grafana-data' is not declared"),
     ("minio", "compose.yaml", "http://minio{1...4}/data", "/data", "one erasure-coded set"),
+    ("minio", "compose.yaml", '["CMD", "mc", "ready", "local"]',
+     '["CMD", "curl", "-fsS", "http://localhost:9000/minio/health/live"]', "'curl', which the MinIO image"),
+    ("minio", "compose.yaml", '["CMD", "mc", "ready", "local"]', '["CMD-SHELL", "mc ls local || true"]',
+     "is not `mc ready local`"),
     ("volumes", "compose.yaml", '    hostname: minio2\n    volumes: ["minio2-data:/data"]',
      '    hostname: minio2\n    volumes: ["minio1-data:/data"]', "a volume of their own"),
     ("required_variables", ".env.example", "POSTGRES_PASSWORD=change-me\n", "", "POSTGRES_PASSWORD"),

@@ -864,6 +864,32 @@ def check_docs(stack: Stack) -> list[str]:
                 for port in svc.get("ports") or []:
                     if name != "nginx" and not str(port).startswith("127.0.0.1:"):
                         problems.append(f"{doc}: publishes {name}'s {port} beyond the host's loopback")
+    problems += link_problems(stack.root)
+    return problems
+
+
+def heading_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def link_problems(root: Path) -> list[str]:
+    """Links from the docs to a section (`file.md#anchor`, `#anchor`) that
+    names a heading the file has."""
+    problems = []
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        for target, anchor in re.findall(r"\]\(([\w./-]*\.md|)#([\w-]+)\)", text):
+            path = (page.parent / target).resolve() if target else page
+            if not path.is_file():
+                problems.append(f"{page.relative_to(root)}: links to {target}, which does not exist")
+                continue
+            headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", path.read_text(), flags=re.S), re.M)
+            if anchor not in {heading_anchor(h) for h in headings}:
+                problems.append(f"{page.relative_to(root)}: links to {target or page.name}#{anchor}, "
+                                f"a section {path.name} does not have")
     return problems
 
 
@@ -1051,6 +1077,7 @@ BREAKAGES = [
      "'python:3-slim' is not pinned"),
     ("dockerfile", "scripts/lib.sh", '"$ROOT/scripts/install-python" "$VENV"', '"$VENV/bin/pip" install -e "$ROOT"',
      "ensure_venv does not run scripts/install-python"),
+    ("docs", "docs/deploy.md", "### Cloudflare R2", "### R2", "deploy.md#cloudflare-r2, a section"),
     ("docs", "compose.yaml", "pgsty/silo:RELEASE.2026-09-16T00-00-00Z\n  # COMPOSE",
      "pgsty/silo:RELEASE.2026-10-01T00-00-00Z\n  # COMPOSE", "does not name the MinIO image"),
 ]

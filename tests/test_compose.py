@@ -864,6 +864,28 @@ def check_docs(stack: Stack) -> list[str]:
                 for port in svc.get("ports") or []:
                     if name != "nginx" and not str(port).startswith("127.0.0.1:"):
                         problems.append(f"{doc}: publishes {name}'s {port} beyond the host's loopback")
+    # The database's user and name are settings (.env): commands the docs run
+    # in the postgres container read them there, not a copy of the defaults.
+    pg_env = stack.environment("postgres")
+    for doc in sorted((stack.root / "docs").glob("*.md")):
+        for cmd in re.findall(r"docker compose exec[^`\n]* postgres [^`\n]*", doc.read_text()):
+            if not re.search(r"\b(pg_dump|pg_restore|psql)\b", cmd):
+                continue
+            quoted = re.search(r"sh -c '([^']*)'", cmd)
+            inner = quoted.group(1) if quoted else ""
+            for var in ("POSTGRES_USER", "POSTGRES_DB"):
+                if f'"${var}"' not in inner or var not in pg_env:
+                    problems.append(f"{doc.relative_to(stack.root)}: `{cmd}` does not read {var} in the "
+                                    f"container (sh -c '… \"${var}\" …'): it breaks when .env changes it")
+    # The managed-database override replaces the URL compose.yaml builds, but
+    # compose still requires what that URL reads.
+    database = (stack.root / "docs/scaling.md").read_text().partition("## Database")[2].partition("\n## ")[0]
+    required = sorted({name for name, op, where in stack.references
+                       if where.endswith(".environment.MOSIS_DATABASE_URL") and op in (":?", "?")})
+    for name in required:
+        if name not in database:
+            problems.append(f"docs/scaling.md: the managed-database override does not say that {name} must stay "
+                            f"set (compose.yaml requires it in MOSIS_DATABASE_URL)")
     problems += link_problems(stack.root)
     return problems
 
@@ -1077,6 +1099,13 @@ BREAKAGES = [
      "'python:3-slim' is not pinned"),
     ("dockerfile", "scripts/lib.sh", '"$ROOT/scripts/install-python" "$VENV"', '"$VENV/bin/pip" install -e "$ROOT"',
      "ensure_venv does not run scripts/install-python"),
+    ("docs", "docs/deploy.md", """sh -c 'pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"'""",
+     "pg_dump -U mosis -Fc mosis", "does not read POSTGRES_USER"),
+    ("docs", "docs/deploy.md", """-d "$POSTGRES_DB" --clean""", "-d mosis --clean", "does not read POSTGRES_DB"),
+    ("docs", "docs/scaling.md", "Keep `POSTGRES_PASSWORD` set in `.env` (to anything): compose reads the\n"
+     "whole of `compose.yaml` before it applies the override, and there it builds\n"
+     "the default `MOSIS_DATABASE_URL` with `${POSTGRES_PASSWORD:?…}`, which stops\n",
+     "Compose stops\n", "POSTGRES_PASSWORD must stay set"),
     ("docs", "docs/deploy.md", "### Cloudflare R2", "### R2", "deploy.md#cloudflare-r2, a section"),
     ("docs", "compose.yaml", "pgsty/silo:RELEASE.2026-09-16T00-00-00Z\n  # COMPOSE",
      "pgsty/silo:RELEASE.2026-10-01T00-00-00Z\n  # COMPOSE", "does not name the MinIO image"),

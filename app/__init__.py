@@ -21,7 +21,8 @@ def create_app(settings: Settings | None = None, *, services=None) -> Flask:
     from app.services import build_services
 
     settings = settings or Settings.from_env()
-    flask_app = Flask(__name__)
+    # No static files: every route is the API's (and documented in app/openapi.py).
+    flask_app = Flask(__name__, static_folder=None)
     flask_app.config["JSON_SORT_KEYS"] = False
     flask_app.json.sort_keys = False
     flask_app.extensions["mosis"] = services or build_services(settings)

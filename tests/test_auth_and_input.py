@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
+import re
+
 import pytest
 
 from app.models import ApiToken, App, Version
@@ -220,3 +224,73 @@ def test_errors_never_show_stack_traces(app, client):
     assert r.status_code == 500 and r.json["error"]["code"] == "internal_error"
     assert "secret internals" not in r.get_data(as_text=True)
     assert "Traceback" not in r.get_data(as_text=True)
+
+
+# -- bodies on every route -----------------------------------------------------------
+
+# Values that fill each converter of a rule; the routes need not find anything:
+# the body is refused before the route runs.
+_ARGS = {"hexid": "0" * 32, "code": "1", "package_id": "com.example.none", "path": "x/y", "int": "1"}
+UPLOAD_ROUTES = {("PUT", "/v1/apps/<hexid:app_id>/icon"), ("POST", "/v1/apps/<hexid:app_id>/screenshots")}
+
+
+def _routes_taking_bodies(flask_app) -> list[tuple[str, str, str]]:
+    """(method, rule, a URL it matches) for every POST, PUT and DELETE route."""
+    out = []
+    for rule in flask_app.url_map.iter_rules():
+        url = re.sub(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>", lambda m: _ARGS.get(m.group(1) or "default", "x"),
+                     rule.rule)
+        out += [(m, rule.rule, url) for m in sorted(rule.methods & {"POST", "PUT", "DELETE"})]
+    return out
+
+
+def _chunked(client, method, url, body: bytes, headers=None):
+    return client.open(url, method=method, input_stream=io.BytesIO(body),
+                       headers={**(headers or {}), "Transfer-Encoding": "chunked"},
+                       content_type="application/json",
+                       environ_overrides={"wsgi.input_terminated": True})  # as gunicorn sets it
+
+
+def test_every_route_refuses_a_body_over_the_json_limit_before_anything_else(app, client, services):
+    limit = services.settings.max_json_bytes
+    body = b"{" + b" " * limit + b"}"  # limit + 2 bytes
+    routes = _routes_taking_bodies(app)
+    assert len(routes) >= 15 and UPLOAD_ROUTES <= {(m, r) for m, r, _ in routes}
+    wrong = []
+    for method, rule, url in routes:
+        if (method, rule) in UPLOAD_ROUTES:
+            continue  # read_upload's own limit (tests/test_assets.py)
+        for how, r in (("declared", client.open(url, method=method, data=body, content_type="application/json")),
+                       ("chunked", _chunked(client, method, url, body))):
+            code = (r.json or {}).get("error", {}).get("code") if r.is_json else None
+            if (r.status_code, code) != (413, "body_too_large"):
+                wrong.append(f"{method} {url} ({how}): {r.status_code} {code}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_upload_routes_keep_their_own_limit(client, services):
+    # A body over the JSON limit is an upload's normal size: it reaches the
+    # route, which asks who is calling.
+    body = b"x" * (services.settings.max_json_bytes + 1)
+    for method, rule in UPLOAD_ROUTES:
+        r = client.open(rule.replace("<hexid:app_id>", "0" * 32), method=method, data=body,
+                        content_type="multipart/form-data; boundary=b")
+        assert r.status_code == 401, (method, rule, r.json)
+
+
+def test_an_oversized_body_changes_nothing_even_for_the_admin(api, client, services):
+    dev = api.new_developer()
+    tokens = ApiToken.select().count()
+    big = b"x" * (20 * 1024 * 1024)
+    for path in (f"/v1/admin/developers/{dev['id']}/tokens",):
+        r = client.post(path, data=big, headers={**ADMIN, "Content-Type": "application/octet-stream"})
+        assert r.status_code == 413 and r.json["error"]["code"] == "body_too_large"
+    assert ApiToken.select().count() == tokens
+
+
+def test_a_chunked_json_body_within_the_limit_is_read(api, client):
+    dev = api.new_developer()
+    body = json.dumps({"package_id": unique_package_id(), "name": "Chunked"}).encode()
+    r = _chunked(client, "POST", "/v1/apps", body, dev["headers"])
+    assert r.status_code == 201, r.json
+    assert r.json["app"]["name"] == "Chunked"

@@ -42,6 +42,9 @@ SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|SECRET_KEY|SIGNING_KEY)$")
 BUILD_TOOLS = {"gcc", "g++", "cpp", "clang", "make", "cmake", "build-essential", "autoconf", "automake",
                "libtool", "pkg-config", "pkgconf", "git", "cargo", "rustc", "python3-dev", "python3-pip"}
 MOSIS_NAME = re.compile(r"\bMOSIS_[A-Z0-9_]*[A-Z0-9]\b")
+# What the MinIO image carries besides the server: a shell, coreutils and mc;
+# no curl, wget, sed or awk.
+MINIO_IMAGE_TOOLS = {"sh", "cat", "dirname", "sleep", "mc"}
 # Helpers of app/config.py that return a default when the variable is unset.
 CONFIG_READERS = {"_int", "_float", "_bool", "_words"}
 
@@ -515,9 +518,17 @@ def check_minio(stack: Stack) -> list[str]:
                             f"must form one erasure-coded set")
         if svc.get("hostname") != n:
             problems.append(f"{n}: hostname {svc.get('hostname')!r}: the cluster finds its peers as minio1..4")
-        hc = " ".join(map(str, (svc.get("healthcheck") or {}).get("test") or []))
-        if "/minio/health/live" not in hc:
-            problems.append(f"{n}: healthcheck {hc!r} does not ask /minio/health/live")
+        test = (svc.get("healthcheck") or {}).get("test") or []
+        argv = shlex.split(test) if isinstance(test, str) else list(test)
+        kind, argv = (argv[0], argv[1:]) if argv[:1] in (["CMD"], ["CMD-SHELL"]) else ("CMD", argv)
+        if kind == "CMD-SHELL":
+            argv = shlex.split(" ".join(argv))
+        if argv[:1] and argv[0] not in MINIO_IMAGE_TOOLS:
+            problems.append(f"{n}: healthcheck runs {argv[0]!r}, which the MinIO image does not have "
+                            f"(it has {sorted(MINIO_IMAGE_TOOLS)}): the node never turns healthy")
+        elif argv != ["mc", "ready", "local"]:
+            problems.append(f"{n}: healthcheck {argv} is not `mc ready local` (the node's own health "
+                            f"endpoint through mc's built-in alias for localhost:9000)")
         if stack.container_env(n).get("MINIO_PROMETHEUS_AUTH_TYPE") != "public":
             problems.append(f"{n}: MINIO_PROMETHEUS_AUTH_TYPE is not public: Prometheus scrapes it without a token")
     init = stack.services.get("minio-init")
@@ -857,6 +868,54 @@ def check_docs(stack: Stack) -> list[str]:
                 for port in svc.get("ports") or []:
                     if name != "nginx" and not str(port).startswith("127.0.0.1:"):
                         problems.append(f"{doc}: publishes {name}'s {port} beyond the host's loopback")
+    # The database's user and name are settings (.env): commands the docs run
+    # in the postgres container read them there, not a copy of the defaults.
+    pg_env = stack.environment("postgres")
+    for doc in sorted((stack.root / "docs").glob("*.md")):
+        for cmd in re.findall(r"docker compose exec[^`\n]* postgres [^`\n]*", doc.read_text()):
+            if not re.search(r"\b(pg_dump|pg_restore|psql)\b", cmd):
+                continue
+            quoted = re.search(r"sh -c '([^']*)'", cmd)
+            inner = quoted.group(1) if quoted else ""
+            for var in ("POSTGRES_USER", "POSTGRES_DB"):
+                if f'"${var}"' not in inner or var not in pg_env:
+                    problems.append(f"{doc.relative_to(stack.root)}: `{cmd}` does not read {var} in the "
+                                    f"container (sh -c '… \"${var}\" …'): it breaks when .env changes it")
+    # The managed-database override replaces the URL compose.yaml builds, but
+    # compose still requires what that URL reads.
+    database = (stack.root / "docs/scaling.md").read_text().partition("## Database")[2].partition("\n## ")[0]
+    required = sorted({name for name, op, where in stack.references
+                       if where.endswith(".environment.MOSIS_DATABASE_URL") and op in (":?", "?")})
+    for name in required:
+        if name not in database:
+            problems.append(f"docs/scaling.md: the managed-database override does not say that {name} must stay "
+                            f"set (compose.yaml requires it in MOSIS_DATABASE_URL)")
+    problems += link_problems(stack.root)
+    return problems
+
+
+def heading_anchor(heading: str) -> str:
+    """The anchor GitHub gives a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def link_problems(root: Path) -> list[str]:
+    """Links from the docs to a section (`file.md#anchor`, `#anchor`) that
+    names a heading the file has."""
+    problems = []
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        for target, anchor in re.findall(r"\]\(([\w./-]*\.md|)#([\w-]+)\)", text):
+            path = (page.parent / target).resolve() if target else page
+            if not path.is_file():
+                problems.append(f"{page.relative_to(root)}: links to {target}, which does not exist")
+                continue
+            headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", path.read_text(), flags=re.S), re.M)
+            if anchor not in {heading_anchor(h) for h in headings}:
+                problems.append(f"{page.relative_to(root)}: links to {target or page.name}#{anchor}, "
+                                f"a section {path.name} does not have")
     return problems
 
 
@@ -930,7 +989,7 @@ def test_init_script_needs_only_what_the_minio_image_has(tmp_path):
     as a cluster still forming does."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("sh", "cat", "dirname", "sleep"):
+    for tool in MINIO_IMAGE_TOOLS - {"mc"}:
         (bin_dir / tool).symlink_to(shutil.which(tool))
     calls = tmp_path / "calls"
     (bin_dir / "mc").write_text(
@@ -999,6 +1058,10 @@ BREAKAGES = [
      "postgres: PostgreSQL's data directory"),
     ("volumes", "compose.yaml", '  grafana-data: {}\n', "", "'grafana-data' is not declared"),
     ("minio", "compose.yaml", "http://minio{1...4}/data", "/data", "one erasure-coded set"),
+    ("minio", "compose.yaml", '["CMD", "mc", "ready", "local"]',
+     '["CMD", "curl", "-fsS", "http://localhost:9000/minio/health/live"]', "'curl', which the MinIO image"),
+    ("minio", "compose.yaml", '["CMD", "mc", "ready", "local"]', '["CMD-SHELL", "mc ls local || true"]',
+     "is not `mc ready local`"),
     ("volumes", "compose.yaml", '    hostname: minio2\n    volumes: ["minio2-data:/data"]',
      '    hostname: minio2\n    volumes: ["minio1-data:/data"]', "a volume of their own"),
     ("required_variables", ".env.example", "POSTGRES_PASSWORD=change-me\n", "", "POSTGRES_PASSWORD"),
@@ -1042,6 +1105,14 @@ BREAKAGES = [
      "'python:3-slim' is not pinned"),
     ("dockerfile", "scripts/lib.sh", '"$ROOT/scripts/install-python" "$VENV"', '"$VENV/bin/pip" install -e "$ROOT"',
      "ensure_venv does not run scripts/install-python"),
+    ("docs", "docs/deploy.md", """sh -c 'pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"'""",
+     "pg_dump -U mosis -Fc mosis", "does not read POSTGRES_USER"),
+    ("docs", "docs/deploy.md", """-d "$POSTGRES_DB" --clean""", "-d mosis --clean", "does not read POSTGRES_DB"),
+    ("docs", "docs/scaling.md", "Keep `POSTGRES_PASSWORD` set in `.env` (to anything): compose reads the\n"
+     "whole of `compose.yaml` before it applies the override, and there it builds\n"
+     "the default `MOSIS_DATABASE_URL` with `${POSTGRES_PASSWORD:?…}`, which stops\n",
+     "Compose stops\n", "POSTGRES_PASSWORD must stay set"),
+    ("docs", "docs/deploy.md", "### Cloudflare R2", "### R2", "deploy.md#cloudflare-r2, a section"),
     ("docs", "compose.yaml", "pgsty/silo:RELEASE.2026-09-16T00-00-00Z\n  # COMPOSE",
      "pgsty/silo:RELEASE.2026-10-01T00-00-00Z\n  # COMPOSE", "does not name the MinIO image"),
 ]

@@ -20,8 +20,6 @@ IGNORED_METHODS = {"HEAD", "OPTIONS"}
 def routes_of(flask_app) -> set[tuple[str, str]]:
     found = set()
     for rule in flask_app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
         path = re.sub(r"<(?:[a-z_]+:)?([a-z_]+)>", r"{\1}", rule.rule)
         for method in rule.methods - IGNORED_METHODS:
             found.add((path, method))

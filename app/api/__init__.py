@@ -38,6 +38,12 @@ def register(app: Flask) -> None:
     from app.api import admin, assets, developer, ops, public, uploads
     from app.api import edge
 
+    from app.api.inputs import limit_body
+    from app.services import services
+
+    # Before any route runs, authentication included: an oversized body costs
+    # no database work and meets the same answer everywhere.
+    app.before_request(lambda: limit_body(services().settings.max_json_bytes))
     app.url_map.converters.update(hexid=HexIdConverter, code=VersionCodeConverter,
                                   package_id=PackageIdConverter)
     for module in (ops, public, developer, uploads, assets, admin):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, g
 
 from app import assets, packages
-from app.api.inputs import Field, read_json, read_upload
+from app.api.inputs import Field, read_json, read_upload, takes_upload
 from app.auth import require_developer
 from app.errors import BadRequest
 from app.services import services
@@ -33,6 +33,7 @@ def _screenshots(shots) -> dict:
 
 
 @bp.put("/<hexid:app_id>/icon")
+@takes_upload
 @require_developer
 def put_icon(app_id):
     app, data = _upload(app_id, "icon")
@@ -53,6 +54,7 @@ def delete_icon(app_id):
 
 
 @bp.post("/<hexid:app_id>/screenshots")
+@takes_upload
 @require_developer
 def add_screenshot(app_id):
     app, data = _upload(app_id, "screenshot")

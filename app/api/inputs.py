@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from flask import request
+from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.errors import ApiError, BadRequest, TooLarge
@@ -76,16 +76,54 @@ VERSION_NAME = Field(str, min_len=1, max_len=64)
 REASON = Field(str, min_len=1, max_len=2000)
 
 
+def _body_too_large(max_bytes: int) -> TooLarge:
+    return TooLarge(f"the request body is larger than {max_bytes} bytes", code="body_too_large",
+                    details={"limit": max_bytes})
+
+
+def takes_upload(view):
+    """Marks a route whose body is a file: read_upload sets its limit, not
+    limit_body. Put it right under the route decorator."""
+    view.takes_upload = True
+    return view
+
+
+def limit_body(max_bytes: int) -> None:
+    """Before anything else runs (authentication included): a body over the
+    JSON limit is refused on any route but uploads, whether the route reads
+    it or not. A declared length is checked as is; a chunked body is read
+    here, capped one past the limit, and kept for read_json."""
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    if getattr(view, "takes_upload", False):
+        return
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise _body_too_large(max_bytes)
+    # Werkzeug's cap ends the stream there, silently: one byte more tells
+    # a body at the limit from a longer one.
+    request.max_content_length = max_bytes + 1
+    if request.content_length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        try:
+            data = request.get_data(cache=True)
+        except RequestEntityTooLarge:
+            raise _body_too_large(max_bytes) from None
+        if len(data) > max_bytes:
+            raise _body_too_large(max_bytes)
+
+
 def read_json(spec: dict[str, Field], max_bytes: int) -> dict:
     """The request's JSON object, checked against `spec`; unknown keys refused."""
     if request.content_length is not None and request.content_length > max_bytes:
-        raise TooLarge(f"the request body is larger than {max_bytes} bytes", code="body_too_large")
+        raise _body_too_large(max_bytes)
     if request.mimetype != "application/json":
         raise ApiError("send the body as application/json", status=415,
                        code="unsupported_media_type")
-    raw = request.stream.read(max_bytes + 1)
+    try:
+        # From limit_body's cache when it read a chunked body; capped either way.
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise _body_too_large(max_bytes) from None
     if len(raw) > max_bytes:
-        raise TooLarge(f"the request body is larger than {max_bytes} bytes", code="body_too_large")
+        raise _body_too_large(max_bytes)
     try:
         body = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError) as e:

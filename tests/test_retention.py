@@ -369,11 +369,14 @@ def test_housekeeping_settings_come_from_the_environment():
 
     s = Settings.from_env({"MOSIS_RETENTION_DRAFT_SECONDS": "120", "MOSIS_ORPHAN_DELETE": "true",
                            "MOSIS_ORPHAN_GRACE_SECONDS": "600", "MOSIS_SCRUB_SHARE_PER_DAY": "0.5",
-                           "MOSIS_BACKUP_KEEP": "3"})
+                           "MOSIS_BACKUP_KEEP": "3", "MOSIS_JOB_LEASE_SECONDS": "5"})
     assert s.retention.draft == 120 and s.retention.failed == 86400
     h = s.housekeeping
-    assert (h.orphan_delete, h.orphan_grace, h.scrub_share_per_day, h.backup_keep) == (True, 600, 0.5, 3)
+    assert (h.orphan_delete, h.orphan_grace, h.scrub_share_per_day, h.backup_keep, h.job_lease) \
+        == (True, 600, 0.5, 3, 5)
+    assert Settings.from_env({}).housekeeping.job_lease == 0
     for bad in ({"MOSIS_SCRUB_SHARE_PER_DAY": "2"}, {"MOSIS_BACKUP_KEEP": "0"},
-                {"MOSIS_ORPHAN_DELETE": "maybe"}, {"MOSIS_ORPHAN_GRACE_SECONDS": "5"}):
+                {"MOSIS_ORPHAN_DELETE": "maybe"}, {"MOSIS_ORPHAN_GRACE_SECONDS": "5"},
+                {"MOSIS_JOB_LEASE_SECONDS": "-1"}):
         with pytest.raises(ConfigError):
             Settings.from_env(bad)

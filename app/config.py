@@ -86,6 +86,9 @@ class HousekeepingPolicy:
     # Share of the stored packages whose bytes are re-read and re-hashed per day.
     scrub_share_per_day: float = 0.1  # MOSIS_SCRUB_SHARE_PER_DAY
     backup_keep: int = 14  # MOSIS_BACKUP_KEEP (newest database backups kept)
+    # A job's lease (how long a dead scheduler keeps it from the others);
+    # 0: each job's own (an hour or more).
+    job_lease: int = 0  # MOSIS_JOB_LEASE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -255,6 +258,7 @@ class Settings:
             orphan_delete=_bool(env, "MOSIS_ORPHAN_DELETE", h.orphan_delete),
             scrub_share_per_day=share,
             backup_keep=_int(env, "MOSIS_BACKUP_KEEP", h.backup_keep, 1),
+            job_lease=_int(env, "MOSIS_JOB_LEASE_SECONDS", h.job_lease, 0),
         )
         return cls(
             data_dir=Path(env.get("MOSIS_DATA_DIR") or d.data_dir),

@@ -52,12 +52,12 @@ def _ensure_row(name: str) -> None:
     JobState.insert(name=name).on_conflict_ignore().execute()
 
 
-def try_acquire(job: Job, owner: str, now: dt.datetime) -> bool:
-    """Take the job's lease if it is free and the job is due."""
+def try_acquire(job: Job, owner: str, now: dt.datetime, lease: dt.timedelta | None = None) -> bool:
+    """Take the job's lease (`lease` long, or the job's max_runtime) if it is free and the job is due."""
     _ensure_row(job.name)
     free = JobState.lease_expires_at.is_null() | (JobState.lease_expires_at < now)
     due = JobState.next_run_after.is_null() | (JobState.next_run_after <= now)
-    return bool(JobState.update(owner=owner, lease_expires_at=now + job.max_runtime,
+    return bool(JobState.update(owner=owner, lease_expires_at=now + (lease or job.max_runtime),
                                 last_started_at=now)
                 .where((JobState.name == job.name) & free & due).execute())
 
@@ -69,13 +69,18 @@ def _items_of(result) -> tuple[int, int]:
     return int(result or 0), 0
 
 
+def _lease(svc) -> dt.timedelta | None:
+    seconds = svc.settings.housekeeping.job_lease
+    return dt.timedelta(seconds=seconds) if seconds else None
+
+
 def run_job(job: Job, svc, owner: str, now: dt.datetime | None = None, force: bool = False):
     """Run `job` if this scheduler wins it; return its result, or None if skipped."""
     now = now or utcnow()
     with database.connection_context():
         if force:
             _ensure_row(job.name)
-        elif not try_acquire(job, owner, now):
+        elif not try_acquire(job, owner, now, _lease(svc)):
             return None
         started = time.monotonic()
         JOB_LAST_RUN.labels(job.name).set(time.time())

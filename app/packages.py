@@ -241,16 +241,20 @@ def pull(svc: Services, version_id: str, reason: str) -> Version:
 
 
 # The edge may have started filling its cache for a download just before a
-# pull and finish after the pull's purge; purging recent pulls again (a
-# housekeeping job, every minute) closes that window.
+# pull (or retention's purge of a servable version) and finish after the
+# purge; purging recent ones again (a housekeeping job, every minute) closes
+# that window.
 REPURGE_WINDOW = dt.timedelta(minutes=10)
 
 
 def purge_recent_pulls(svc: Services, now: dt.datetime) -> int:
     if not svc.cache_purgers:
         return 0
-    recent = list(Version.select().where((Version.status == S.PULLED)
-                                         & (Version.pulled_at >= now - REPURGE_WINDOW)))
+    since = now - REPURGE_WINDOW
+    pulled = (Version.status == S.PULLED) & (Version.pulled_at >= since)
+    purged = ((Version.status == S.PURGED) & Version.purged_from.in_(SERVABLE)
+              & (Version.purged_at >= since))
+    recent = list(Version.select().where(pulled | purged))
     for version in recent:
         svc.purge_cached(list(keys_of(version)))
     return len(recent)

@@ -22,7 +22,9 @@ a row that is offered pointing at a deleted object:
    and it keeps holding its version_code, so no new upload can land on its
    keys while they are deleted. If the version changed meanwhile (published,
    pulled), the UPDATE matches nothing and retention leaves it alone.
-2. delete its objects (package, manifest, temp upload); deleting what is
+2. make the edge and CDN forget the package, delete its objects (package,
+   manifest, temp upload), and make them forget it once more (a cache fill
+   started before the claim may end during the deletes); deleting what is
    already gone is not an error, so this step can be repeated.
 3. finish: a conditional UPDATE `purging -> purged` (or `abandoned`) with the
    audit event, in one transaction.
@@ -210,11 +212,20 @@ def claim(expiry: Expiry, now: dt.datetime) -> bool:
         return True
 
 
+def forget_cached(svc: Services, expiry: Expiry) -> None:
+    """Make the edge and the CDN forget the version's package and manifest."""
+    svc.purge_cached([k for k in expiry.keys if not k.startswith("temp/")])
+
+
 def delete_objects(svc: Services, expiry: Expiry) -> None:
     """Step 2: delete the objects; repeatable (deleting what is gone succeeds)."""
+    # Claimed, the version is refused on a cache miss; forgetting cached
+    # copies first means a link holder gets a 404 from here on, even if the
+    # deletes hang or the process dies during them.
+    forget_cached(svc, expiry)
     svc.storage.delete(*expiry.keys)
-    # Edge and CDN copies of a deleted package must go too.
-    svc.purge_cached([k for k in expiry.keys if not k.startswith("temp/")])
+    # Again: a cache fill the edge started before the claim may have ended since.
+    forget_cached(svc, expiry)
 
 
 def finish(expiry: Expiry, now: dt.datetime, actor: str) -> bool:

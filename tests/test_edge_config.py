@@ -319,6 +319,24 @@ def test_recent_pulls_are_purged_again(api, client, services):
     assert len(purged) == 2 and other["id"] != version["id"]
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_superseded_versions_retention_purged_are_purged_again(api, services):
+    from app.models import Version, utcnow
+    from app.packages import keys_of, purge_recent_pulls
+    from app.retention import run_retention
+    from tests.housekeeping_helpers import version_in
+
+    _, _, superseded = version_in(api, "superseded")
+    _, _, draft = version_in(api, "draft")  # never servable: nothing to purge again
+    now = utcnow() + dt.timedelta(days=400)
+    assert {i["version_id"] for i in run_retention(services, now)["items"]} == {superseded, draft}
+    purged: list[list[str]] = []
+    services.cache_purgers.append(purged.append)
+    assert purge_recent_pulls(services, now + dt.timedelta(minutes=1)) == 1
+    assert purged == [list(keys_of(Version.get_by_id(superseded)))]
+    assert purge_recent_pulls(services, now + dt.timedelta(minutes=11)) == 0
+
+
 def test_hosted_https_storage_renders_tls_and_the_signed_host(tmp_path):
     settings = settings_for(tmp_path, s3_endpoint="https://acct.r2.cloudflarestorage.com", s3_region="auto",
                             public_url="https://store.example.com", s3_public_assets=False,

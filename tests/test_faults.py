@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from urllib.parse import urlparse
 
@@ -26,6 +27,8 @@ import pytest
 import requests
 
 from app import native
+from app.edge import signed_link
+from app.purge import edge_cache_path
 from app.storage import Storage as Bucket, manifest_key, package_key
 from tests.conftest import _pg_admin, edge_settings, scratch_pg_database, stack_env, start_live_stack
 from tests.faults import Weed, children_of, frozen, query, wait_until
@@ -464,6 +467,84 @@ def test_retention_killed_during_purge(weed, api, settings, database_url, tmp_pa
     again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=WAIT)
     assert again.returncode == 0 and json.loads(again.stdout)["items"] == []
     assert audit_count(database_url, "version.purged", old["id"]) == 1
+
+
+def job_row(database_url: str, name: str) -> dict:
+    rows = query(database_url, "SELECT owner, lease_expires_at, runs, failures FROM job_state WHERE name = %s",
+                 (name,))
+    return dict(zip(("owner", "lease_expires_at", "runs", "failures"), rows[0])) if rows else {}
+
+
+def claim_waiting_on_lock(database_url: str) -> bool:
+    """Retention's claim (`UPDATE version ... 'purging'`) waits on the table lock."""
+    return any(w == "Lock" and q.lstrip().startswith('UPDATE "version"') and "'purging'" in q
+               for _, w, q in pg_backends(database_url))
+
+
+@postgres
+def test_scheduler_killed_during_purge(weed, live, api, settings, database_url):
+    """The scheduler is killed while its retention job purges a superseded
+    version (claimed, its deletes hanging on frozen storage): a link holder
+    gets a 404 meanwhile, not the edge's cached copy, and the next scheduler
+    takes the job over once its lease runs out and finishes the purge once."""
+    stack = live(scheduler=False)
+    dev = api.new_developer()
+    app = api.create_app(dev)
+    api.ship(dev, app, 1)
+    api.ship(dev, app, 2)
+    key = package_key(dev["id"], app["id"], 1)
+    # A device's link to version 1, signed while it was the published one.
+    link = signed_link(stack.settings.resolved_cdn_url, key, stack.settings.download_link_secret,
+                       int(time.time()) + 600)
+    old = version_row(database_url, app, 1)
+    assert old["status"] == "superseded"
+    assert requests.get(link, timeout=WAIT).status_code == 200  # still good, and now cached
+    assert requests.get(link, timeout=WAIT).headers["X-Cache-Status"] == "HIT"
+    cached = stack.settings.resolved_edge_cache_dir / edge_cache_path(key)
+    assert cached.exists()
+
+    env = {"MOSIS_RETENTION_SUPERSEDED_SECONDS": "0", "MOSIS_JOB_LEASE_SECONDS": "5"}
+    # Hold the claim back until storage is frozen: the purge is then claimed
+    # and stuck in its deletes.
+    with table_locked(database_url, "version"):
+        first = start_scheduler(stack, **env)
+        wait_until(lambda: claim_waiting_on_lock(database_url), timeout=WAIT,
+                   what="the scheduler's retention to claim the version")
+        weed.freeze()
+    wait_until(lambda: version_row(database_url, app, 1)["status"] == "purging", what="the version to be purging")
+    # The edge's copy goes first (not a request: that could fill it again),
+    # then the deletes reach storage.
+    wait_until(lambda: not cached.exists(), what="the edge to forget its copy")
+    wait_until(weed.waiting_requests, what="the deletes to reach storage")
+    assert job_row(database_url, "retention")["owner"].endswith(f":{first.proc.pid}")
+    first.kill()
+    weed.thaw()
+
+    assert version_row(database_url, app, 1)["status"] == "purging"
+    assert audit_count(database_url, "version.purged", old["id"]) == 0
+    lease = job_row(database_url, "retention")
+    assert lease["runs"] == 0 and lease["lease_expires_at"] is not None
+    # Claimed and forgotten: the link is refused.
+    r = requests.get(link, timeout=WAIT)
+    assert r.status_code == 404 and r.headers["X-Cache-Status"] == "MISS", (r.status_code, r.text[:200])
+
+    # The lease runs out; a new scheduler takes the job over and finishes.
+    wait_until(lambda: query(database_url, "SELECT lease_expires_at < now() AT TIME ZONE 'UTC' "
+                             "FROM job_state WHERE name = 'retention'")[0][0],
+               timeout=WAIT, what="the dead scheduler's lease to run out")
+    second = start_scheduler(stack, **env)
+    wait_until(lambda: version_row(database_url, app, 1)["status"] == "purged", timeout=WAIT,
+               what="the next scheduler to finish the purge")
+    wait_until(lambda: job_row(database_url, "retention")["runs"] == 1, what="the retention run to be recorded")
+    state = job_row(database_url, "retention")
+    assert state["owner"].endswith(f":{second.proc.pid}") and state["failures"] == 0
+    assert query(database_url, "SELECT purged_from, purge_reason FROM version WHERE id = %s", (old["id"],)) \
+        == [("superseded", "superseded for longer than 0 seconds")]
+    assert audit_count(database_url, "version.purged", old["id"]) == 1
+    assert bucket_keys(settings) == package_keys(dev, app, 2)
+    r = requests.get(link, timeout=WAIT)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    assert api.client.get(f"/v1/packages/{app['package_id']}/download").json["version_code"] == 2
 
 
 def kill_workers(api_service: native.Service) -> list[int]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
+
+import pytest
 
 from app.jobs import Job, run_job
 from app.models import JobState, utcnow
@@ -45,6 +48,25 @@ def test_a_crashed_run_is_taken_over_when_its_lease_runs_out(services):
         assert try_acquire(job, "dead-scheduler", now)  # took it and died
     assert run_job(job, services, "other", now + dt.timedelta(minutes=10)) is None
     assert run_job(job, services, "other", now + job.max_runtime + dt.timedelta(seconds=1)) == 1
+
+
+def test_the_lease_length_is_configurable(services):
+    services.settings = services.settings.replace(
+        housekeeping=dataclasses.replace(services.settings.housekeeping, job_lease=60))
+    runs = []
+
+    def dies(svc, now):
+        runs.append(now)
+        if len(runs) == 1:
+            raise SystemExit  # the scheduler dies mid-run, holding the lease
+
+    job = Job("short-lease", dies, period=dt.timedelta(hours=1))
+    now = utcnow()
+    with pytest.raises(SystemExit):
+        run_job(job, services, "dead-scheduler", now)
+    assert run_job(job, services, "other", now + dt.timedelta(seconds=60)) is None  # still held
+    run_job(job, services, "other", now + dt.timedelta(seconds=61))
+    assert len(runs) == 2 and JobState.get_by_id(job.name).runs == 1
 
 
 def test_runs_are_recorded(services):

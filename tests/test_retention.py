@@ -6,14 +6,19 @@ import datetime as dt
 import json
 import subprocess
 import sys
+import time
 
 import pytest
+import requests
 
 from app import retention
 from app.models import AuditEvent, Version, VersionStatus as S
+from app.edge import signed_link
+from app.native import free_ports
 from app.packages import keys_of
+from app.purge import EdgePurger
 from app.retention import RULE_BY_STATUS, run_retention
-from tests.conftest import stack_env
+from tests.conftest import edge_settings, stack_env, start_live_stack
 from tests.helpers import ADMIN, build_package
 from tests.housekeeping_helpers import objects_of, version_in
 
@@ -176,17 +181,40 @@ def _crash_after_first_key(services, monkeypatch):
 
 
 CRASH_POINTS = {
-    "after_claim": lambda svc, mp: mp.setattr(retention, "delete_objects", _crash),
+    "after_claim": lambda svc, mp: mp.setattr(retention, "forget_cached", _crash),
+    "before_delete": lambda svc, mp: mp.setattr(svc.storage, "delete", _crash),
     "mid_delete": _crash_after_first_key,
     "after_delete": lambda svc, mp: mp.setattr(retention, "finish", _crash),
     "in_finish_transaction": lambda svc, mp: mp.setattr(retention, "record_audit", _crash),
 }
 
 
+@pytest.fixture
+def edge(settings):
+    """A real edge (nginx) and API (gunicorn) on the test's database and bucket."""
+    stack = start_live_stack(edge_settings(settings, *free_ports(2)), scheduler=False)
+    yield stack
+    stack.stop()
+
+
+def _link(stack, key: str) -> str:
+    """A signed download link for `key`, good for ten minutes."""
+    return signed_link(stack.settings.resolved_cdn_url, key, stack.settings.download_link_secret,
+                       int(time.time()) + 600)
+
+
 @pytest.mark.parametrize("point", list(CRASH_POINTS))
-@pytest.mark.parametrize("status", [S.DRAFT, S.UPLOADING])
-def test_a_crash_between_the_steps_is_finished_by_the_next_run(api, services, client, point, status):
+@pytest.mark.parametrize("status", [S.DRAFT, S.UPLOADING, S.SUPERSEDED])
+def test_a_crash_between_the_steps_is_finished_by_the_next_run(request, api, services, client, point, status):
     dev, app, vid = version_in(api, status)
+    package = keys_of(Version.get_by_id(vid))[0]
+    purged: list[list[str]] = []
+    services.cache_purgers.append(purged.append)
+    stack = None
+    if status == S.SUPERSEDED:
+        # A link holder may download a superseded version (the edge asks the app).
+        stack = request.getfixturevalue("edge")
+        assert client.get(f"/edge/objects/{package}").status_code == 200
     deadline = _expires_at(services, vid) + SECOND
     with pytest.MonkeyPatch.context() as mp:
         CRASH_POINTS[point](services, mp)
@@ -198,26 +226,61 @@ def test_a_crash_between_the_steps_is_finished_by_the_next_run(api, services, cl
     assert v.status == S.PURGING and v.purged_from == status
     assert not AuditEvent.select().where(AuditEvent.subject_id == vid, AuditEvent.action.in_(
         ["version.purged", "version.abandoned"])).exists()
-    if status == S.DRAFT:
-        r = api.publish(dev, app, 1)
-        assert r.status_code == 409 and r.json["error"]["code"] == "invalid_state"
-    else:
+    if status == S.UPLOADING:
         r = api.complete(dev, app, 1)
         assert r.status_code == 409 and r.json["error"]["code"] == "invalid_state"
-    assert client.get(f"/v1/packages/{app['package_id']}/download").status_code == 404
+    else:
+        r = api.publish(dev, app, 1)
+        assert r.status_code == 409 and r.json["error"]["code"] == "invalid_state"
+    download = client.get(f"/v1/packages/{app['package_id']}/download")
+    if status == S.SUPERSEDED:
+        assert download.json["version_code"] == 2
+        # A link signed while it was servable: refused on a cache miss, not
+        # served (its object may be gone or half gone) and no storage error.
+        r = requests.get(_link(stack, package), timeout=30)
+        assert r.status_code == 404 and r.headers["X-Cache-Status"] == "MISS", (r.status_code, r.text[:200])
+        assert r.json()["error"]["code"] == "not_found"
+    else:
+        assert download.status_code == 404
+    if point != "after_claim":
+        # The caches were told to forget it as soon as it was claimed.
+        assert any(package in keys for keys in purged), purged
     # ... whose code is still held, so no new upload can land on its keys meanwhile
     r = api.create_version(dev, app, 1, build_package(app["package_id"], 1))
-    assert r.status_code == 409 and r.json["error"]["code"] == "version_exists"
+    held = "version_code_not_increasing" if status == S.SUPERSEDED else "version_exists"
+    assert r.status_code == 409 and r.json["error"]["code"] == held
 
     # The next run, at any time (the clock no longer matters), finishes it.
+    purged.clear()
     report = run_retention(services, v.created_at)
     assert [i["version_id"] for i in report["items"]] == [vid]
     v = Version.get_by_id(vid)
     assert v.status == (S.ABANDONED if status == S.UPLOADING else S.PURGED)
     assert objects_of(services, vid) == {"package": False, "manifest": False, "temp": False}
+    assert any(package in keys for keys in purged), purged
     assert AuditEvent.select().where(AuditEvent.subject_id == vid,
                                      AuditEvent.action == f"version.{v.status}").count() == 1
     assert not run_retention(services, deadline)["items"]
+    if stack is not None:
+        r = requests.get(_link(stack, package), timeout=30)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_a_purged_package_leaves_the_edge_cache(api, services, edge):
+    """A device holding a link to a superseded version that the edge has
+    cached gets a 404, not the bytes, once retention purged it."""
+    _, _, vid = version_in(api, S.SUPERSEDED)
+    services.cache_purgers.append(EdgePurger(edge.internal_url))
+    package = keys_of(Version.get_by_id(vid))[0]
+    link = _link(edge, package)
+    assert requests.get(link, timeout=30).headers["X-Cache-Status"] == "MISS"
+    cached = requests.get(link, timeout=30)
+    assert cached.status_code == 200 and cached.headers["X-Cache-Status"] == "HIT"
+
+    run_retention(services, _expires_at(services, vid) + SECOND)
+    assert Version.get_by_id(vid).status == S.PURGED
+    r = requests.get(link, timeout=30)
+    assert r.status_code == 404 and r.headers["X-Cache-Status"] == "MISS", (r.status_code, r.text[:200])
 
 
 # -- the admin route and the CLI -------------------------------------------------------
@@ -306,11 +369,14 @@ def test_housekeeping_settings_come_from_the_environment():
 
     s = Settings.from_env({"MOSIS_RETENTION_DRAFT_SECONDS": "120", "MOSIS_ORPHAN_DELETE": "true",
                            "MOSIS_ORPHAN_GRACE_SECONDS": "600", "MOSIS_SCRUB_SHARE_PER_DAY": "0.5",
-                           "MOSIS_BACKUP_KEEP": "3"})
+                           "MOSIS_BACKUP_KEEP": "3", "MOSIS_JOB_LEASE_SECONDS": "5"})
     assert s.retention.draft == 120 and s.retention.failed == 86400
     h = s.housekeeping
-    assert (h.orphan_delete, h.orphan_grace, h.scrub_share_per_day, h.backup_keep) == (True, 600, 0.5, 3)
+    assert (h.orphan_delete, h.orphan_grace, h.scrub_share_per_day, h.backup_keep, h.job_lease) \
+        == (True, 600, 0.5, 3, 5)
+    assert Settings.from_env({}).housekeeping.job_lease == 0
     for bad in ({"MOSIS_SCRUB_SHARE_PER_DAY": "2"}, {"MOSIS_BACKUP_KEEP": "0"},
-                {"MOSIS_ORPHAN_DELETE": "maybe"}, {"MOSIS_ORPHAN_GRACE_SECONDS": "5"}):
+                {"MOSIS_ORPHAN_DELETE": "maybe"}, {"MOSIS_ORPHAN_GRACE_SECONDS": "5"},
+                {"MOSIS_JOB_LEASE_SECONDS": "-1"}):
         with pytest.raises(ConfigError):
             Settings.from_env(bad)

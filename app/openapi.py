@@ -7,6 +7,7 @@ checks every response against these schemas.
 
 from __future__ import annotations
 
+from app.api.inputs import CONTROL_CHARACTERS
 from app.validation import MAX_VERSION_CODE
 
 HEX_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
@@ -14,6 +15,12 @@ PACKAGE_ID = {"type": "string", "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)
 VERSION_CODE = {"type": "integer", "minimum": 1, "maximum": MAX_VERSION_CODE}
 TIME = {"type": ["string", "null"], "format": "date-time"}
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+
+
+def text(max_length: int) -> dict:
+    """A name or reason: no control characters (nor unpaired surrogates)."""
+    return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": f"^[^{CONTROL_CHARACTERS}]*$"}
+
 STATUS = {"type": "string", "enum": ["uploading", "validating", "draft", "published", "superseded",
                                      "failed", "rejected", "pulled", "abandoned", "purged", "purging"]}
 
@@ -190,7 +197,7 @@ CODE = path_param("version_code", VERSION_CODE)
 VERSION_ID = path_param("version_id", HEX_ID)
 PKG = path_param("package_id", PACKAGE_ID)
 DEV_ERRORS = (401, 403, 404)
-REASON_BODY = obj({"reason": {"type": "string", "minLength": 1, "maxLength": 2000}}, closed=True)
+REASON_BODY = obj({"reason": text(2000)}, closed=True)
 
 
 def with_body(operation: dict, body: dict) -> dict:
@@ -240,7 +247,7 @@ PATHS = {
         responses(201, obj({"developer": ref("Developer"), "token": {"type": "string"},
                             "token_id": HEX_ID}), 401, 403, 409, *JSON_INPUT_ERRORS),
         auth="admin", tag="admin",
-        body=obj({"name": {"type": "string", "minLength": 1, "maxLength": 200},
+        body=obj({"name": text(200),
                   "email": {"type": "string", "format": "email", "maxLength": 320}}, closed=True))},
     "/v1/admin/versions/{version_id}/reject": {"post": op(
         "Reject a draft", responses(200, obj({"version": ref("Version")}), 401, 403, 404, 409,
@@ -278,7 +285,7 @@ PATHS = {
                                                 *JSON_INPUT_ERRORS),
                    auth="developer", tag="apps",
                    body=obj({"package_id": PACKAGE_ID,
-                             "name": {"type": "string", "minLength": 1, "maxLength": 80}}, closed=True)),
+                             "name": text(80)}, closed=True)),
     },
     "/v1/apps/{app_id}": {"get": op("One of the developer's apps",
                                     responses(200, obj({"app": ref("App")}), *DEV_ERRORS),
@@ -291,7 +298,7 @@ PATHS = {
             201, obj({"version": ref("Version"), "upload": ref("Upload")}), *DEV_ERRORS, 409,
             *JSON_INPUT_ERRORS), auth="developer", params=[APP], tag="versions",
             body=obj({"version_code": VERSION_CODE,
-                      "version_name": {"type": "string", "minLength": 1, "maxLength": 64},
+                      "version_name": text(64),
                       "size": {"type": "integer", "minimum": 1}}, {"sha256": SHA256}, closed=True)),
     },
     "/v1/apps/{app_id}/versions/{version_code}": {"get": op(

@@ -17,7 +17,10 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 # What neither database can store (NUL on PostgreSQL, a lone surrogate in
 # UTF-8) or no name should hold; tabs and line breaks stay allowed.
-UNSTORABLE_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# The OpenAPI document states the control characters (escapes both Python
+# and JSON Schema read); lone surrogates are not text in any schema.
+CONTROL_CHARACTERS = r"\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f"
+UNSTORABLE_RE = re.compile(f"[{CONTROL_CHARACTERS}\\ud800-\\udfff]")
 
 
 @dataclass(frozen=True)
@@ -102,12 +105,18 @@ def limit_body(max_bytes: int) -> None:
     # a body at the limit from a longer one.
     request.max_content_length = max_bytes + 1
     if request.content_length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
-        try:
-            data = request.get_data(cache=True)
-        except RequestEntityTooLarge:
-            raise _body_too_large(max_bytes) from None
-        if len(data) > max_bytes:
-            raise _body_too_large(max_bytes)
+        _read_body(max_bytes)
+
+
+def _read_body(max_bytes: int) -> bytes:
+    """The body, kept for later readers; refused past `max_bytes`."""
+    try:
+        data = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise _body_too_large(max_bytes) from None
+    if len(data) > max_bytes:
+        raise _body_too_large(max_bytes)
+    return data
 
 
 def read_json(spec: dict[str, Field], max_bytes: int) -> dict:
@@ -117,13 +126,7 @@ def read_json(spec: dict[str, Field], max_bytes: int) -> dict:
     if request.mimetype != "application/json":
         raise ApiError("send the body as application/json", status=415,
                        code="unsupported_media_type")
-    try:
-        # From limit_body's cache when it read a chunked body; capped either way.
-        raw = request.get_data(cache=True)
-    except RequestEntityTooLarge:
-        raise _body_too_large(max_bytes) from None
-    if len(raw) > max_bytes:
-        raise _body_too_large(max_bytes)
+    raw = _read_body(max_bytes)  # from limit_body's cache when it read a chunked body
     try:
         body = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError) as e:

@@ -140,19 +140,19 @@ class Compiled:
     def __init__(self, build):
         self._build = build
         self._name = f"mosis_compiled_{next(self._count)}"
-        self._sql: dict[type, tuple[str, str | None, list]] = {}
+        self._sql: dict[type, tuple[str, str | None, str | None, list]] = {}
 
-    def _compile(self, db: pw.Database) -> tuple[str, str | None, list]:
-        """The SQL, the EXECUTE of its prepared form (PostgreSQL), the parameters."""
+    def _compile(self, db: pw.Database) -> tuple[str, str | None, str | None, list]:
+        """The SQL; on PostgreSQL its PREPARE and the EXECUTE of it; the parameters."""
         sql, params = self._build(self._MARK).sql()
         if params.count(self._MARK) != 1:
             raise ValueError("the query must use its parameter exactly once")
         if isinstance(db, pw.PostgresqlDatabase):
             # Every value a parameter ($1, $2 ...): peewee writes none inline.
             numbers = itertools.count(1)
-            self._prepare = f"PREPARE {self._name} AS " + re.sub("%s", lambda _: f"${next(numbers)}", sql)
-            return sql, f"EXECUTE {self._name} ({', '.join(['%s'] * len(params))})", params
-        return sql, None, params
+            prepare = f"PREPARE {self._name} AS " + re.sub("%s", lambda _: f"${next(numbers)}", sql)
+            return sql, prepare, f"EXECUTE {self._name} ({', '.join(['%s'] * len(params))})", params
+        return sql, None, None, params
 
     def first(self, value) -> tuple | None:
         """The first row (a tuple, in the query's column order), or None."""
@@ -160,15 +160,14 @@ class Compiled:
         compiled = self._sql.get(type(db))
         if compiled is None:
             compiled = self._sql[type(db)] = self._compile(db)
-        sql, execute, params = compiled
+        sql, prepare, execute, params = compiled
         values = [value if p == self._MARK else p for p in params]
         # Sessions of our pool keep the names of what they prepared.
-        prepared = getattr(db.connection(), "prepared", None) if execute else None
+        prepared = getattr(db.connection(), "prepared", None) if prepare else None
         if prepared is None:
             return db.execute_sql(sql, values).fetchone()
         if self._name not in prepared:
-            db.execute_sql(self._prepare)
-            prepared.add(self._name)
+            self._prepare_in(db, prepared, prepare)
         try:
             return db.execute_sql(execute, values).fetchone()
         except pw.DatabaseError as e:
@@ -179,6 +178,9 @@ class Compiled:
             prepared.discard(self._name)
             with contextlib.suppress(pw.DatabaseError):
                 db.execute_sql(f"DEALLOCATE {self._name}")
-            db.execute_sql(self._prepare)
-            prepared.add(self._name)
+            self._prepare_in(db, prepared, prepare)
             return db.execute_sql(execute, values).fetchone()
+
+    def _prepare_in(self, db: pw.Database, prepared: set[str], prepare: str) -> None:
+        db.execute_sql(prepare)
+        prepared.add(self._name)

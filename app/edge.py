@@ -202,6 +202,7 @@ def native_target(settings: Settings, *, http_port: int, internal_port: int, app
     log_dir = Path(log_dir or Path(settings.data_dir) / "logs").resolve()
     # Where the scheduler reads it (MOSIS_EDGE_ACCESS_LOG).
     access_log = Path(settings.resolved_edge_access_log).resolve()
+    storage_scheme, storage_servers = storage_upstream(settings)
     return Target(
         name="native",
         prefix=prefix,
@@ -209,8 +210,8 @@ def native_target(settings: Settings, *, http_port: int, internal_port: int, app
         internal_listen=f"127.0.0.1:{internal_port}",
         internal_allow=("127.0.0.1",),
         app_servers=(app_bind,),
-        storage_scheme=storage_upstream(settings)[0],
-        storage_servers=storage_upstream(settings)[1],
+        storage_scheme=storage_scheme,
+        storage_servers=storage_servers,
         cache_dir=settings.edge_cache_dir or str(prefix / "cache"),
         temp_dir=str(prefix / "tmp"),
         pid_file=str(prefix / "nginx.pid"),

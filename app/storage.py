@@ -162,6 +162,7 @@ def _http_client(ca_file: str = "") -> urllib3.PoolManager:
 
 def _client(endpoint: str, settings: Settings, http_client=None) -> Minio:
     host, secure = _endpoint(endpoint)
+    # The region given: presigning needs no network call to ask for it.
     client = Minio(host, secure=secure, http_client=http_client, access_key=settings.s3_access_key,
                    secret_key=settings.s3_secret_key, region=settings.s3_region)
     # Path-style (`host/bucket/key`) everywhere, AWS S3 included: the edge
@@ -200,8 +201,6 @@ class Storage:
         self.bucket = settings.bucket
         self.public_assets = settings.s3_public_assets
         self.client = _client(settings.s3_endpoint, settings, _http_client(settings.s3_ca_file))
-        # With an explicit region, signing needs no network call.
-        self.public = _client(settings.resolved_s3_public_endpoint, settings)
         pub_host, pub_secure = _endpoint(settings.resolved_s3_public_endpoint)
         self._public_origin = ("https" if pub_secure else "http", pub_host)
 
@@ -291,11 +290,11 @@ class Storage:
             bucket_name=self.bucket, object_name=key, expires=dt.timedelta(seconds=ttl)))
 
     def presigned_get(self, key: str, ttl: int, *, internal: bool = False) -> str:
-        """A GET URL for clients, or (internal) for the edge, which reaches
-        storage at the app's own endpoint."""
-        client = self.client if internal else self.public
-        return client.presigned_get_object(bucket_name=self.bucket, object_name=key,
-                                           expires=dt.timedelta(seconds=ttl))
+        """A GET URL for the edge, which reaches storage at the app's own
+        endpoint (internal), or the same handed out at the public endpoint."""
+        url = self.client.presigned_get_object(bucket_name=self.bucket, object_name=key,
+                                               expires=dt.timedelta(seconds=ttl))
+        return url if internal else self._at_public_endpoint(url)
 
     def presigned_part_put(self, key: str, upload_id: str, part_number: int, ttl: int) -> str:
         """A URL to PUT one part of a multipart upload (UploadPart) to."""

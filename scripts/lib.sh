@@ -60,3 +60,23 @@ ensure_nginx() {
     if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then return 0; fi
     ensure_apt nginx
 }
+
+# The OpenAPI linters the tests run (Redocly CLI, Spectral): npm packages
+# pinned in tools/package-lock.json, installed under tools/node_modules,
+# their install scripts not run. Reinstalled when the lock changes.
+ensure_node_tools() {
+    local dir="$ROOT/tools"
+    local hash; hash="$(cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -c1-16)"
+    local stamp="$dir/node_modules/.installed-$hash"
+    if [ -f "$stamp" ]; then return 0; fi
+    command -v npm >/dev/null || ensure_apt nodejs npm
+    # Redocly CLI 2 runs on Node.js 20.19 or later.
+    if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+                  process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+        log "Node.js $(node --version) is too old for the OpenAPI linters: install 20.19 or later"
+        return 1
+    fi
+    log "installing the OpenAPI linters into $dir/node_modules"
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+    touch "$stamp"
+}

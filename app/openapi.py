@@ -20,10 +20,10 @@ has them too, marked `x-internal: true`.
 tests/test_openapi.py holds this to the code: every route has an entry with
 an operationId, tag, summary and description; every error code the code
 below a route can raise (a static reading of app/, tests/raised_errors.py)
-is declared for it, and none that it cannot; the document lints clean with
-Redocly and Spectral, and a client generated from it drives the release
-journey. A route without an entry is still listed (so the document stays
-whole in production) but fails those tests.
+is declared for it, and none that it cannot. tests/test_openapi_tools.py
+lints it with Redocly and Spectral and drives the release journey through a
+client generated from it. A route without an entry is still listed (so the
+document stays whole in production) but fails those tests.
 """
 
 from __future__ import annotations

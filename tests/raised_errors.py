@@ -8,8 +8,8 @@ answer with, at the status and code of that construction (or its class's).
 What an `except` clause swallows is dropped; what it re-raises is kept. A
 route that references a model or the database can meet the database's error
 handler as well. A call whose receiver cannot be typed falls back to every
-method of that name in app/ (more errors, never fewer), and is listed in
-`Reader.guessed` so a test can keep the guesses few.
+method of that name in app/ (more errors, never fewer); `Reader.guessed`
+lists those calls, to see where typing a parameter would sharpen the answer.
 
 It over-approximates rather than misses: a test that every error found here
 is declared in the OpenAPI document can fail when a new raise appears

@@ -183,6 +183,20 @@ def op(summary: str, resp: dict, *, auth: str | None = None, body: dict | None =
     return operation
 
 
+def shared_read(operation: dict) -> dict:
+    """A public read any cache may keep a while (docs/edge.md): its 200
+    carries an ETag and a public Cache-Control; a current If-None-Match
+    answers 304 without a body."""
+    operation["responses"]["200"]["headers"] = {
+        "ETag": {"description": "Strong validator of the body", "schema": {"type": "string"}},
+        "Cache-Control": {"description": "public, max-age=…, stale-while-revalidate=…",
+                          "schema": {"type": "string"}}}
+    operation["responses"]["304"] = {"description": "Not modified: the If-None-Match ETag is current"}
+    operation.setdefault("parameters", []).append(
+        {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}})
+    return operation
+
+
 def file_body(field: str) -> dict:
     return {"required": True, "content": {"multipart/form-data": {"schema": obj(
         {field: {"type": "string", "contentMediaType": "application/octet-stream"}})}}}
@@ -224,8 +238,8 @@ PATHS = {
     "/metrics": {"get": op("Prometheus metrics", {"200": {
         "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
         tag="ops")},
-    "/v1/openapi.json": {"get": op("This document", {"200": json_response({"type": "object"})},
-                                   tag="ops")},
+    "/v1/openapi.json": {"get": shared_read(op("This document", {"200": json_response({"type": "object"})},
+                                               tag="ops"))},
     # The edge's question on a cache miss (docs/edge.md); nginx never routes it publicly.
     "/edge/objects/{key}": {"get": op(
         "May the edge serve this package? An X-Accel-Redirect to its origin location, or 404",
@@ -234,14 +248,14 @@ PATHS = {
          "404": json_response(ref("Error"), "No such package, or no longer servable (e.g. pulled)"),
          "503": json_response(ref("Error"), ERROR_TEXT[503])},
         params=[path_param("key", {"type": "string"})], tag="edge")},
-    "/v1/signing-key": {"get": op("The key devices verify packages with",
-                                  responses(200, ref("SigningKey")), tag="public")},
-    "/v1/packages/{package_id}": {"get": op("Public listing of a published app",
-                                            responses(200, ref("PackageListing"), 404), params=[PKG],
-                                            tag="public")},
-    "/v1/packages/{package_id}/download": {"get": op(
+    "/v1/signing-key": {"get": shared_read(op("The key devices verify packages with",
+                                              responses(200, ref("SigningKey")), tag="public"))},
+    "/v1/packages/{package_id}": {"get": shared_read(op("Public listing of a published app",
+                                                        responses(200, ref("PackageListing"), 404),
+                                                        params=[PKG], tag="public"))},
+    "/v1/packages/{package_id}/download": {"get": shared_read(op(
         "Signed, expiring download link of the current published version",
-        responses(200, ref("Download"), 404), params=[PKG], tag="public")},
+        responses(200, ref("Download"), 404), params=[PKG], tag="public"))},
     "/v1/admin/developers": {"post": op(
         "Create a developer; its token is shown once",
         responses(201, obj({"developer": ref("Developer"), "token": {"type": "string"},

@@ -78,7 +78,7 @@ def reorder_screenshots(app_id):
     if not all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
         raise BadRequest("positions must be a list of integers", code="invalid_field",
                                 details={"field": "positions"})
-    return _screenshots(assets.reorder_screenshots(app, positions, g.principal.actor))
+    return _screenshots(assets.reorder_screenshots(services(), app, positions, g.principal.actor))
 
 
 @bp.delete("/<hexid:app_id>/screenshots/<int:position>")

@@ -1,8 +1,18 @@
-"""Public routes: what devices ask for."""
+"""Public routes: what devices ask for.
+
+Every answer here is the same for whoever asks, so shared caches may keep it
+(the edge micro-caches them; docs/edge.md): each carries a strong ETag of
+its body, answers a matching If-None-Match with 304, and says how long it
+may be kept (`Cache-Control: public, max-age=…, stale-while-revalidate=…`,
+MOSIS_PUBLIC_*). Errors stay `no-store`. Publishing and pulling purge the
+cached answers that name a package.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import hashlib
+
+from flask import Blueprint, Response, jsonify, request
 
 from app import assets, packages
 from app.services import services
@@ -10,10 +20,24 @@ from app.services import services
 bp = Blueprint("public", __name__, url_prefix="/v1")
 
 
+def cache_control(max_age: int, stale: int) -> str:
+    if max_age <= 0:
+        return "no-cache"  # kept, but asked again (with the ETag) every time
+    return f"public, max-age={max_age}, stale-while-revalidate={stale}"
+
+
+def shared(body: dict, max_age: int) -> Response:
+    """`body` as an answer caches may share for `max_age` seconds."""
+    response = jsonify(body)
+    response.set_etag(hashlib.sha256(response.get_data()).hexdigest()[:32])
+    response.headers["Cache-Control"] = cache_control(max_age, services().settings.public_read_stale)
+    return response.make_conditional(request)
+
+
 @bp.get("/packages/<package_id:package_id>")
 def package(package_id):
     app, version = packages.published_app(package_id)
-    return {
+    return shared({
         "package_id": app.package_id,
         "name": app.name,
         "latest": {
@@ -25,21 +49,21 @@ def package(package_id):
             "manifest": version.manifest,
         },
         **assets.listing(services(), app),
-    }
+    }, services().settings.public_read_max_age)
 
 
 @bp.get("/packages/<package_id:package_id>/download")
 def download(package_id):
-    return packages.download_info(services(), package_id)
+    return shared(packages.download_info(services(), package_id), services().settings.public_read_max_age)
 
 
 @bp.get("/signing-key")
 def signing_key():
-    return services().signing_key.public_info()
+    return shared(services().signing_key.public_info(), services().settings.public_static_max_age)
 
 
 @bp.get("/openapi.json")
 def openapi():
     from app.openapi import document
 
-    return document()
+    return shared(document(), services().settings.public_static_max_age)

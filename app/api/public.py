@@ -5,7 +5,9 @@ Every answer here is the same for whoever asks, so shared caches may keep it
 its body, answers a matching If-None-Match with 304, and says how long it
 may be kept (`Cache-Control: public, max-age=…, stale-while-revalidate=…`,
 MOSIS_PUBLIC_*). Errors stay `no-store`. Publishing and pulling purge the
-cached answers that name a package.
+cached answers that name a package. When the edge's cache disk has no room
+for an answer, the answer tells the edge not to keep it (`X-Accel-Expires:
+0`): nginx drops a response whose cache file it cannot write.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 from flask import Blueprint, Response, jsonify, request
 
 from app import assets, packages
+from app.edge import cache_has_room
 from app.services import services
 
 bp = Blueprint("public", __name__, url_prefix="/v1")
@@ -28,9 +31,13 @@ def cache_control(max_age: int, stale: int) -> str:
 
 def shared(body: dict, max_age: int) -> Response:
     """`body` as an answer caches may share for `max_age` seconds."""
+    settings = services().settings
     response = jsonify(body)
-    response.set_etag(hashlib.sha256(response.get_data()).hexdigest()[:32])
-    response.headers["Cache-Control"] = cache_control(max_age, services().settings.public_read_stale)
+    data = response.get_data()
+    response.set_etag(hashlib.sha256(data).hexdigest()[:32])
+    response.headers["Cache-Control"] = cache_control(max_age, settings.public_read_stale)
+    if not cache_has_room(settings.resolved_edge_cache_dir, len(data)):
+        response.headers["X-Accel-Expires"] = "0"  # read by the edge, never passed on
     return response.make_conditional(request)
 
 

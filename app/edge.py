@@ -8,6 +8,16 @@ Download links are checked by nginx itself (the `secure_link` module): the
 app signs `{expires}{path} {secret}` with MD5 and nginx recomputes it with the
 same secret, rendered into its configuration. docs/edge.md says why this and
 not HMAC-SHA256 in njs.
+
+Invariants of the rendered configuration: what goes to storage is built only
+from captures of the raw request line checked against the app's own key
+patterns (rendered in from app/storage.py and app/validation.py), never
+from nginx's decoded $uri or the client's query and headers; only the
+allow-listed response headers of storage reach a client (nginx/headers.js,
+written beside the configuration); every error the edge raises is JSON; no
+signature reaches a log. Rendering raises ConfigError for settings the edge
+cannot serve and EdgeConfigError for a template or pattern it cannot fill;
+nothing is written then.
 """
 
 from __future__ import annotations
@@ -453,7 +463,6 @@ def render(settings: Settings, target: Target, secret: str) -> str:
         "link_secret": secret,
         "quiet_error_log": QUIET_ERROR_LOG.format(error_log=target.error_log),
         "storage_request": STORAGE_REQUEST.format(storage_host=signed_host(settings)),
-        "storage_host": signed_host(settings),
         "storage_scheme": target.storage_scheme,
         "storage_tls": storage_tls,
         "bucket": settings.bucket,

@@ -19,13 +19,30 @@ var ALLOWED = {
     "accept-ranges": true
 };
 
-function allow_listed(r) {
+// An error the edge raises while a response is under way (a range outside
+// a cached object, found as it is sent) still holds that response's headers
+// when the JSON error page is sent: of those only Content-Range (416) stays.
+var ERROR_ALLOWED = {
+    "content-type": true,
+    "content-length": true,
+    "content-range": true
+};
+
+function keep(r, allowed) {
     var names = Object.keys(r.headersOut);
     for (var i = 0; i < names.length; i++) {
-        if (!ALLOWED[names[i].toLowerCase()]) {
+        if (!allowed[names[i].toLowerCase()]) {
             delete r.headersOut[names[i]];
         }
     }
 }
 
-export default {allow_listed};
+function allow_listed(r) {
+    keep(r, ALLOWED);
+}
+
+function error_page(r) {
+    keep(r, ERROR_ALLOWED);
+}
+
+export default {allow_listed: allow_listed, error_page: error_page};

@@ -604,3 +604,17 @@ def test_no_signature_or_token_reaches_any_log(stack, http, tmp_path, weed):
         text = path.read_text(errors="replace")
         for secret in secrets + ["X-Amz-Signature", "X-Amz-Credential", "access_token", "md5="]:
             assert secret not in text, (path.name, secret, text[-2000:])
+
+
+def test_an_error_found_while_answering_has_only_its_own_headers(stack, http, shipped_app):
+    """A range outside a cached package is found as the package is sent: the
+    JSON error carries the error's headers, not the package's."""
+    url = http.download_info(shipped_app["app"]["package_id"])["download_url"]
+    target = url[len(stack.settings.resolved_cdn_url):]
+    raw(stack.edge_url, target)  # cached
+    r = raw(stack.edge_url, target, headers={"Range": "bytes=99999999-"})
+    assert r.status == 416 and r.json()["error"]["code"] == "range_not_satisfiable"
+    assert r.one("Content-Type") == "application/json" and r.one("Cache-Control") == "no-store"
+    assert r.one("Content-Range") == f"bytes */{len(shipped_app['data'])}"
+    assert r.one("X-Request-ID") and r.one("X-Content-Type-Options") == "nosniff"
+    assert not r.names & {"etag", "last-modified", "content-disposition", "accept-ranges"}, r.headers

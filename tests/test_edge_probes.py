@@ -432,6 +432,10 @@ def test_malformed_urls_get_a_json_400_not_an_html_page(stack):
     assert r.status == 414 and r.json()["error"]["code"] == "uri_too_long"
     r = raw_bytes(stack.edge_url, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n")
     assert r.status == 400 and r.json()["error"]["code"] == "bad_request"
+    r = raw_bytes(stack.edge_url, b"GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n")
+    assert r.status == 505 and r.json()["error"]["code"] == "http_version_not_supported"
+    r = raw_bytes(stack.edge_url, b"POST /v1/apps HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n")
+    assert r.status == 501 and r.json()["error"]["code"] == "not_implemented"
 
 
 def test_tokens_in_query_strings_are_refused(stack):
@@ -618,3 +622,6 @@ def test_an_error_found_while_answering_has_only_its_own_headers(stack, http, sh
     assert r.one("Content-Range") == f"bytes */{len(shipped_app['data'])}"
     assert r.one("X-Request-ID") and r.one("X-Content-Type-Options") == "nosniff"
     assert not r.names & {"etag", "last-modified", "content-disposition", "accept-ranges"}, r.headers
+    r = raw(stack.edge_url, target, headers={"If-Match": '"another-version"'})
+    assert r.status == 412 and r.json()["error"]["code"] == "precondition_failed"
+    assert r.one("Cache-Control") == "no-store" and not r.names & {"etag", "content-disposition"}

@@ -350,17 +350,44 @@ _UPLOAD_PARAM = (r"(?:X-Amz-(?:Algorithm|Credential|Date|Expires|SignedHeaders|S
                  r"|partNumber|uploadId|uploads)(?:=(?:[A-Za-z0-9._~-]|%2[BbFf]|%3[Dd])*)?")
 UPLOAD_QUERY_RE = rf"{_UPLOAD_PARAM}(?:&{_UPLOAD_PARAM})*"
 
-# Lines every location that talks to storage shares.
+# Storage's headers that would make nginx act (redirect, rate, buffering).
+_X_ACCEL = "X-Accel-Expires X-Accel-Redirect X-Accel-Limit-Rate X-Accel-Buffering X-Accel-Charset"
+
+# The uploads location, which talks to storage itself.
 STORAGE_REQUEST = """\
             # Storage is asked for exactly the key checked above: no header
             # and no query of the client's. Of its answer only allow-listed
-            # headers pass (nginx/headers.js); its caching and X-Accel
-            # headers decide nothing.
+            # headers pass (nginx/headers.js); its X-Accel headers decide
+            # nothing.
             proxy_pass_request_headers off;
             proxy_set_header Connection "";
             proxy_set_header Host {storage_host};
-            proxy_ignore_headers Cache-Control Expires Set-Cookie Vary X-Accel-Expires X-Accel-Redirect X-Accel-Limit-Rate X-Accel-Buffering X-Accel-Charset;
+            proxy_ignore_headers {x_accel};
             js_header_filter mosis.allow_listed;"""
+
+# The cached locations, which fetch through the storage gateway.
+GATEWAY_REQUEST = """\
+            # Storage (through the gateway) is asked for exactly the key
+            # checked above: no header and no query of the client's. Its
+            # caching and X-Accel headers decide nothing.
+            proxy_pass_request_headers off;
+            proxy_set_header Connection "";
+            proxy_ignore_headers Cache-Control Expires Set-Cookie Vary {x_accel};"""
+
+# The gateway's locations on the internal server.
+GATEWAY = """\
+            if ($request_method !~ ^(GET|HEAD)$) {{
+                return 405 '{{"error":{{"code":"method_not_allowed","message":"the gateway only reads"}}}}\\n';
+            }}
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host {storage_host};
+            # Paced by the edge that asks: nothing is buffered twice.
+            proxy_buffering off;
+            proxy_read_timeout 300s;
+            proxy_ignore_headers {x_accel};
+            js_header_filter mosis.allow_listed;
+            proxy_pass {storage_scheme}://mosis_storage;"""
 
 # Locations whose request line or storage URL carries a signature: nginx
 # copies both into every error it logs, so these log nothing but what stops
@@ -462,7 +489,12 @@ def render(settings: Settings, target: Target, secret: str) -> str:
         "server_names": " ".join(server_names(settings)),
         "link_secret": secret,
         "quiet_error_log": QUIET_ERROR_LOG.format(error_log=target.error_log),
-        "storage_request": STORAGE_REQUEST.format(storage_host=signed_host(settings)),
+        "storage_request": STORAGE_REQUEST.format(storage_host=signed_host(settings), x_accel=_X_ACCEL),
+        "gateway_request": GATEWAY_REQUEST.format(x_accel=_X_ACCEL),
+        "gateway": GATEWAY.format(storage_host=signed_host(settings), storage_scheme=target.storage_scheme,
+                                  x_accel=_X_ACCEL),
+        "gateway_server": target.internal_listen if ":" in target.internal_listen
+        else f"127.0.0.1:{target.internal_listen}",
         "storage_scheme": target.storage_scheme,
         "storage_tls": storage_tls,
         "bucket": settings.bucket,

@@ -362,16 +362,19 @@ def test_hosted_https_storage_renders_tls_and_the_signed_host(tmp_path):
     for line in ("proxy_ssl_server_name on;", "proxy_ssl_name acct.r2.cloudflarestorage.com;",
                  "proxy_ssl_verify on;", f"proxy_ssl_trusted_certificate {settings.s3_ca_file};"):
         assert line in text
-    assert "proxy_pass http://mosis_storage" not in text and text.count("proxy_pass https://mosis_storage") == 4
+    # Storage is reached over TLS only: by the uploads location and by the
+    # gateway the cached locations fetch through (its two locations).
+    assert "proxy_pass http://mosis_storage" not in text and text.count("proxy_pass https://mosis_storage") == 3
+    assert text.count("proxy_pass http://mosis_gateway/") == 3
     # Private assets: the app is asked on a miss, storage is read signed.
     assert "location @mosis_asset_origin {" in text and "{{" not in text
-    assert "proxy_pass https://mosis_storage/mosis/$mosis_asset_key;" not in text
+    assert "proxy_pass http://mosis_gateway/mosis/$mosis_asset_key;" not in text
     edge.check(settings, target, SECRET)
 
     public = edge.render(settings.replace(s3_endpoint="http://minio1:9000", s3_public_assets=True),
                          edge.compose_target(settings.replace(s3_endpoint="http://minio1:9000")), SECRET)
     assert "proxy_ssl_verify" not in public and "@mosis_asset_origin" not in public
-    assert "proxy_pass http://mosis_storage/mosis/$mosis_asset_key;" in public
+    assert "proxy_pass http://mosis_gateway/mosis/$mosis_asset_key;" in public
 
 
 def test_storage_servers_schemes():

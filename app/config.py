@@ -140,6 +140,15 @@ class Settings:
 
     upload_url_ttl: int = 15 * 60  # MOSIS_UPLOAD_URL_TTL_SECONDS
     download_url_ttl: int = HOUR  # MOSIS_DOWNLOAD_URL_TTL_SECONDS
+
+    # Public reads are cacheable by the edge, Cloudflare and devices
+    # (docs/edge.md): the package listing and download info for this long
+    # (0: revalidated every time), then served stale for up to `stale` more
+    # seconds while one request refreshes them; the signing key and the
+    # OpenAPI document, which change only with a restart, longer.
+    public_read_max_age: int = 5  # MOSIS_PUBLIC_READ_MAX_AGE_SECONDS
+    public_read_stale: int = 5  # MOSIS_PUBLIC_READ_STALE_SECONDS
+    public_static_max_age: int = 300  # MOSIS_PUBLIC_STATIC_MAX_AGE_SECONDS
     signing_key: str = ""  # MOSIS_SIGNING_KEY (base64 raw Ed25519 seed)
 
     validation_lease_seconds: int = 300  # MOSIS_VALIDATION_LEASE_SECONDS
@@ -196,6 +205,17 @@ class Settings:
     cloudflare_zone_id: str = ""  # MOSIS_CLOUDFLARE_ZONE_ID
     cloudflare_api_token: str = ""  # MOSIS_CLOUDFLARE_API_TOKEN
     cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"  # MOSIS_CLOUDFLARE_API_URL
+
+    def __post_init__(self):
+        # A download link handed out from a cache must leave time to download.
+        if self.public_read_interval > self.download_url_ttl // 2:
+            raise ConfigError("MOSIS_PUBLIC_READ_MAX_AGE_SECONDS + MOSIS_PUBLIC_READ_STALE_SECONDS must be at "
+                              "most half of MOSIS_DOWNLOAD_URL_TTL_SECONDS")
+
+    @property
+    def public_read_interval(self) -> int:
+        """The longest a cache may answer a public read from one fetch."""
+        return self.public_read_max_age + self.public_read_stale
 
     @property
     def resolved_database_url(self) -> str:
@@ -279,6 +299,9 @@ class Settings:
             contact_email=env.get("MOSIS_CONTACT_EMAIL", ""),
             upload_url_ttl=_int(env, "MOSIS_UPLOAD_URL_TTL_SECONDS", d.upload_url_ttl, 60),
             download_url_ttl=_int(env, "MOSIS_DOWNLOAD_URL_TTL_SECONDS", d.download_url_ttl, 60),
+            public_read_max_age=_int(env, "MOSIS_PUBLIC_READ_MAX_AGE_SECONDS", d.public_read_max_age, 0),
+            public_read_stale=_int(env, "MOSIS_PUBLIC_READ_STALE_SECONDS", d.public_read_stale, 0),
+            public_static_max_age=_int(env, "MOSIS_PUBLIC_STATIC_MAX_AGE_SECONDS", d.public_static_max_age, 0),
             signing_key=env.get("MOSIS_SIGNING_KEY", ""),
             validation_lease_seconds=_int(env, "MOSIS_VALIDATION_LEASE_SECONDS", d.validation_lease_seconds, 5),
             validation_poll_seconds=_float(env, "MOSIS_VALIDATION_POLL_SECONDS", d.validation_poll_seconds),

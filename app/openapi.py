@@ -330,6 +330,7 @@ class Operation:
     database: bool = True  # reads the database (so it may answer database_unavailable)
     internal: bool = False  # not published by the edge: only in the internal document
     media_type: str = "application/json"  # of the success answers
+    shared: bool = False  # a public read caches may keep: ETag, public Cache-Control, 304 (docs/edge.md)
 
 
 def answer(status: int, schema: str | dict | None, description: str = "OK") -> dict:
@@ -370,23 +371,23 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("public.openapi", "GET"): Operation(
         "getOpenApiDocument", "This document",
         "The OpenAPI 3.1 description of the public API. Routes internal to the appliance are left out.",
-        answer(200, "OpenApiDocument"), tag="public", database=False),
+        answer(200, "OpenApiDocument"), tag="public", shared=True, database=False),
     ("public.signing_key", "GET"): Operation(
         "getSigningKey", "The key devices verify packages with",
         "The store's Ed25519 public key (base64 of the raw 32 bytes) and its id. A download's "
         "`signature` covers `mosis-package-v1\\n{package_id}\\n{version_code}\\n{sha256}\\n{size}`.",
-        answer(200, "SigningKey"), tag="public", database=False),
+        answer(200, "SigningKey"), tag="public", shared=True, database=False),
     ("public.package", "GET"): Operation(
         "getPackage", "Public listing of a published app",
         "The app's name, its current published version (with its manifest) and its icon and "
         "screenshot URLs. 404 when the app has no published version.",
-        answer(200, "PackageListing"), errors=("package_not_found",), tag="public"),
+        answer(200, "PackageListing"), errors=("package_not_found",), tag="public", shared=True),
     ("public.download", "GET"): Operation(
         "getDownloadInfo", "Signed, expiring download link of the current published version",
         "A link through the edge that expires (`expires_at`), the package's size and SHA-256, and "
         "the store's signature over them (`key_id` names the key of `getSigningKey`). Devices "
         "check both before installing. 404 when the app has no published version.",
-        answer(200, "Download"), errors=("package_not_found",), tag="public"),
+        answer(200, "Download"), errors=("package_not_found",), tag="public", shared=True),
     # -- admin ------------------------------------------------------------------------------
     ("admin.create_developer", "POST"): Operation(
         "createDeveloper", "Create a developer; its token is shown once",
@@ -637,9 +638,23 @@ def _operation(flask_app, rule, method: str) -> dict:
         if schema is not None:
             response["content"] = {spec.media_type: {"schema": schema}}
         responses[str(status)] = response
+    if spec.shared:
+        _shared_read(out, responses)
     responses.update(_error_responses(error_codes(spec, path, role, bool(parameters))))
     out["responses"] = responses
     return out
+
+
+def _shared_read(operation: dict, responses: dict) -> None:
+    """A public read any cache may keep a while: its 200 carries an ETag and a
+    public Cache-Control; a current If-None-Match answers 304 without a body."""
+    responses["200"]["headers"] = {
+        "ETag": {"description": "Strong validator of the body", "schema": {"type": "string"}},
+        "Cache-Control": {"description": "public, max-age=…, stale-while-revalidate=…",
+                          "schema": {"type": "string"}}}
+    responses["304"] = {"description": "Not modified: the If-None-Match ETag is current"}
+    operation.setdefault("parameters", []).append(
+        {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}})
 
 
 def operations(flask_app) -> list[tuple[str, str, object]]:

@@ -55,10 +55,11 @@ ensure_postgres() {
 }
 
 # nginx, the edge in front of the API and storage (Debian's package: it has
-# the secure_link, slice, realip, dav and stub_status modules built in).
+# the secure_link, slice, realip, dav and stub_status modules built in), and
+# its njs module (the allow-list of storage's response headers).
 ensure_nginx() {
-    if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then return 0; fi
-    ensure_apt nginx
+    if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then ensure_apt nginx; fi
+    ensure_apt libnginx-mod-http-js
 }
 
 # The OpenAPI linters the tests run (Redocly CLI, Spectral): npm packages

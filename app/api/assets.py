@@ -74,7 +74,7 @@ def reorder_screenshots(app_id):
     svc = services()
     body = read_json({"positions": Field(list)}, svc.settings.max_json_bytes)
     positions = integers("positions", body["positions"])
-    return _screenshots(assets.reorder_screenshots(app, positions, g.principal.actor))
+    return _screenshots(assets.reorder_screenshots(services(), app, positions, g.principal.actor))
 
 
 @bp.delete("/<hexid:app_id>/screenshots/<int:position>")

@@ -298,8 +298,8 @@ UPLOAD_ERRORS = ("missing_file", "unknown_field", "unsupported_media_type", "fil
 EVERY_ROUTE_ERRORS = ("body_too_large",)
 PATH_PARAMETER_ERRORS = ("not_found",)
 DATABASE_ERRORS = ("database_unavailable",)
-# nginx limits request rates on this prefix (nginx/nginx.conf.template).
-RATE_LIMITED_PREFIX = "/v1/"
+# nginx limits request rates on these paths and prefixes (nginx/nginx.conf.template).
+RATE_LIMITED_PREFIXES = ("/v1/", "/readyz")
 EDGE_ERRORS = ("rate_limited",)
 
 
@@ -606,7 +606,7 @@ def error_codes(operation: Operation, path: str, role: str | None, has_parameter
         codes |= set(PATH_PARAMETER_ERRORS)
     if operation.database:
         codes |= set(DATABASE_ERRORS)
-    if path.startswith(RATE_LIMITED_PREFIX) and not operation.internal:
+    if path.startswith(RATE_LIMITED_PREFIXES) and not operation.internal:
         codes |= set(EDGE_ERRORS)
     return codes
 

@@ -160,7 +160,7 @@ def test_every_error_a_route_can_raise_is_declared_and_nothing_else(app, full):
             problems.append(f"{method} {path}: declares {code!r}, which nothing below it raises")
         if "not_found" in declared:
             assert "{" in path, f"{path}: not_found is for a path parameter a converter refuses"
-        assert ("rate_limited" in declared) == (path.startswith(openapi.RATE_LIMITED_PREFIX)
+        assert ("rate_limited" in declared) == (path.startswith(openapi.RATE_LIMITED_PREFIXES)
                                                and not op.get("x-internal")), path
     assert not problems, "\n".join(problems)
 
@@ -226,7 +226,7 @@ def test_internal_routes_are_exactly_those_the_edge_does_not_publish(full):
     locations = re.findall(r"location (=\s*)?(\S+) \{((?:[^{}]|\{\{\w+\}\})*)\}", public_server)
     to_app = [(exact.strip(), prefix) for exact, prefix, body in locations if "proxy_pass http://mosis_app" in body]
     limited = [prefix for exact, prefix, body in locations if "limit_req " in body]
-    assert limited == [openapi.RATE_LIMITED_PREFIX]
+    assert limited == list(openapi.RATE_LIMITED_PREFIXES)
 
     def published(path: str) -> bool:
         return any(path == prefix if exact else path.startswith(prefix) for exact, prefix in to_app)

@@ -7,12 +7,21 @@ VENV="${MOSIS_VENV:-$ROOT/.venv}"
 log() { printf '==> %s\n' "$*" >&2; }
 
 # The virtualenv with the appliance and its extras; reinstalled when
-# pyproject.toml changes.
+# pyproject.toml changes. An install with more extras serves one with fewer
+# (scripts/test's native,test serves scripts/run's native).
 ensure_venv() {
     local extras="${1:-}"
     local hash; hash="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
     local stamp="$VENV/.installed-$hash${extras:+-${extras//,/-}}"
-    if [ -f "$stamp" ]; then return 0; fi
+    local have extra covered
+    for have in "$VENV/.installed-$hash" "$VENV/.installed-$hash"-*; do
+        [ -f "$have" ] || continue
+        covered=1
+        for extra in ${extras//,/ }; do
+            case "${have#"$VENV/.installed-$hash"}-" in *"-$extra-"*) ;; *) covered=0 ;; esac
+        done
+        [ "$covered" = 1 ] && return 0
+    done
     log "installing Python packages into $VENV${extras:+ (with $extras)}"
     "$ROOT/scripts/install-python" "$VENV" "$extras" --editable
     find "$VENV" -maxdepth 1 -name '.installed-*' ! -name ".installed-$hash*" -delete
@@ -59,4 +68,16 @@ ensure_postgres() {
 ensure_nginx() {
     if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then return 0; fi
     ensure_apt nginx
+}
+
+# dclint (npm), the Compose file linter tests/test_compose.py runs: the
+# Compose specification's schema and its rules (.dclintrc). Needs Node.js 20.19+.
+DCLINT_VERSION=3.1.0
+DCLINT="$ROOT/.tools/dclint-$DCLINT_VERSION/node_modules/.bin/dclint"
+ensure_dclint() {
+    if [ -x "$DCLINT" ]; then return 0; fi
+    command -v npm >/dev/null || ensure_apt nodejs npm
+    log "installing dclint $DCLINT_VERSION"
+    npm install --prefix "$ROOT/.tools/dclint-$DCLINT_VERSION" --no-audit --no-fund --loglevel=error \
+        "dclint@$DCLINT_VERSION" >/dev/null
 }

@@ -51,12 +51,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MOSIS_DATA_DIR=/var/lib/mosis \
-    MOSIS_APP_BIND=0.0.0.0:8000 \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus
+    MOSIS_APP_BIND=0.0.0.0:8000
 WORKDIR /srv/mosis
 USER mosis
 EXPOSE 8000 8001
 HEALTHCHECK --interval=15s --timeout=5s --retries=3 \
     CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)" || exit 1
-# The multiprocess metrics directory must be empty when gunicorn starts.
-CMD ["sh", "-c", "rm -rf \"$PROMETHEUS_MULTIPROC_DIR\" && mkdir -p \"$PROMETHEUS_MULTIPROC_DIR\" && exec gunicorn -c app/gunicorn_conf.py 'app:create_app()'"]
+# gunicorn's workers share their metrics through files in
+# PROMETHEUS_MULTIPROC_DIR (app/gunicorn_conf.py creates and empties it). It
+# is gunicorn's alone: every other command of the image (the scheduler, the
+# edge's renderer, `flask --app app …`) keeps its metrics in memory.
+CMD ["sh", "-c", "PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus exec gunicorn -c app/gunicorn_conf.py 'app:create_app()'"]

@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from app import edge
-from app.config import ConfigError, Settings, is_placeholder
+from app.config import ConfigError, Settings
 from tests.compose_model import (SECRET_NAME, InterpolationError, Stack, apt_packages, arg_defaults,
                                  expand_args, image_problem, image_tag, interpolate, parse_dockerfile)
 

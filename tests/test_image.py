@@ -375,23 +375,29 @@ def test_the_operators_commands_of_deploy_md(release, edge, tmp_path):
 # -- placeholders ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("service, name, value", [
-    ("app", "MOSIS_ADMIN_TOKEN", None),
-    ("scheduler", "MOSIS_DOWNLOAD_LINK_SECRET", None),
-    ("edge-config", "MOSIS_ADMIN_TOKEN", "too-short-to-be-a-secret"),
-])
-def test_a_service_refuses_to_start_with_a_placeholder_secret(project, tmp_path, service, name, value):
-    """With a value .env.example ships (None) or one too short: one line
-    naming the variable, and the service does not start. (Every secret and
-    every process natively: tests/test_startup.py.)"""
-    shipped = read_dotenv(ROOT / ".env.example")[name]
-    assert "change-me" in shipped
-    env = read_dotenv(project.stack.dotenv)
-    env[name] = shipped if value is None else value
-    dotenv = tmp_path / ".env"
-    dotenv.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-    bad = Project(project.engine, Stack.load(ROOT, dotenv), project.stand_ins)
-    proc = bad.run(service, timeout=120)
-    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-    assert proc.returncode != 0, lines
-    assert len(lines) == 1 and name in lines[0] and "Traceback" not in lines[0], lines
+def test_each_service_refuses_to_start_with_a_placeholder_secret(project, tmp_path):
+    """With a value .env.example ships, or one too short: one line naming
+    the variable, and the service does not start. (Every secret and every
+    process natively: tests/test_startup.py.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    example = read_dotenv(ROOT / ".env.example")
+    cases = [("app", "MOSIS_ADMIN_TOKEN", example["MOSIS_ADMIN_TOKEN"]),
+             ("scheduler", "MOSIS_DOWNLOAD_LINK_SECRET", example["MOSIS_DOWNLOAD_LINK_SECRET"]),
+             ("edge-config", "MOSIS_ADMIN_TOKEN", "too-short-to-be-a-secret")]
+    assert "change-me" in cases[0][2] and "change-me" in cases[1][2]
+
+    def start(case):
+        service, name, value = case
+        dotenv = tmp_path / f"{service}.env"
+        dotenv.write_text("".join(f"{k}={v}\n" for k, v in {**read_dotenv(project.stack.dotenv),
+                                                            name: value}.items()))
+        bad = Project(project.engine, Stack.load(ROOT, dotenv), project.stand_ins)
+        return bad.run(service, timeout=180)
+
+    with ThreadPoolExecutor(len(cases)) as pool:  # the engine's copies overlap
+        results = list(pool.map(start, cases))
+    for (service, name, _), proc in zip(cases, results):
+        lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+        assert proc.returncode != 0, (service, lines)
+        assert len(lines) == 1 and name in lines[0] and "Traceback" not in lines[0], (service, lines)

@@ -85,12 +85,13 @@ PROCESSES = {
 }
 
 
-@pytest.mark.parametrize("process", PROCESSES)
-@pytest.mark.parametrize("name, value", [
-    ("MOSIS_ADMIN_TOKEN", "change-me"),
-    ("MOSIS_ADMIN_TOKEN", "short-token"),
-    ("MOSIS_DOWNLOAD_LINK_SECRET", "change-me-change-me-change-me-change-me"),
-    ("MOSIS_DATABASE_URL", "postgresql://mosis:change-me@127.0.0.1:9/mosis"),
+# Each process with another refused value (every value is refused by
+# Settings.from_env, which they all call: the tests above).
+@pytest.mark.parametrize("process, name, value", [
+    ("api", "MOSIS_ADMIN_TOKEN", "change-me"),
+    ("scheduler", "MOSIS_DOWNLOAD_LINK_SECRET", "change-me-change-me-change-me-change-me"),
+    ("edge", "MOSIS_ADMIN_TOKEN", "short-token"),
+    ("command", "MOSIS_DATABASE_URL", "postgresql://mosis:change-me@127.0.0.1:9/mosis"),
 ])
 def test_a_process_refuses_to_start_in_one_line(tmp_path, process, name, value):
     env = {**os.environ, "MOSIS_DATA_DIR": str(tmp_path), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),

@@ -18,7 +18,6 @@ import ast
 import dataclasses
 import fnmatch
 import re
-import secrets
 import shlex
 import shutil
 import subprocess

@@ -92,7 +92,7 @@ def dotenv(tmp_path_factory, weed):
             "MOSIS_S3_ACCESS_KEY": weed.access_key,
             "MOSIS_S3_SECRET_KEY": weed.secret_key,
             "MOSIS_S3_BUCKET": f"mosis-image-{secrets.token_hex(4)}",
-            "POSTGRES_USER": "postgres",  # the machine's trusts it from loopback
+            "POSTGRES_USER": "postgres",  # the machine's PostgreSQL trusts it from loopback
             "POSTGRES_DB": url.rsplit("/", 1)[1],
         }))
         yield path
@@ -106,6 +106,9 @@ def project(dotenv):
     engine = Engine(os.environ["MOSIS_TEST_DOCKER"])
     stack = Stack.load(ROOT, dotenv)
     assert stack.services["app"]["image"] == os.environ["MOSIS_TEST_IMAGE"]
+    # Every service that runs the app image is one this module starts.
+    assert {name for name, svc in stack.services.items()
+            if svc.get("image") == os.environ["MOSIS_TEST_IMAGE"]} == set(APP_IMAGE_SERVICES)
     project = Project(engine, stack, {stack.services["nginx"]["image"]: os.environ["MOSIS_TEST_EDGE_IMAGE"]})
     project.remove()
     project.create_volumes()

@@ -177,6 +177,8 @@ class Settings:
     # Base URL under which bucket objects are public: `{cdn_url}/{key}` serves
     # `assets/...` and (with a signed link) `packages/...`.
     cdn_url: str = ""  # MOSIS_CDN_URL (default: public_url)
+    # Whom developers write to about the API: info.contact of /v1/openapi.json.
+    contact_email: str = ""  # MOSIS_CONTACT_EMAIL
 
     upload_url_ttl: int = 15 * 60  # MOSIS_UPLOAD_URL_TTL_SECONDS
     download_url_ttl: int = HOUR  # MOSIS_DOWNLOAD_URL_TTL_SECONDS
@@ -316,6 +318,7 @@ class Settings:
             s3_public_assets=_bool(env, "MOSIS_S3_PUBLIC_ASSETS", d.s3_public_assets),
             public_url=(env.get("MOSIS_PUBLIC_URL") or d.public_url).rstrip("/"),
             cdn_url=env.get("MOSIS_CDN_URL", "").rstrip("/"),
+            contact_email=env.get("MOSIS_CONTACT_EMAIL", ""),
             upload_url_ttl=_int(env, "MOSIS_UPLOAD_URL_TTL_SECONDS", d.upload_url_ttl, 60),
             download_url_ttl=_int(env, "MOSIS_DOWNLOAD_URL_TTL_SECONDS", d.download_url_ttl, 60),
             signing_key=_secret(env, "MOSIS_SIGNING_KEY"),

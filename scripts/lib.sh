@@ -70,14 +70,24 @@ ensure_nginx() {
     ensure_apt nginx
 }
 
-# dclint (npm), the Compose file linter tests/test_compose.py runs: the
-# Compose specification's schema and its rules (.dclintrc). Needs Node.js 20.19+.
-DCLINT_VERSION=3.1.0
-DCLINT="$ROOT/.tools/dclint-$DCLINT_VERSION/node_modules/.bin/dclint"
-ensure_dclint() {
-    if [ -x "$DCLINT" ]; then return 0; fi
+# The linters the tests run, npm packages pinned in tools/package-lock.json,
+# installed under tools/node_modules, their install scripts not run
+# (reinstalled when the lock changes): Redocly CLI and Spectral on the
+# OpenAPI document, dclint on compose.yaml (the Compose specification's
+# schema and the rules of .dclintrc).
+ensure_node_tools() {
+    local dir="$ROOT/tools"
+    local hash; hash="$(cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -c1-16)"
+    local stamp="$dir/node_modules/.installed-$hash"
+    if [ -f "$stamp" ]; then return 0; fi
     command -v npm >/dev/null || ensure_apt nodejs npm
-    log "installing dclint $DCLINT_VERSION"
-    npm install --prefix "$ROOT/.tools/dclint-$DCLINT_VERSION" --no-audit --no-fund --loglevel=error \
-        "dclint@$DCLINT_VERSION" >/dev/null
+    # Redocly CLI 2 runs on Node.js 20.19 or later.
+    if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+                  process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+        log "Node.js $(node --version) is too old for the OpenAPI linters: install 20.19 or later"
+        return 1
+    fi
+    log "installing the linters into $dir/node_modules"
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+    touch "$stamp"
 }

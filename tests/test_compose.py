@@ -926,11 +926,8 @@ def test_nginx_paths_must_exist_in_its_container():
 
 def dclint(root: Path) -> subprocess.CompletedProcess:
     """dclint on root's compose.yaml with root's .dclintrc; any problem fails."""
-    import os
-
-    tool = os.environ.get("MOSIS_DCLINT") or next(iter(sorted(ROOT.glob(".tools/dclint-*/node_modules/.bin/dclint"))),
-                                                   None)
-    assert tool and Path(tool).exists(), "dclint is not installed: scripts/test installs it"
+    tool = ROOT / "tools/node_modules/.bin/dclint"
+    assert tool.exists(), "dclint is not installed: scripts/test installs it (tools/package.json)"
     return subprocess.run([str(tool), "compose.yaml", "--max-warnings", "0", "--color=false"], cwd=root,
                           capture_output=True, text=True, timeout=120)
 

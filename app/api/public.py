@@ -40,6 +40,8 @@ def signing_key():
 
 @bp.get("/openapi.json")
 def openapi():
+    from flask import current_app
+
     from app.openapi import document
 
-    return document()
+    return document(current_app, services().settings)

@@ -3,6 +3,12 @@
 Settings come from `MOSIS_*` environment variables, read once at start-up.
 Each field documents its variable and default; docs/configuration.md lists
 them for operators.
+
+A value the appliance cannot run with raises ConfigError naming the
+variable. Secrets still holding .env.example's placeholder (`change-me…`),
+and an admin token or download link secret too short to be secret, are such
+values: a process starting with one stops (settings_for_process) with one
+line saying which, before it serves or changes anything.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ import dataclasses
 import ipaddress
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 MiB = 1024 * 1024
 # S3 refuses parts smaller than this, except the last part of an upload.
@@ -23,6 +31,40 @@ DAY = 24 * HOUR
 
 class ConfigError(ValueError):
     """A setting has a value the appliance cannot run with."""
+
+
+# What .env.example ships in place of every secret: a value still holding it
+# was never filled in.
+PLACEHOLDER_RE = re.compile(r"change-?me", re.I)
+# The shortest admin token and download link secret accepted; `openssl rand
+# -hex 32` gives 64 characters, scripts/run generates 47.
+MIN_SECRET_CHARS = 32
+MAKE_A_SECRET = "`openssl rand -hex 32` makes one"
+
+
+def is_placeholder(value: str) -> bool:
+    return bool(PLACEHOLDER_RE.search(value))
+
+
+def _secret(env: dict, name: str, default: str = "", min_chars: int = 0) -> str:
+    """A secret setting: never .env.example's placeholder, at least `min_chars` long."""
+    value = env.get(name) or default
+    if value and is_placeholder(value):
+        raise ConfigError(f"{name} is still the placeholder of .env.example: set a secret of its own "
+                          f"({MAKE_A_SECRET})")
+    if value and len(value) < min_chars:
+        raise ConfigError(f"{name} is too short to be secret ({len(value)} characters, at least {min_chars}): "
+                          f"{MAKE_A_SECRET}")
+    return value
+
+
+def _database_url(env: dict) -> str:
+    url = env.get("MOSIS_DATABASE_URL", "")
+    password = urlparse(url).password if "://" in url else None
+    if password and is_placeholder(unquote(password)):
+        raise ConfigError("MOSIS_DATABASE_URL carries the placeholder password of .env.example (compose builds "
+                          f"it from POSTGRES_PASSWORD): set a password of its own ({MAKE_A_SECRET})")
+    return url
 
 
 def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
@@ -284,12 +326,12 @@ class Settings:
         )
         return cls(
             data_dir=Path(env.get("MOSIS_DATA_DIR") or d.data_dir),
-            database_url=env.get("MOSIS_DATABASE_URL", ""),
-            admin_token=env.get("MOSIS_ADMIN_TOKEN", ""),
+            database_url=_database_url(env),
+            admin_token=_secret(env, "MOSIS_ADMIN_TOKEN", min_chars=MIN_SECRET_CHARS),
             s3_endpoint=env.get("MOSIS_S3_ENDPOINT") or d.s3_endpoint,
             s3_public_endpoint=env.get("MOSIS_S3_PUBLIC_ENDPOINT", ""),
             s3_access_key=env.get("MOSIS_S3_ACCESS_KEY") or d.s3_access_key,
-            s3_secret_key=env.get("MOSIS_S3_SECRET_KEY") or d.s3_secret_key,
+            s3_secret_key=_secret(env, "MOSIS_S3_SECRET_KEY", d.s3_secret_key),
             s3_region=env.get("MOSIS_S3_REGION") or d.s3_region,
             bucket=env.get("MOSIS_S3_BUCKET") or d.bucket,
             s3_ca_file=env.get("MOSIS_S3_CA_FILE") or d.s3_ca_file,
@@ -302,7 +344,7 @@ class Settings:
             public_read_max_age=_int(env, "MOSIS_PUBLIC_READ_MAX_AGE_SECONDS", d.public_read_max_age, 0),
             public_read_stale=_int(env, "MOSIS_PUBLIC_READ_STALE_SECONDS", d.public_read_stale, 0),
             public_static_max_age=_int(env, "MOSIS_PUBLIC_STATIC_MAX_AGE_SECONDS", d.public_static_max_age, 0),
-            signing_key=env.get("MOSIS_SIGNING_KEY", ""),
+            signing_key=_secret(env, "MOSIS_SIGNING_KEY"),
             validation_lease_seconds=_int(env, "MOSIS_VALIDATION_LEASE_SECONDS", d.validation_lease_seconds, 5),
             validation_poll_seconds=_float(env, "MOSIS_VALIDATION_POLL_SECONDS", d.validation_poll_seconds),
             validation_max_attempts=_int(env, "MOSIS_VALIDATION_MAX_ATTEMPTS", d.validation_max_attempts, 1),
@@ -326,7 +368,7 @@ class Settings:
             multipart_part_bytes=_int(env, "MOSIS_MULTIPART_PART_BYTES", d.multipart_part_bytes,
                                       S3_MIN_PART_BYTES),
             housekeeping=housekeeping,
-            download_link_secret=_link_secret(env.get("MOSIS_DOWNLOAD_LINK_SECRET", "")),
+            download_link_secret=_link_secret(_secret(env, "MOSIS_DOWNLOAD_LINK_SECRET")),
             edge_internal_url=env.get("MOSIS_EDGE_INTERNAL_URL", "").rstrip("/"),
             edge_cache_max_bytes=_int(env, "MOSIS_EDGE_CACHE_MAX_BYTES", d.edge_cache_max_bytes, 16 * MiB),
             edge_cache_dir=env.get("MOSIS_EDGE_CACHE_DIR", ""),
@@ -338,9 +380,20 @@ class Settings:
             edge_tls_key=env.get("MOSIS_EDGE_TLS_KEY", ""),
             proxy_hops=_int(env, "MOSIS_PROXY_HOPS", d.proxy_hops, 0),
             cloudflare_zone_id=env.get("MOSIS_CLOUDFLARE_ZONE_ID", ""),
-            cloudflare_api_token=env.get("MOSIS_CLOUDFLARE_API_TOKEN", ""),
+            cloudflare_api_token=_secret(env, "MOSIS_CLOUDFLARE_API_TOKEN"),
             cloudflare_api_url=(env.get("MOSIS_CLOUDFLARE_API_URL") or d.cloudflare_api_url).rstrip("/"),
         )
+
+
+def settings_for_process() -> Settings:
+    """The settings of a starting process (the API, the scheduler, a
+    command): a value it cannot run with stops it, exit status 2, with one
+    line naming the variable instead of a traceback."""
+    try:
+        return Settings.from_env()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 # The secret is written into nginx's configuration: keep it to characters

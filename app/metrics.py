@@ -13,6 +13,11 @@ import time
 
 from prometheus_client import Counter, Histogram
 
+# A process that inherits PROMETHEUS_MULTIPROC_DIR without gunicorn having
+# made it (a command run beside the API) writes its files there too.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 UPLOADS_STARTED = Counter("mosis_uploads_started_total", "Versions created (upload URLs issued)")
 UPLOADS_COMPLETED = Counter("mosis_uploads_completed_total", "Uploads completed and queued for validation")
 UPLOADS_FAILED = Counter("mosis_uploads_failed_total", "Uploads that failed, by reason code", ["reason"])

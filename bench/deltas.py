@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import statistics
@@ -39,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.delta_packages import app_members, evolve, write_zip  # noqa: E402
+from tests.delta_packages import STORED, Member, app_members, evolve, write_zip  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "deltas.json"
 WORK = ROOT / "bench" / "work"
@@ -168,16 +169,32 @@ def fetch(cache: Path, name: str, version: str) -> Path:
     return found[0]
 
 
-def synthetic(work: Path, mib: int, share: float, seed: int) -> tuple[Path, Path]:
-    """An app package of about `mib` MiB and its next version."""
-    entries = max(40, int(mib * 1024 * 1024 / 55_000))  # an entry averages ~55 KB
-    scale = 1
-    while entries > 1500:
-        entries, scale = entries // 2, scale * 2
-    old = app_members(seed, entries=entries, scale=scale)
+def synthetic(work: Path, mib: int, share: float, seed: int, big_entry_mib: int = 0) -> tuple[Path, Path]:
+    """An app package of about `mib` MiB and its next version; with
+    `big_entry_mib`, one stored media file that large, edited in one place
+    (so its diff needs several windows)."""
     tag = f"{mib}-{share}-{seed}"
-    return (write_zip(work / f"syn-{tag}-v1.zip", old),
-            write_zip(work / f"syn-{tag}-v2.zip", evolve(old, share, seed + 1)))
+    old_path, new_path = work / f"syn-{tag}-v1.zip", work / f"syn-{tag}-v2.zip"
+    want = (mib - big_entry_mib) * MiB
+    entries, size = max(40, want // 40_000), 0  # first guess; then corrected by what it made
+    for _ in range(3):
+        scale = 1
+        while entries > 1500:
+            entries, scale = entries // 2, scale * 2
+        members = app_members(seed, entries=entries, scale=scale)
+        size = write_zip(old_path, members).stat().st_size
+        if abs(size - want) < want * 0.05:
+            break
+        entries = max(40, int(entries * scale * want / size))
+    old = list(members)
+    new = evolve(members, share, seed + 1)
+    if big_entry_mib:
+        rnd = random.Random(seed)
+        video = rnd.randbytes(big_entry_mib * MiB)
+        edited = video[:MiB] + b"edited" + video[MiB + 6:]
+        old.append(Member("assets/video.bin", video, STORED))
+        new.append(Member("assets/video.bin", edited, STORED))
+    return write_zip(old_path, old), write_zip(new_path, new)
 
 
 # -- aggregate ------------------------------------------------------------------------
@@ -237,8 +254,9 @@ def main() -> int:
             rows.append(measure("synthetic", f"app {args.synthetic_mib} MiB, {share:.0%} changed", a, b, work))
         big = None
         if args.big_mib:
-            a, b = synthetic(work, args.big_mib, 0.1, seed=200)
-            big = measure("big", f"app {args.big_mib} MiB, 10% changed", a, b, work, tools=("ours",))
+            a, b = synthetic(work, args.big_mib, 0.1, seed=200, big_entry_mib=64)
+            big = measure("big", f"app {args.big_mib} MiB, 10% changed, a 64 MiB file edited", a, b, work,
+                          tools=("ours",))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     groups = {g: aggregate([r for r in rows if r["group"] == g]) for g in ("wheels", "synthetic")}
@@ -251,10 +269,13 @@ def main() -> int:
         verdict["total_vs_best_peer"] = {"measured": wheels.get("ours_vs_best_peer_bytes"),
                                          "target": TARGETS["total_vs_best_peer"],
                                          "met": (wheels.get("ours_vs_best_peer_bytes") or 9) <= TARGETS["total_vs_best_peer"]}
-    verdict["generate_s_per_100_mib"] = {"measured": everything["ours"]["generate_s_per_100_mib"],
+    per_group = {g: groups[g]["ours"]["generate_s_per_100_mib"] for g in groups if "ours" in groups[g]}
+    if big:
+        per_group["big"] = big["ours"]["generate_s_per_100_mib"]
+    verdict["generate_s_per_100_mib"] = {"measured": per_group, "all_pairs": everything["ours"]["generate_s_per_100_mib"],
                                          "worst_pair": everything["ours"]["generate_s_per_100_mib_worst"],
                                          "target": TARGETS["generate_s_per_100_mib"],
-                                         "met": everything["ours"]["generate_s_per_100_mib"] <= TARGETS["generate_s_per_100_mib"]}
+                                         "met": all(v <= TARGETS["generate_s_per_100_mib"] for v in per_group.values())}
     if big:
         verdict["apply_rss_mib_500_mib"] = {"measured": big["ours"]["apply_rss_mib"], "package_mib": big["full_mib"],
                                             "target": TARGETS["apply_rss_mib_500_mib"],

@@ -409,3 +409,12 @@ def test_vectors_apply_and_are_what_their_seeds_make(tmp_path):
     assert stats["carried"]["carried"] == 1
     assert stats["windows"]["chunks_zstd"] > 1
     assert stats["stored-added-removed"]["new"] == 1
+
+
+def test_content_moved_to_another_name_is_copied(tmp_path):
+    rnd = random.Random(17)
+    x, y = code(rnd, 20_000), text(rnd, 20_000)
+    a, b = pair(tmp_path, [Member("a.js", x), Member("b.json", y)],
+                [Member("a.js", code(rnd, 20_000)), Member("b.json", x)])
+    _, stats = round_trip(tmp_path, a, b)
+    assert stats["copied"] == 1  # b.json's data is old a.js's, copied rather than diffed

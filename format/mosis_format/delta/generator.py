@@ -58,8 +58,9 @@ CONTROL_LEVEL = 19
 # The applier keeps the control stream's prefix for the whole patch: a
 # central directory rarely needs more (65 535 entries of 60 bytes).
 CONTROL_PREFIX = 4 * 1024 * 1024
-# A deflated entry no parameters re-create costs every trial; after this
-# many such entries, and none re-created, an archive gets only a few trials.
+# A deflated entry no parameters re-create costs every trial; once this many
+# such entries outnumber those re-created, the archive's next entries get
+# only a few trials (its previous match first).
 GIVE_UP_AFTER, FEW_TRIES = 3, 4
 
 
@@ -194,18 +195,22 @@ class _Maker:
             if t.header_offset < pos:
                 raise DeltaError(Reason.NOT_A_ZIP, f"the target's entry {t.name!r} overlaps another")
             self._literal(ops, pos, t.header_offset)
-            s = by_name.get(t.name) or by_content.get((t.crc, t.size)) \
+            same_content = by_content.get((t.crc, t.size))
+            s = by_name.get(t.name) or same_content \
                 or _similar(t, by_basename.get(t.name.rsplit("/", 1)[-1], []))
             if s is not None and self._same(s.header_offset, s.data_end, t.header_offset, t.data_end):
                 self._copy(ops, s.header_offset, t.data_end - t.header_offset)
                 self.stats["copied"] += 1
-            else:
-                self._literal(ops, t.header_offset, t.data_offset)
-                if s is not None and self._same(s.data_offset, s.data_end, t.data_offset, t.data_end):
-                    self._copy(ops, s.data_offset, t.data_end - t.data_offset)
+                pos = t.data_end
+                continue
+            self._literal(ops, t.header_offset, t.data_offset)
+            for c in (s, same_content):  # the data may be another entry's, moved
+                if c is not None and self._same(c.data_offset, c.data_end, t.data_offset, t.data_end):
+                    self._copy(ops, c.data_offset, t.data_end - t.data_offset)
                     self.stats["copied"] += 1
-                else:
-                    ops.append(("entry", t, s))
+                    break
+            else:
+                ops.append(("entry", t, s))
             pos = t.data_end
         self._literal(ops, pos, self.dst.size)
         return ops
@@ -298,7 +303,8 @@ class _Maker:
         raw = self.dst.read(t.data_offset, t.data_end - t.data_offset)
         content, params = raw, None
         if t.method == zipfile.ZIP_DEFLATED and (plain := self.dst.content(t)) is not None:
-            tries = FEW_TRIES if self.deflate_missed >= GIVE_UP_AFTER and not self.deflate_found else None
+            unlikely = self.deflate_missed >= GIVE_UP_AFTER and self.deflate_missed > self.deflate_found
+            tries = FEW_TRIES if unlikely else None
             params = detect(plain, raw, self.hint, **({"max_tries": tries} if tries else {}))
             if params:
                 self.hint = params
@@ -387,9 +393,14 @@ class _Maker:
 
 
 def _incompressible(data: bytes) -> bool:
-    """Media and archives: bsdiff finds nothing in them that zstd does not."""
-    sample = data[len(data) // 2:len(data) // 2 + 65536]
-    return len(sample) >= 4096 and len(compress(sample, 1, 17)) > 0.95 * len(sample)
+    """Media and archives: bsdiff finds nothing in them that zstd does not.
+    Judged from samples across the content (one place can mislead: a
+    library may embed compressed tables)."""
+    if len(data) < 16384:
+        return False
+    step = len(data) // 5
+    sample = b"".join(data[i * step + step // 2:i * step + step // 2 + 16384] for i in range(5))
+    return len(compress(sample, 1, 17)) > 0.95 * len(sample)
 
 
 def _similar(t: _Entry, candidates: list[_Entry]) -> _Entry | None:

@@ -124,8 +124,12 @@ def test_binary_entries_use_bsdiff(tmp_path):
     shifted = b"".join(b"\x00\xe8" + (i * 40 + 16).to_bytes(4, "little") + blob[i * 16 + 6:i * 16 + 16]
                        for i in range(20_000))
     a, b = pair(tmp_path, [Member("lib.so", blob)], [Member("lib.so", b"\x90" * 16 + shifted)])
-    _, stats = round_trip(tmp_path, a, b)
+    with_bsdiff, stats = round_trip(tmp_path, a, b)
     assert stats["chunks_bsdiff"] == 1
+    size = with_bsdiff.stat().st_size
+    _, stats = round_trip(tmp_path, a, b, bsdiff=False)
+    assert stats["chunks_bsdiff"] == 0
+    assert (tmp_path / "p.patch").stat().st_size > size
 
 
 def test_large_entries_are_diffed_in_windows(tmp_path):

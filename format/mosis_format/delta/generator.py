@@ -149,9 +149,11 @@ def _sha256(f: BinaryIO) -> str:
 
 
 def generate(source: str | os.PathLike, target: str | os.PathLike, out: str | os.PathLike | BinaryIO,
-             *, window: int = DEFAULT_WINDOW) -> PatchInfo:
+             *, window: int = DEFAULT_WINDOW, bsdiff: bool = True) -> PatchInfo:
     """Write a patch that turns the package `source` into `target` to `out`
-    (a path, or a binary file opened for reading and writing)."""
+    (a path, or a binary file opened for reading and writing). `bsdiff=False`
+    codes binaries with zstd only: several times faster on packages of
+    native libraries, their patches larger (bench/results/deltas.json)."""
     if not 4096 <= window <= MAX_WINDOW:
         raise ValueError(f"window must be within 4096..{MAX_WINDOW}")
     src = _Archive(source, "source")
@@ -163,16 +165,16 @@ def generate(source: str | os.PathLike, target: str | os.PathLike, out: str | os
     try:
         if isinstance(out, (str, os.PathLike)):
             with open(out, "w+b") as f:
-                return _Maker(src, dst, f, window).make()
-        return _Maker(src, dst, out, window).make()
+                return _Maker(src, dst, f, window, bsdiff).make()
+        return _Maker(src, dst, out, window, bsdiff).make()
     finally:
         src.close()
         dst.close()
 
 
 class _Maker:
-    def __init__(self, src: _Archive, dst: _Archive, out: BinaryIO, window: int):
-        self.src, self.dst, self.out, self.window = src, dst, out, window
+    def __init__(self, src: _Archive, dst: _Archive, out: BinaryIO, window: int, bsdiff: bool):
+        self.src, self.dst, self.out, self.window, self.bsdiff = src, dst, out, window, bsdiff
         self.window_log = zstd_window_log_max(window)
         self.hint: DeflateParams | None = None
         self.deflate_found = self.deflate_missed = 0
@@ -376,7 +378,7 @@ class _Maker:
             best = (CHUNK_ZSTD, compress(new, MEDIA_LEVEL, log, prefix, long=True))
             binary = False
         else:
-            binary = bool(old) and b"\0" in new
+            binary = self.bsdiff and bool(old) and b"\0" in new
             if binary and len(new) > LEVELS[0][0]:
                 level = min(level, BINARY_ZSTD_LEVEL)
             best = (CHUNK_ZSTD, compress(new, level, log, prefix))

@@ -52,7 +52,7 @@ LOCAL_SIG = b"PK\x03\x04"
 # chunks are also tried with bsdiff, which usually wins there, so their zstd
 # attempt is a cheap one.
 LEVELS = ((1024 * 1024, 19), (4 * 1024 * 1024, 17), (MAX_WINDOW, 12))
-BINARY_ZSTD_LEVEL = 9
+BINARY_ZSTD_LEVEL = 12
 MEDIA_LEVEL = 9
 CONTROL_LEVEL = 19
 # The applier keeps the control stream's prefix for the whole patch: a

@@ -1,9 +1,10 @@
 """Applying a delta patch: source package + patch -> target package.
 
 Streaming with bounded memory: the target is written front to back as the
-operations come; the most held at once is one window of a changed entry's
-old content (the patch's `max_window`, at most `max_window` of the caller)
-held about three times over, plus small read buffers. Nothing depends on the
+operations come; the most held at once is the control stream's prefix and
+one window of a changed entry's old content (the patch's `max_window`, at
+most the caller's `max_window`) held twice (the window and zstd's copy),
+plus the chunk being decoded and small read buffers. Nothing depends on the
 package's size.
 
 Checks, in order: the header is one this code reads and within the caller's
@@ -12,8 +13,8 @@ SHA-256; while writing, no operation writes past its declared size or past
 the target's (refused before the write); each re-created entry's size and
 CRC-32; at the end, the control stream and data section used exactly, and
 the target's size and SHA-256. The patch is read at two places (its control
-stream and its data section), so it must be a seekable file. Every failure is a `DeltaError` with a
-stable `Reason`. When `out` is a path, a failed apply removes what it wrote;
+stream and its data section), so it must be a seekable file. Every failure
+is a `DeltaError` with a stable `Reason`. When `out` is a path, a failed apply removes what it wrote;
 when it is a file object, its content is then undefined and the caller
 discards it.
 """
@@ -35,8 +36,8 @@ from .zstd import ZstdDict, ZstdError, new_decompressor
 
 READ = 1024 * 1024  # bytes read, hashed or copied at a time
 PIECE = 256 * 1024  # content decoded at a time
-# The window an applier accepts by default: what the store's patches use
-# (8 MiB) with room to spare, and still far under 100 MiB of memory.
+# The window accepted by default: the one the store's patches use, which
+# keeps this applier near 65 MiB of memory at most.
 DEFAULT_MAX_WINDOW = 16 * 1024 * 1024
 
 Source = str | os.PathLike | BinaryIO

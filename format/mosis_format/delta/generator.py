@@ -20,10 +20,13 @@ content (all of it when both fit in the window), as a zstd frame using the
 window as a prefix or as a bsdiff record stream, whichever is smaller (bsdiff
 is tried only for binary content, where it usually wins). Memory here is
 about the largest changed entry, old and new, plus what bsdiff needs for one
-window (about 17 times it); the applier's stays at about three windows.
+window (about 17 times it); the applier's stays at about two windows.
 
 Needs the `generate` extra (bsdiff4). Raises `DeltaError` with `not_a_zip`
-when either package cannot be read as a ZIP archive.
+when either package cannot be read as a ZIP archive (or lays its entries out
+over each other). Reads only the two packages and writes only `out`; a
+failure or a crash leaves `out` partly written, so callers write to a name
+of their own and publish the patch only once `generate` has returned.
 """
 
 from __future__ import annotations

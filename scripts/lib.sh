@@ -7,11 +7,12 @@ VENV="${MOSIS_VENV:-$ROOT/.venv}"
 log() { printf '==> %s\n' "$*" >&2; }
 
 # The virtualenv with the appliance and its extras; reinstalled when
-# pyproject.toml changes. An install with more extras serves one with fewer
-# (scripts/test's native,test serves scripts/run's native).
+# pyproject.toml or format/pyproject.toml changes. An install with more
+# extras serves one with fewer (scripts/test's native,test serves
+# scripts/run's native).
 ensure_venv() {
     local extras="${1:-}"
-    local hash; hash="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+    local hash; hash="$(cat "$ROOT/pyproject.toml" "$ROOT/format/pyproject.toml" | sha256sum | cut -c1-16)"
     local stamp="$VENV/.installed-$hash${extras:+-${extras//,/-}}"
     local have extra covered
     for have in "$VENV/.installed-$hash" "$VENV/.installed-$hash"-*; do

@@ -16,6 +16,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY scripts/install-python scripts/install-python
+COPY format format
 COPY app app
 RUN scripts/install-python /opt/venv
 

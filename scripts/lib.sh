@@ -7,10 +7,10 @@ VENV="${MOSIS_VENV:-$ROOT/.venv}"
 log() { printf '==> %s\n' "$*" >&2; }
 
 # The virtualenv with the appliance and its extras; reinstalled when
-# pyproject.toml changes.
+# pyproject.toml or format/pyproject.toml changes.
 ensure_venv() {
     local extras="${1:-}"
-    local hash; hash="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+    local hash; hash="$(cat "$ROOT/pyproject.toml" "$ROOT/format/pyproject.toml" | sha256sum | cut -c1-16)"
     local stamp="$VENV/.installed-$hash${extras:+-${extras//,/-}}"
     if [ -f "$stamp" ]; then return 0; fi
     log "installing Python packages into $VENV${extras:+ (with $extras)}"

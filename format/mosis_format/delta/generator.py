@@ -1,0 +1,423 @@
+"""Making a delta patch between two ZIP packages (docs/deltas.md).
+
+The target is walked entry by entry in file order:
+
+- an entry whose local header and data are the same bytes as a source
+  entry's is one COPY of the source's range (neighbours merge);
+- a changed entry becomes an ENTRY: its *uncompressed* content is coded
+  against the uncompressed content of the most similar source entry (same
+  name; else same content; else same file name elsewhere), and the applier
+  re-compresses it with the zlib parameters found here that re-create the
+  original DEFLATE bytes exactly. When no parameters do (another deflate
+  implementation made the archive), the compressed bytes themselves are
+  coded against the old entry's compressed bytes instead;
+- everything else (local headers of changed entries, the central directory,
+  the end records) goes into one zstd literal stream that may refer to the
+  source's central directory.
+
+Each ENTRY's content is coded in chunks, each against one window of the old
+content (all of it when both fit in the window), as a zstd frame using the
+window as a prefix or as a bsdiff record stream, whichever is smaller (bsdiff
+is tried only for binary content, where it usually wins). Memory here is
+about the largest changed entry, old and new, plus what bsdiff needs for one
+window (about 17 times it); the applier's stays at about three windows.
+
+Needs the `generate` extra (bsdiff4). Raises `DeltaError` with `not_a_zip`
+when either package cannot be read as a ZIP archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import bsdiff4.core
+
+from .deflate import DeflateParams, detect
+from .spec import (BASE_DEFLATED, BASE_NONE, BASE_RAW, CHUNK_BSDIFF, CHUNK_ZSTD, ENCODING_DEFLATE,
+                   ENCODING_STORED, HEADER_SIZE, MAX_WINDOW, MIN_PREFIX, OP_COPY, OP_END, OP_ENTRY, OP_LITERAL,
+                   TRAILER_SIZE, DeltaError, PatchHeader, Reason, bsdiff_int, read_bsdiff_int, uleb,
+                   zstd_window_log_max)
+from .zstd import FLUSH_BLOCK, FLUSH_FRAME, ZstdDict, compress, new_compressor
+
+DEFAULT_WINDOW = 16 * 1024 * 1024
+READ = 1024 * 1024
+LOCAL_SIG = b"PK\x03\x04"
+# zstd levels by chunk size: the highest where it pays, lower where the time
+# would grow past the generation budget (measured: bench/deltas.py). Binary
+# chunks are also tried with bsdiff, which usually wins there, so their zstd
+# attempt is a cheap one.
+LEVELS = ((1024 * 1024, 19), (4 * 1024 * 1024, 17), (MAX_WINDOW, 12))
+BINARY_ZSTD_LEVEL = 9
+LITERAL_LEVEL = 19
+# A deflated entry no parameters re-create costs every trial; after this
+# many such entries, and none re-created, an archive gets only a few trials.
+GIVE_UP_AFTER, FEW_TRIES = 3, 4
+
+
+@dataclass
+class PatchInfo:
+    size: int
+    sha256: str
+    header: PatchHeader
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Entry:
+    name: str
+    header_offset: int
+    data_offset: int
+    data_end: int
+    method: int
+    crc: int
+    size: int  # uncompressed
+
+
+class _Archive:
+    """One package's entries and raw bytes, read through zipfile."""
+
+    def __init__(self, path: str | os.PathLike, role: str):
+        self.f = open(path, "rb")
+        self.size = os.fstat(self.f.fileno()).st_size
+        try:
+            with zipfile.ZipFile(self.f) as zf:
+                infos = zf.infolist()
+                self.cd_offset = zf.start_dir
+            self.entries = [self._entry(info) for info in infos]
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError, EOFError) as e:
+            self.f.close()
+            raise DeltaError(Reason.NOT_A_ZIP, f"the {role} package is not a readable ZIP archive: {e}") from None
+        except DeltaError:
+            self.f.close()
+            raise
+        self.role = role
+
+    def _entry(self, info: zipfile.ZipInfo) -> _Entry:
+        local = self.read(info.header_offset, 30)
+        if len(local) != 30 or local[:4] != LOCAL_SIG:
+            raise zipfile.BadZipFile(f"no local header for {info.filename!r}")
+        data_offset = info.header_offset + 30 + int.from_bytes(local[26:28], "little") \
+            + int.from_bytes(local[28:30], "little")
+        data_end = data_offset + info.compress_size
+        if data_end > self.cd_offset:
+            raise zipfile.BadZipFile(f"{info.filename!r} runs into the central directory")
+        return _Entry(info.filename, info.header_offset, data_offset, data_end,
+                      info.compress_type, info.CRC, info.file_size)
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.f.seek(offset)
+        return self.f.read(length)
+
+    def content(self, e: _Entry) -> bytes | None:
+        """The entry's uncompressed bytes, or None when they cannot be had
+        (a method other than stored/deflate, or a CRC that does not match)."""
+        raw = self.read(e.data_offset, e.data_end - e.data_offset)
+        if e.method == zipfile.ZIP_STORED:
+            data = raw
+        elif e.method == zipfile.ZIP_DEFLATED:
+            d = zlib.decompressobj(-15)
+            try:
+                data = d.decompress(raw) + d.flush()
+            except zlib.error:
+                return None
+            if not d.eof:
+                return None
+        else:
+            return None
+        return data if len(data) == e.size and zlib.crc32(data) == e.crc else None
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _sha256(f: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    f.seek(0)
+    while data := f.read(READ):
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def generate(source: str | os.PathLike, target: str | os.PathLike, out: str | os.PathLike | BinaryIO,
+             *, window: int = DEFAULT_WINDOW) -> PatchInfo:
+    """Write a patch that turns the package `source` into `target` to `out`
+    (a path, or a binary file opened for reading and writing)."""
+    if not 4096 <= window <= MAX_WINDOW:
+        raise ValueError(f"window must be within 4096..{MAX_WINDOW}")
+    src = _Archive(source, "source")
+    try:
+        dst = _Archive(target, "target")
+    except DeltaError:
+        src.close()
+        raise
+    try:
+        if isinstance(out, (str, os.PathLike)):
+            with open(out, "w+b") as f:
+                return _Maker(src, dst, f, window).make()
+        return _Maker(src, dst, out, window).make()
+    finally:
+        src.close()
+        dst.close()
+
+
+class _Maker:
+    def __init__(self, src: _Archive, dst: _Archive, out: BinaryIO, window: int):
+        self.src, self.dst, self.out, self.window = src, dst, out, window
+        self.window_log = zstd_window_log_max(window)
+        self.hint: DeflateParams | None = None
+        self.deflate_found = self.deflate_missed = 0
+        self.stats = {"entries": len(dst.entries), "copied": 0, "diffed": 0, "carried": 0,
+                      "new": 0, "literal_bytes": 0, "chunks_zstd": 0, "chunks_bsdiff": 0}
+
+    # -- planning --------------------------------------------------------
+
+    def plan(self) -> list[tuple]:
+        """("copy", src_offset, length) | ("literal", start, end) | ("entry", target, base)."""
+        by_name = {e.name: e for e in self.src.entries}
+        by_content = {}
+        by_basename: dict[str, list[_Entry]] = {}
+        for e in self.src.entries:
+            by_content.setdefault((e.crc, e.size), e)
+            by_basename.setdefault(e.name.rsplit("/", 1)[-1], []).append(e)
+        ops: list[tuple] = []
+        pos = 0
+        for t in sorted(self.dst.entries, key=lambda e: e.header_offset):
+            if t.header_offset < pos:
+                raise DeltaError(Reason.NOT_A_ZIP, f"the target's entry {t.name!r} overlaps another")
+            self._literal(ops, pos, t.header_offset)
+            s = by_name.get(t.name) or by_content.get((t.crc, t.size)) \
+                or _similar(t, by_basename.get(t.name.rsplit("/", 1)[-1], []))
+            if s is not None and self._same(s.header_offset, s.data_end, t.header_offset, t.data_end):
+                self._copy(ops, s.header_offset, t.data_end - t.header_offset)
+                self.stats["copied"] += 1
+            else:
+                self._literal(ops, t.header_offset, t.data_offset)
+                if s is not None and self._same(s.data_offset, s.data_end, t.data_offset, t.data_end):
+                    self._copy(ops, s.data_offset, t.data_end - t.data_offset)
+                    self.stats["copied"] += 1
+                else:
+                    ops.append(("entry", t, s))
+            pos = t.data_end
+        self._literal(ops, pos, self.dst.size)
+        return ops
+
+    def _same(self, s_start: int, s_end: int, t_start: int, t_end: int) -> bool:
+        if s_end - s_start != t_end - t_start:
+            return False
+        for off in range(0, t_end - t_start, READ):
+            n = min(READ, t_end - t_start - off)
+            if self.src.read(s_start + off, n) != self.dst.read(t_start + off, n):
+                return False
+        return True
+
+    def _copy(self, ops: list, offset: int, length: int) -> None:
+        if ops and ops[-1][0] == "copy" and ops[-1][1] + ops[-1][2] == offset:
+            ops[-1] = ("copy", ops[-1][1], ops[-1][2] + length)
+        else:
+            ops.append(("copy", offset, length))
+
+    def _literal(self, ops: list, start: int, end: int) -> None:
+        if end <= start:
+            return
+        # Bytes the source has right after the range just copied (a data
+        # descriptor, padding) extend the copy instead.
+        if ops and ops[-1][0] == "copy":
+            src_at = ops[-1][1] + ops[-1][2]
+            n = end - start
+            if src_at + n <= self.src.size and self.src.read(src_at, n) == self.dst.read(start, n):
+                self._copy(ops, src_at, n)
+                return
+        if ops and ops[-1][0] == "literal" and ops[-1][2] == start:
+            ops[-1] = ("literal", ops[-1][1], end)
+        else:
+            ops.append(("literal", start, end))
+
+    # -- writing ---------------------------------------------------------
+
+    def make(self) -> PatchInfo:
+        ops = self.plan()
+        out = self.out
+        out.seek(0)
+        out.truncate()
+        out.write(bytes(HEADER_SIZE))
+        lp_offset = min(self.src.cd_offset, self.src.size)
+        lp_length = min(self.window, self.src.size - lp_offset)
+        if lp_length < MIN_PREFIX:
+            lp_length = 0
+        literal_ops = [op for op in ops if op[0] == "literal"]
+        literals = new_compressor(LITERAL_LEVEL, self.window_log,
+                                  ZstdDict(self.src.read(lp_offset, lp_length), is_raw=True)
+                                  if lp_length else None)
+        for op in ops:
+            if op[0] == "copy":
+                out.write(bytes([OP_COPY]) + uleb(op[1]) + uleb(op[2]))
+            elif op[0] == "literal":
+                data = self.dst.read(op[1], op[2] - op[1])
+                last = op is literal_ops[-1]
+                piece = literals.compress(data, FLUSH_FRAME if last else FLUSH_BLOCK)
+                out.write(bytes([OP_LITERAL]) + uleb(len(data)) + uleb(len(piece)) + piece)
+                self.stats["literal_bytes"] += len(data)
+            else:
+                self.entry(op[1], op[2])
+        out.write(bytes([OP_END]))
+        patch_size = out.tell() + TRAILER_SIZE
+        header = PatchHeader(self.window, patch_size, self.src.size, _sha256(self.src.f),
+                             self.dst.size, _sha256(self.dst.f), lp_offset, lp_length)
+        out.seek(0)
+        out.write(header.pack())
+        out.flush()
+        out.seek(0)
+        digest = hashlib.sha256()
+        left = patch_size - TRAILER_SIZE
+        while left:
+            data = out.read(min(READ, left))
+            digest.update(data)
+            left -= len(data)
+        out.seek(patch_size - TRAILER_SIZE)
+        out.write(digest.digest())
+        out.flush()
+        out.seek(0)
+        whole = hashlib.sha256()
+        while data := out.read(READ):
+            whole.update(data)
+        return PatchInfo(patch_size, whole.hexdigest(), header, self.stats)
+
+    def entry(self, t: _Entry, s: _Entry | None) -> None:
+        raw = self.dst.read(t.data_offset, t.data_end - t.data_offset)
+        content, params = raw, None
+        if t.method == zipfile.ZIP_DEFLATED and (plain := self.dst.content(t)) is not None:
+            tries = FEW_TRIES if self.deflate_missed >= GIVE_UP_AFTER and not self.deflate_found else None
+            params = detect(plain, raw, self.hint, **({"max_tries": tries} if tries else {}))
+            if params:
+                self.hint = params
+                self.deflate_found += 1
+                content = plain
+            else:
+                self.deflate_missed += 1
+        # The base: the old entry's content when the new content is
+        # uncompressed, its raw bytes when the new entry is carried as is.
+        kind, base, base_range = BASE_NONE, b"", (0, 0)
+        uncompressed = params is not None or t.method == zipfile.ZIP_STORED
+        if s is not None:
+            old_raw_range = (s.data_offset, s.data_end - s.data_offset)
+            if uncompressed and (old := self.src.content(s)) is not None:
+                kind = BASE_DEFLATED if s.method == zipfile.ZIP_DEFLATED else BASE_RAW
+                base, base_range = old, old_raw_range
+            else:
+                kind, base_range = BASE_RAW, old_raw_range
+                base = self.src.read(*old_raw_range)
+        self.stats["new" if s is None else "diffed" if uncompressed else "carried"] += 1
+
+        head = bytearray([OP_ENTRY, kind])
+        if kind != BASE_NONE:
+            head += uleb(base_range[0]) + uleb(base_range[1])
+        head += uleb(len(base)) + uleb(len(content)) + zlib.crc32(content).to_bytes(4, "little")
+        if params:
+            head += bytes([ENCODING_DEFLATE, params.level, params.mem_level, params.strategy,
+                           params.window_bits])
+        else:
+            head += bytes([ENCODING_STORED])
+        head += uleb(len(raw)) + zlib.crc32(raw).to_bytes(4, "little")
+        chunks = self.chunks(len(content), len(base))
+        head += uleb(len(chunks))
+        self.out.write(bytes(head))
+        for (t0, size, w0, wlen) in chunks:
+            self.out.write(self.chunk(base[w0:w0 + wlen], content[t0:t0 + size], w0))
+
+    def chunks(self, n: int, m: int) -> list[tuple[int, int, int, int]]:
+        """(content offset, size, window offset, window length) per chunk:
+        one chunk against the whole base when both fit the window; else
+        half-window chunks, each against the window centred on where the
+        chunk's bytes sit proportionally in the old content."""
+        w = self.window
+        if n == 0:
+            return []
+        if n <= w and m <= w:
+            return [(0, n, 0, m)]
+        step = w // 2
+        out = []
+        for t0 in range(0, n, step):
+            size = min(step, n - t0)
+            centre = (t0 + size // 2) * m // max(n, 1)
+            wlen = min(w, m)
+            w0 = min(max(0, centre - wlen // 2), m - wlen)
+            out.append((t0, size, w0, wlen))
+        return out
+
+    def chunk(self, old: bytes, new: bytes, w0: int) -> bytes:
+        level = next(lv for limit, lv in LEVELS if len(new) <= limit)
+        log = max(10, min(self.window_log, (len(old) + len(new) - 1).bit_length()))
+        binary = bool(old) and b"\0" in new and not _incompressible(new)
+        if binary and len(new) > LEVELS[0][0]:
+            level = min(level, BINARY_ZSTD_LEVEL)
+        best = (CHUNK_ZSTD, compress(new, level, log, old if len(old) >= MIN_PREFIX else b""))
+        if binary and (stream := _bsdiff_stream(old, new)) is not None:
+            level = next(lv for limit, lv in LEVELS if len(stream) <= limit)
+            frame = compress(stream, level, max(10, min(self.window_log, (len(stream) - 1).bit_length())))
+            if len(frame) < len(best[1]):
+                best = (CHUNK_BSDIFF, frame)
+        method, frame = best
+        if method == CHUNK_ZSTD and len(old) < MIN_PREFIX:
+            w0, old = 0, b""
+        self.stats["chunks_zstd" if method == CHUNK_ZSTD else "chunks_bsdiff"] += 1
+        return bytes([method]) + uleb(w0) + uleb(len(old)) + uleb(len(new)) + uleb(len(frame)) + frame
+
+
+def _incompressible(data: bytes) -> bool:
+    """Media and archives: bsdiff finds nothing in them that zstd does not."""
+    sample = data[len(data) // 2:len(data) // 2 + 65536]
+    return len(sample) >= 4096 and len(compress(sample, 1, 17)) > 0.95 * len(sample)
+
+
+def _similar(t: _Entry, candidates: list[_Entry]) -> _Entry | None:
+    """Among source entries with the target's file name, the one whose path
+    shares the most trailing components (a renamed folder), then the
+    closest size."""
+    if not candidates:
+        return None
+    parts = t.name.split("/")
+
+    def score(e: _Entry):
+        other = e.name.split("/")
+        common = 0
+        while common < min(len(parts), len(other)) and parts[-1 - common] == other[-1 - common]:
+            common += 1
+        return (common, -abs(e.size - t.size))
+    return max(candidates, key=score)
+
+
+def _bsdiff_stream(old: bytes, new: bytes) -> bytes | None:
+    """bsdiff's records interleaved (control, its diff bytes, its extra
+    bytes), or None when they break the format's rules (never seen; the
+    zstd chunk is then used)."""
+    control, diff, extra = bsdiff4.core.diff(old, new)
+    out = []
+    old_pos = new_pos = d = x = 0
+    pending_seek = None
+    for i in range(0, len(control), 24):
+        add, copy, seek = (read_bsdiff_int(control, i + k) for k in (0, 8, 16))
+        if add == 0 and copy == 0:
+            if pending_seek is None:
+                return None
+            pending_seek += seek
+            old_pos += seek
+            continue
+        if add < 0 or copy < 0 or old_pos < 0 or old_pos + add > len(old):
+            return None
+        if pending_seek is not None:
+            out[-3] = out[-3][:16] + bsdiff_int(pending_seek)
+        out += [bsdiff_int(add) + bsdiff_int(copy) + bsdiff_int(seek), diff[d:d + add], extra[x:x + copy]]
+        d, x = d + add, x + copy
+        pending_seek = seek
+        old_pos += add + seek
+        new_pos += add + copy
+    if pending_seek is not None:
+        out[-3] = out[-3][:16] + bsdiff_int(pending_seek)
+    if new_pos != len(new):
+        return None
+    return b"".join(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import random
 import subprocess
@@ -141,28 +142,25 @@ def test_large_entries_are_diffed_in_windows(tmp_path):
     assert patch.stat().st_size < 60_000
 
 
-def test_apply_takes_file_objects_and_an_unseekable_patch(tmp_path):
+def test_apply_takes_file_objects(tmp_path):
     old = app_members(seed=11, entries=30)
     a, b = pair(tmp_path, old, evolve(old, 0.2, seed=12))
     patch = tmp_path / "p.patch"
     generate(a, b, patch)
+    out = io.BytesIO()
+    with open(a, "rb") as src:
+        apply(src, io.BytesIO(patch.read_bytes()), out)
+    assert out.getvalue() == b.read_bytes()
 
-    class Pipe(io.RawIOBase):
-        def __init__(self, data):
-            self.data = io.BytesIO(data)
-
+    class Pipe(io.RawIOBase):  # the patch is read at two places: a pipe will not do
         def readable(self):
             return True
 
         def readinto(self, buf):
-            chunk = self.data.read(len(buf))
-            buf[:len(chunk)] = chunk
-            return len(chunk)
+            return 0
 
-    out = io.BytesIO()
-    with open(a, "rb") as src:
-        apply(src, io.BufferedReader(Pipe(patch.read_bytes())), out)
-    assert out.getvalue() == b.read_bytes()
+    with pytest.raises(ValueError, match="seekable"):
+        apply(a, io.BufferedReader(Pipe()), io.BytesIO())
 
 
 # -- real packages nobody here made ---------------------------------------------------
@@ -377,3 +375,37 @@ def test_apply_memory_does_not_grow_with_the_package(tmp_path):
                                   capture_output=True, text=True, check=True).stdout)
     assert sha(out) == sha(b)
     assert peak_kib < 100 * 1024, f"peak RSS {peak_kib} KiB"
+
+
+# -- the test vectors for device implementers -----------------------------------------
+
+def test_vectors_apply_and_are_what_their_seeds_make(tmp_path):
+    from tests.delta_vectors import CASES, VECTORS, build
+
+    index = json.loads((VECTORS / "index.json").read_text())
+    assert [v["name"] for v in index["vectors"]] == [c.name for c in CASES]
+    stats = {}
+    for vector, entry in zip(CASES, index["vectors"]):
+        for role in ("source", "target", "patch"):
+            path = VECTORS / entry[role]["file"]
+            assert path.stat().st_size == entry[role]["size"] and sha(path) == entry[role]["sha256"], path
+        folder = VECTORS / vector.name
+        out = tmp_path / f"{vector.name}.zip"
+        apply(folder / "source.zip", folder / "patch.bin", out)
+        assert sha(out) == entry["target"]["sha256"]
+        # The packages are rebuilt byte for byte from their seeds, and this
+        # generator's patch between them works too.
+        source, target = build(vector, tmp_path / vector.name)
+        assert source.read_bytes() == (folder / "source.zip").read_bytes()
+        assert target.read_bytes() == (folder / "target.zip").read_bytes()
+        fresh = tmp_path / f"{vector.name}.patch"
+        stats[vector.name] = generate(source, target, fresh,
+                                      **({"window": vector.window} if vector.window else {})).stats
+        apply(source, fresh, out)
+        assert sha(out) == entry["target"]["sha256"]
+    # Each vector still exercises the part of the format it is there for.
+    assert stats["identical"]["copied"] == 2 and stats["identical"]["literal_bytes"] == 0
+    assert stats["bsdiff"]["chunks_bsdiff"] == 1
+    assert stats["carried"]["carried"] == 1
+    assert stats["windows"]["chunks_zstd"] > 1
+    assert stats["stored-added-removed"]["new"] == 1

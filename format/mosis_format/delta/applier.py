@@ -7,11 +7,12 @@ held about three times over, plus small read buffers. Nothing depends on the
 package's size.
 
 Checks, in order: the header is one this code reads and within the caller's
-limits; the patch's length and trailer digest (when the patch can be read
-twice); the source's size and SHA-256; while writing, no operation writes
-past its declared size or past the target's (refused before the write);
-each re-created entry's size and CRC-32; at the end the trailer digest again
-and the target's size and SHA-256. Every failure is a `DeltaError` with a
+limits; the patch's length and trailer digest; the source's size and
+SHA-256; while writing, no operation writes past its declared size or past
+the target's (refused before the write); each re-created entry's size and
+CRC-32; at the end, the control stream and data section used exactly, and
+the target's size and SHA-256. The patch is read at two places (its control
+stream and its data section), so it must be a seekable file. Every failure is a `DeltaError` with a
 stable `Reason`. When `out` is a path, a failed apply removes what it wrote;
 when it is a file object, its content is then undefined and the caller
 discards it.
@@ -68,17 +69,16 @@ def apply(source: Source, patch: Source, out: Source, *,
     created = None
     try:
         with _opened(source, "rb") as src, _opened(patch, "rb") as pf:
-            head = pf.read(HEADER_SIZE)
-            header = PatchHeader.unpack(head)
+            if not (pf.seekable() and src.seekable()):
+                raise ValueError("the source and the patch must be seekable files")
+            header = PatchHeader.unpack(pf.read(HEADER_SIZE))
             _check_limits(header, expected_target_sha256, max_target_size, max_window)
-            if pf.seekable():
-                _check_digest(pf, header)
-                pf.seek(HEADER_SIZE)
+            _check_digest(pf, header)
             _check_source(src, header)
             if isinstance(out, (str, os.PathLike)):
                 created = out
             with _opened(out, "wb") as dst:
-                _Applier(src, pf, dst, header, head).run()
+                _Applier(src, pf, dst, header).run()
             return header
     except BaseException:
         if created is not None:
@@ -155,52 +155,25 @@ def _check_source(src: BinaryIO, header: PatchHeader) -> None:
                          f"{header.source_sha256}, not to this {size}-byte one {digest.hexdigest()}")
 
 
-class _PatchReader:
-    """The operations region, read once, hashed as it goes."""
+class _Section:
+    """A range of the patch, read front to back (other reads may come between)."""
 
-    def __init__(self, f: BinaryIO, header: PatchHeader, head: bytes):
-        self.f = f
-        self.left = header.patch_size - TRAILER_SIZE - HEADER_SIZE
-        self.digest = hashlib.sha256(head)
+    def __init__(self, f: BinaryIO, start: int, end: int, name: str):
+        self.f, self.pos, self.end, self.name = f, start, end, name
+
+    @property
+    def left(self) -> int:
+        return self.end - self.pos
 
     def read(self, n: int) -> bytes:
         if n > self.left:
-            raise corrupt("an operation runs past the end of the patch")
+            raise corrupt(f"the patch's {self.name} is shorter than its operations need")
+        self.f.seek(self.pos)
         data = self.f.read(n)
         if len(data) != n:
-            raise DeltaError(Reason.PATCH_TRUNCATED, "the patch ends in the middle of an operation")
-        self.left -= n
-        self.digest.update(data)
+            raise DeltaError(Reason.PATCH_TRUNCATED, "the patch ended while it was read")
+        self.pos += n
         return data
-
-    def byte(self) -> int:
-        return self.read(1)[0]
-
-    def u32(self) -> int:
-        return int.from_bytes(self.read(4), "little")
-
-    def uleb(self) -> int:
-        value = shift = 0
-        for _ in range(9):
-            byte = self.byte()
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                if value > MAX_LEB:
-                    raise corrupt("integer out of range")
-                return value
-            shift += 7
-        raise corrupt("integer longer than 9 bytes")
-
-    def finish(self) -> None:
-        if self.left:
-            raise corrupt(f"{self.left} bytes between END and the trailer")
-        trailer = self.f.read(TRAILER_SIZE)
-        if len(trailer) != TRAILER_SIZE:
-            raise DeltaError(Reason.PATCH_TRUNCATED, "the patch ends before its trailer")
-        if trailer != self.digest.digest():
-            raise corrupt("the patch's digest does not match its content (damaged in transit?)")
-        if self.f.read(1):
-            raise corrupt("bytes after the patch's end")
 
 
 class _TargetWriter:
@@ -226,7 +199,7 @@ class _FrameReader:
     """Exactly the declared bytes of one zstd frame stored in the patch,
     decoded a piece at a time (the compressed bytes are never all held)."""
 
-    def __init__(self, patch: _PatchReader, length: int, prefix: memoryview | None, window_log_max: int):
+    def __init__(self, patch: _Section, length: int, prefix: bytes | memoryview | None, window_log_max: int):
         self.patch = patch
         self.left = length
         if prefix is not None and 0 < len(prefix) < MIN_PREFIX:
@@ -344,23 +317,81 @@ class _BaseReader:
                 raise corrupt("a deflated base ends before its declared size")
 
 
+class _Control:
+    """The decoded control stream: operations and literal bytes, decoded a
+    piece at a time and parsed from that piece."""
+
+    def __init__(self, frame: _FrameReader, size: int):
+        self.frame, self.undecoded = frame, size
+        self.buf, self.pos = b"", 0
+
+    @property
+    def left(self) -> int:
+        return self.undecoded + len(self.buf) - self.pos
+
+    def read(self, n: int) -> bytes:
+        if n > self.left:
+            raise corrupt("the control stream is shorter than its operations need")
+        out = []
+        while n:
+            if self.pos == len(self.buf):
+                take = min(self.undecoded, PIECE)
+                self.buf, self.pos = self.frame.read(take), 0
+                self.undecoded -= take
+            piece = self.buf[self.pos:self.pos + n]
+            self.pos += len(piece)
+            n -= len(piece)
+            out.append(piece)
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def byte(self) -> int:
+        if self.pos < len(self.buf):
+            self.pos += 1
+            return self.buf[self.pos - 1]
+        return self.read(1)[0]
+
+    def u32(self) -> int:
+        return int.from_bytes(self.read(4), "little")
+
+    def uleb(self) -> int:
+        value = shift = 0
+        for _ in range(9):
+            byte = self.byte()
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                if value > MAX_LEB:
+                    raise corrupt("integer out of range")
+                return value
+            shift += 7
+        raise corrupt("integer longer than 9 bytes")
+
+
 class _Applier:
-    def __init__(self, src: BinaryIO, pf: BinaryIO, dst: BinaryIO, header: PatchHeader, head: bytes):
+    def __init__(self, src: BinaryIO, pf: BinaryIO, dst: BinaryIO, header: PatchHeader):
         self.src, self.header = src, header
-        self.patch = _PatchReader(pf, header, head)
-        self.out = _TargetWriter(dst, header.target_size)
         self.window_log_max = zstd_window_log_max(header.max_window)
-        self.literals = None  # the literal stream's decoder, made at first use
+        self.data = _Section(pf, HEADER_SIZE, header.control_offset, "data section")
+        prefix = b""
+        if header.prefix_length:
+            src.seek(header.prefix_offset)
+            prefix = src.read(header.prefix_length)
+        control = _Section(pf, header.control_offset, header.control_offset + header.control_length,
+                           "control stream")
+        self.frame = _FrameReader(control, header.control_length, prefix, self.window_log_max)
+        self.control = _Control(self.frame, header.control_size)
+        self.out = _TargetWriter(dst, header.target_size)
 
     def run(self) -> None:
         ops = {OP_COPY: self.copy, OP_LITERAL: self.literal, OP_ENTRY: self.entry}
-        while (op := self.patch.byte()) != OP_END:
+        while (op := self.control.byte()) != OP_END:
             if op not in ops:
                 raise corrupt(f"unknown operation {op}")
             ops[op]()
-        if self.literals is not None and not self.literals.eof:
-            raise corrupt("the literal stream does not end")
-        self.patch.finish()
+        if self.control.left:
+            raise corrupt(f"{self.control.left} bytes of the control stream after END")
+        self.frame.finish()
+        if self.data.left:
+            raise corrupt(f"{self.data.left} bytes of the data section unused")
         if self.out.written != self.header.target_size:
             raise DeltaError(Reason.TARGET_MISMATCH,
                              f"the patch wrote {self.out.written} of the target's {self.header.target_size} bytes")
@@ -368,7 +399,7 @@ class _Applier:
             raise DeltaError(Reason.TARGET_MISMATCH, "the result's SHA-256 is not the target's")
 
     def copy(self) -> None:
-        offset, length = self.patch.uleb(), self.patch.uleb()
+        offset, length = self.control.uleb(), self.control.uleb()
         if offset + length > self.header.source_size:
             raise corrupt("COPY reaches past the source")
         self.out.room(length, "COPY")
@@ -381,66 +412,41 @@ class _Applier:
             length -= len(data)
 
     def literal(self) -> None:
-        out_len, in_len = self.patch.uleb(), self.patch.uleb()
-        self.out.room(out_len, "LITERAL")
-        if self.literals is None:
-            h = self.header
-            prefix = None
-            if h.literal_prefix_length:
-                if h.literal_prefix_length < MIN_PREFIX:
-                    raise corrupt(f"a literal prefix of {h.literal_prefix_length} bytes")
-                self.src.seek(h.literal_prefix_offset)
-                prefix = ZstdDict(self.src.read(h.literal_prefix_length), is_raw=True)
-            self.literals = new_decompressor(prefix, self.window_log_max)
-        dec = self.literals
-        while in_len or out_len:
-            data = b""
-            if dec.needs_input:
-                if not in_len:
-                    raise corrupt("LITERAL decodes to less than its declared size")
-                data = self.patch.read(min(in_len, READ // 4))
-                in_len -= len(data)
-            try:
-                piece = dec.decompress(data, min(out_len, PIECE) + 1)
-            except (ZstdError, EOFError) as e:
-                raise corrupt(f"literal stream: {e}") from None
-            if len(piece) > out_len:
-                raise corrupt("LITERAL decodes to more than its declared size")
-            if not piece and not data and not dec.needs_input:
-                raise corrupt("the literal stream stalls")
+        length = self.control.uleb()
+        self.out.room(length, "LITERAL")
+        while length:
+            piece = self.control.read(min(length, PIECE))
             self.out.write(piece)
-            out_len -= len(piece)
-        if not dec.eof and not dec.needs_input and dec.decompress(b"", 1):
-            raise corrupt("LITERAL decodes to more than its declared size")
+            length -= len(piece)
 
     def entry(self) -> None:
-        p = self.patch
-        kind = p.byte()
+        c = self.control
+        kind = c.byte()
         if kind not in (BASE_NONE, BASE_RAW, BASE_DEFLATED):
             raise corrupt(f"unknown base kind {kind}")
         base_offset = base_length = 0
         if kind != BASE_NONE:
-            base_offset, base_length = p.uleb(), p.uleb()
+            base_offset, base_length = c.uleb(), c.uleb()
             if base_offset + base_length > self.header.source_size:
                 raise corrupt("an entry's base lies outside the source")
-        base_size = p.uleb()
+        base_size = c.uleb()
         if (kind == BASE_NONE and base_size) or (kind == BASE_RAW and base_size != base_length):
             raise corrupt("an entry's base size does not fit its kind")
-        content_size, content_crc = p.uleb(), p.u32()
-        encoding = p.byte()
+        content_size, content_crc = c.uleb(), c.u32()
+        encoding = c.byte()
         params = None
         if encoding == ENCODING_DEFLATE:
-            params = DeflateParams(p.byte(), p.byte(), p.byte(), p.byte())
+            params = DeflateParams(c.byte(), c.byte(), c.byte(), c.byte())
             if not params.valid():
                 raise corrupt(f"invalid deflate parameters {params}")
         elif encoding != ENCODING_STORED:
             raise corrupt(f"unknown entry encoding {encoding}")
-        output_size, output_crc = p.uleb(), p.u32()
+        output_size, output_crc = c.uleb(), c.u32()
         if encoding == ENCODING_STORED and output_size != content_size:
             raise corrupt("a stored entry's output and content sizes differ")
         self.out.room(output_size, "ENTRY")
         _Entry(self, _BaseReader(self.src, kind, base_offset, base_length, base_size),
-               content_size, params, output_size).run(p.uleb(), content_crc, output_crc)
+               content_size, params, output_size).run(c.uleb(), content_crc, output_crc)
 
 
 class _Entry:
@@ -471,9 +477,9 @@ class _Entry:
     def chunk(self) -> None:
         """One chunk; its window and decoder are freed on return, before
         the next chunk's are made."""
-        p, max_window = self.a.patch, self.a.header.max_window
-        method = p.byte()
-        win_offset, win_length, size, frame_length = p.uleb(), p.uleb(), p.uleb(), p.uleb()
+        c, p, max_window = self.a.control, self.a.data, self.a.header.max_window
+        method = c.byte()
+        win_offset, win_length, size, frame_length = c.uleb(), c.uleb(), c.uleb(), c.uleb()
         if win_length > max_window or size > max_window:
             raise corrupt("a chunk exceeds the patch's window")
         if size > self.content_left:

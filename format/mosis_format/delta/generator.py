@@ -12,8 +12,8 @@ The target is walked entry by entry in file order:
   implementation made the archive), the compressed bytes themselves are
   coded against the old entry's compressed bytes instead;
 - everything else (local headers of changed entries, the central directory,
-  the end records) goes into one zstd literal stream that may refer to the
-  source's central directory.
+  the end records) is LITERAL bytes in the control stream, one zstd frame
+  that may refer to the source's central directory.
 
 Each ENTRY's content is coded in chunks, each against one window of the old
 content (all of it when both fit in the window), as a zstd frame using the
@@ -42,7 +42,7 @@ from .spec import (BASE_DEFLATED, BASE_NONE, BASE_RAW, CHUNK_BSDIFF, CHUNK_ZSTD,
                    ENCODING_STORED, HEADER_SIZE, MAX_WINDOW, MIN_PREFIX, OP_COPY, OP_END, OP_ENTRY, OP_LITERAL,
                    TRAILER_SIZE, DeltaError, PatchHeader, Reason, bsdiff_int, read_bsdiff_int, uleb,
                    zstd_window_log_max)
-from .zstd import FLUSH_BLOCK, FLUSH_FRAME, ZstdDict, compress, new_compressor
+from .zstd import compress
 
 DEFAULT_WINDOW = 16 * 1024 * 1024
 READ = 1024 * 1024
@@ -53,7 +53,11 @@ LOCAL_SIG = b"PK\x03\x04"
 # attempt is a cheap one.
 LEVELS = ((1024 * 1024, 19), (4 * 1024 * 1024, 17), (MAX_WINDOW, 12))
 BINARY_ZSTD_LEVEL = 9
-LITERAL_LEVEL = 19
+MEDIA_LEVEL = 9
+CONTROL_LEVEL = 19
+# The applier keeps the control stream's prefix for the whole patch: a
+# central directory rarely needs more (65 535 entries of 60 bytes).
+CONTROL_PREFIX = 4 * 1024 * 1024
 # A deflated entry no parameters re-create costs every trial; after this
 # many such entries, and none re-created, an archive gets only a few trials.
 GIVE_UP_AFTER, FEW_TRIES = 3, 4
@@ -245,29 +249,32 @@ class _Maker:
         out.seek(0)
         out.truncate()
         out.write(bytes(HEADER_SIZE))
-        lp_offset = min(self.src.cd_offset, self.src.size)
-        lp_length = min(self.window, self.src.size - lp_offset)
-        if lp_length < MIN_PREFIX:
-            lp_length = 0
-        literal_ops = [op for op in ops if op[0] == "literal"]
-        literals = new_compressor(LITERAL_LEVEL, self.window_log,
-                                  ZstdDict(self.src.read(lp_offset, lp_length), is_raw=True)
-                                  if lp_length else None)
+        control = self.control = bytearray()
         for op in ops:
             if op[0] == "copy":
-                out.write(bytes([OP_COPY]) + uleb(op[1]) + uleb(op[2]))
+                control += bytes([OP_COPY]) + uleb(op[1]) + uleb(op[2])
             elif op[0] == "literal":
-                data = self.dst.read(op[1], op[2] - op[1])
-                last = op is literal_ops[-1]
-                piece = literals.compress(data, FLUSH_FRAME if last else FLUSH_BLOCK)
-                out.write(bytes([OP_LITERAL]) + uleb(len(data)) + uleb(len(piece)) + piece)
-                self.stats["literal_bytes"] += len(data)
+                control += bytes([OP_LITERAL]) + uleb(op[2] - op[1]) + self.dst.read(op[1], op[2] - op[1])
+                self.stats["literal_bytes"] += op[2] - op[1]
             else:
-                self.entry(op[1], op[2])
-        out.write(bytes([OP_END]))
+                self.entry(op[1], op[2])  # its chunks' frames go to the data section now
+        control.append(OP_END)
+        # The control stream, primed with the source's central directory:
+        # the target's headers and directory are mostly the same names and fields.
+        prefix_offset = min(self.src.cd_offset, self.src.size)
+        prefix_length = min(self.window, CONTROL_PREFIX, self.src.size - prefix_offset)
+        if prefix_length < MIN_PREFIX:
+            prefix_length = 0
+        frame = compress(bytes(control), CONTROL_LEVEL, self.window_log,
+                         self.src.read(prefix_offset, prefix_length))
+        control_offset = out.tell()
+        out.write(frame)
+        self.stats.update(data_bytes=control_offset - HEADER_SIZE, control_bytes=len(frame),
+                          control_size=len(control))
         patch_size = out.tell() + TRAILER_SIZE
         header = PatchHeader(self.window, patch_size, self.src.size, _sha256(self.src.f),
-                             self.dst.size, _sha256(self.dst.f), lp_offset, lp_length)
+                             self.dst.size, _sha256(self.dst.f), prefix_offset, prefix_length,
+                             control_offset, len(frame), len(control))
         out.seek(0)
         out.write(header.pack())
         out.flush()
@@ -313,7 +320,7 @@ class _Maker:
                 base = self.src.read(*old_raw_range)
         self.stats["new" if s is None else "diffed" if uncompressed else "carried"] += 1
 
-        head = bytearray([OP_ENTRY, kind])
+        head = bytearray([OP_ENTRY, kind])  # to the control stream
         if kind != BASE_NONE:
             head += uleb(base_range[0]) + uleb(base_range[1])
         head += uleb(len(base)) + uleb(len(content)) + zlib.crc32(content).to_bytes(4, "little")
@@ -325,9 +332,11 @@ class _Maker:
         head += uleb(len(raw)) + zlib.crc32(raw).to_bytes(4, "little")
         chunks = self.chunks(len(content), len(base))
         head += uleb(len(chunks))
-        self.out.write(bytes(head))
+        self.control += head
         for (t0, size, w0, wlen) in chunks:
-            self.out.write(self.chunk(base[w0:w0 + wlen], content[t0:t0 + size], w0))
+            record, frame = self.chunk(base[w0:w0 + wlen], content[t0:t0 + size], w0)
+            self.control += record
+            self.out.write(frame)
 
     def chunks(self, n: int, m: int) -> list[tuple[int, int, int, int]]:
         """(content offset, size, window offset, window length) per chunk:
@@ -349,13 +358,22 @@ class _Maker:
             out.append((t0, size, w0, wlen))
         return out
 
-    def chunk(self, old: bytes, new: bytes, w0: int) -> bytes:
+    def chunk(self, old: bytes, new: bytes, w0: int) -> tuple[bytes, bytes]:
+        """The chunk's record (for the control stream) and its frame (for
+        the data section)."""
         level = next(lv for limit, lv in LEVELS if len(new) <= limit)
         log = max(10, min(self.window_log, (len(old) + len(new) - 1).bit_length()))
-        binary = bool(old) and b"\0" in new and not _incompressible(new)
-        if binary and len(new) > LEVELS[0][0]:
-            level = min(level, BINARY_ZSTD_LEVEL)
-        best = (CHUNK_ZSTD, compress(new, level, log, old if len(old) >= MIN_PREFIX else b""))
+        prefix = old if len(old) >= MIN_PREFIX else b""
+        if _incompressible(new):
+            # Media: only long verbatim runs of the old file help; a fast
+            # level with long-distance matching finds them all.
+            best = (CHUNK_ZSTD, compress(new, MEDIA_LEVEL, log, prefix, long=True))
+            binary = False
+        else:
+            binary = bool(old) and b"\0" in new
+            if binary and len(new) > LEVELS[0][0]:
+                level = min(level, BINARY_ZSTD_LEVEL)
+            best = (CHUNK_ZSTD, compress(new, level, log, prefix))
         if binary and (stream := _bsdiff_stream(old, new)) is not None:
             level = next(lv for limit, lv in LEVELS if len(stream) <= limit)
             frame = compress(stream, level, max(10, min(self.window_log, (len(stream) - 1).bit_length())))
@@ -365,7 +383,7 @@ class _Maker:
         if method == CHUNK_ZSTD and len(old) < MIN_PREFIX:
             w0, old = 0, b""
         self.stats["chunks_zstd" if method == CHUNK_ZSTD else "chunks_bsdiff"] += 1
-        return bytes([method]) + uleb(w0) + uleb(len(old)) + uleb(len(new)) + uleb(len(frame)) + frame
+        return bytes([method]) + uleb(w0) + uleb(len(old)) + uleb(len(new)) + uleb(len(frame)), frame
 
 
 def _incompressible(data: bytes) -> bool:

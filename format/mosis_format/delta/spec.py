@@ -1,9 +1,11 @@
 """The byte layout of a delta patch (docs/deltas.md is the normative text).
 
-A patch is a fixed header, a sequence of operations that write the target
-from front to back, an END operation and a 32-byte trailer: the SHA-256 of
-every byte before it. Integers in the header are little-endian; sizes and
-offsets in operations are unsigned LEB128 (at most 9 bytes, < 2**63).
+A patch is a fixed header, a data section (the zstd frames of changed
+entries' chunks, in the order they are used), a control stream (one zstd
+frame: the operations that write the target front to back, with the literal
+bytes among them) and a 32-byte trailer, the SHA-256 of every byte before
+it. Integers in the header are little-endian; in operations, sizes and
+offsets are unsigned LEB128 (at most 9 bytes, < 2**63).
 
 This module only describes and checks: the header codec, the integer
 codecs, the reason codes every failure carries, and the message the store
@@ -21,11 +23,11 @@ VERSION = 1
 # The name the download API gives the format (`delta.algorithm`).
 ALGORITHM = "mosis-zipdelta-v1"
 
-HEADER = struct.Struct("<8sHHIQQ32sQ32sQII")
-HEADER_SIZE = HEADER.size  # 120
+HEADER = struct.Struct("<8sHHIQQ32sQ32sQIIQQQ")
+HEADER_SIZE = HEADER.size  # 144
 TRAILER_SIZE = 32
 
-# Operations.
+# Operations (in the control stream).
 OP_END, OP_COPY, OP_LITERAL, OP_ENTRY = 0, 1, 2, 3
 # Where an ENTRY's base content comes from.
 BASE_NONE, BASE_RAW, BASE_DEFLATED = 0, 1, 2
@@ -79,14 +81,18 @@ class PatchHeader:
     source_sha256: str
     target_size: int
     target_sha256: str
-    literal_prefix_offset: int
-    literal_prefix_length: int
+    prefix_offset: int  # the control stream's zstd prefix: a range of the source
+    prefix_length: int
+    control_offset: int  # the control stream's frame in the patch
+    control_length: int
+    control_size: int  # what it decodes to
 
     def pack(self) -> bytes:
         return HEADER.pack(MAGIC, VERSION, 0, self.max_window, self.patch_size,
                            self.source_size, bytes.fromhex(self.source_sha256),
                            self.target_size, bytes.fromhex(self.target_sha256),
-                           self.literal_prefix_offset, self.literal_prefix_length, 0)
+                           self.prefix_offset, self.prefix_length, 0,
+                           self.control_offset, self.control_length, self.control_size)
 
     @classmethod
     def unpack(cls, data: bytes) -> "PatchHeader":
@@ -95,12 +101,14 @@ class PatchHeader:
         if len(data) < HEADER_SIZE:
             raise DeltaError(Reason.PATCH_TRUNCATED, "the patch ends inside its header")
         (_, version, flags, max_window, patch_size, source_size, source_sha, target_size,
-         target_sha, lp_offset, lp_length, reserved) = HEADER.unpack(data[:HEADER_SIZE])
+         target_sha, prefix_offset, prefix_length, reserved, control_offset, control_length,
+         control_size) = HEADER.unpack(data[:HEADER_SIZE])
         if version != VERSION or flags or reserved:
             raise DeltaError(Reason.UNSUPPORTED_VERSION,
                              f"patch format version {version} (flags {flags:#x}); this reads version {VERSION}")
         header = cls(max_window, patch_size, source_size, source_sha.hex(), target_size,
-                     target_sha.hex(), lp_offset, lp_length)
+                     target_sha.hex(), prefix_offset, prefix_length, control_offset, control_length,
+                     control_size)
         header.check()
         return header
 
@@ -109,12 +117,15 @@ class PatchHeader:
             raise corrupt(f"window of {self.max_window} bytes is outside 1..{MAX_WINDOW}")
         if self.patch_size < HEADER_SIZE + 1 + TRAILER_SIZE:
             raise corrupt(f"declared patch size {self.patch_size} is too small")
-        if self.literal_prefix_length > self.max_window:
-            raise corrupt("literal prefix larger than the patch's window")
-        if self.literal_prefix_offset + self.literal_prefix_length > self.source_size:
-            raise corrupt("literal prefix outside the source")
-        if self.target_size > MAX_LEB or self.source_size > MAX_LEB:
-            raise corrupt("impossible package size")
+        if self.control_offset < HEADER_SIZE or not self.control_length \
+                or self.control_offset + self.control_length != self.patch_size - TRAILER_SIZE:
+            raise corrupt("the control stream is not where the format puts it")
+        if self.prefix_length > self.max_window or 0 < self.prefix_length < MIN_PREFIX:
+            raise corrupt(f"a control prefix of {self.prefix_length} bytes")
+        if self.prefix_offset + self.prefix_length > self.source_size:
+            raise corrupt("the control prefix lies outside the source")
+        if max(self.target_size, self.source_size, self.control_size, self.patch_size) > MAX_LEB:
+            raise corrupt("impossible size")
 
 
 def zstd_window_log_max(max_window: int) -> int:

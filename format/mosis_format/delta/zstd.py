@@ -35,12 +35,9 @@ def new_compressor(level: int, window_log: int, prefix: ZstdDict | None = None,
     return ZstdCompressor(options=options, zstd_dict=prefix.as_prefix if prefix else None)
 
 
-def compress(data: bytes, level: int, window_log: int, prefix: bytes = b"") -> bytes:
+def compress(data: bytes, level: int, window_log: int, prefix: bytes = b"", long: bool = False) -> bytes:
     """One whole frame of `data`, optionally referring to `prefix`."""
     c = new_compressor(level, window_log, ZstdDict(prefix, is_raw=True) if prefix else None,
-                       long=len(prefix) >= LONG_PREFIX)
+                       long=long or len(prefix) >= LONG_PREFIX)
     return c.compress(data, ZstdCompressor.FLUSH_FRAME)
 
-
-FLUSH_BLOCK = ZstdCompressor.FLUSH_BLOCK
-FLUSH_FRAME = ZstdCompressor.FLUSH_FRAME

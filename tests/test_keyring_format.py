@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from app.signing import SigningKey, signed_message
 from mosis_format import canonical, index, keyring
+from mosis_format.index import Index
 from mosis_format.keyring import Keyring, NewKey, Role, Status
 from mosis_format.signing import Ed25519Signer, Reason, TrustError, package_message
 from tests import keyring_vectors
@@ -160,6 +161,7 @@ def test_builders_refuse_what_a_device_would_refuse():
     assert reason(keyring.next_version, v1, now=day(1), retire=[k1.key_id]) == Reason.NO_ACTIVE_KEY
     assert reason(keyring.rotate, v1, k2.public_key, now=T0 - timedelta(days=1)) == Reason.MALFORMED
     assert reason(keyring.first, k1.public_key, k2.public_key, now=T0) == Reason.MALFORMED  # two packages keys
+    assert reason(keyring.first, NewKey(k1.public_key, ()), now=T0) == Reason.MALFORMED  # no role
     with pytest.raises(TrustError):
         keyring.rotate(v1, "not base64", now=day(1))
     v2 = signed(keyring.rotate(v1, k2.public_key, now=day(1)), v1)
@@ -275,6 +277,65 @@ def test_the_chain_signed_bytes_are_the_canonical_encoding_of_the_files():
         doc = json.loads((keyring_vectors.VECTORS / item["file"]).read_text())
         doc.pop("signatures")
         assert item["signed_bytes"].encode() == b"mosis-keyring-v1\n" + canonical.dumps(doc)
+
+
+any_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8)
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for name, child in children:
+        yield from _paths(child, prefix + (name,))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), any_json)
+def test_hostile_documents_get_a_reason_code_and_nothing_else(data, value):
+    """Any one member of a keyring or an index replaced by any JSON value:
+    refused with a `TrustError` (or accepted, when it changes nothing)."""
+    root = keyring_vectors.VECTORS
+    ring4, ring5 = (Keyring.parse((root / f"chain/keyring-{n}.json").read_bytes()) for n in (4, 5))
+    kind = data.draw(st.sampled_from(["keyring", "index"]))
+    base = json.loads((root / ("chain/keyring-5.json" if kind == "keyring" else "indexes/valid.json")).read_text())
+    path = data.draw(st.sampled_from(list(_paths(base))))
+    doc = value
+    if path:
+        doc = json.loads(json.dumps(base))
+        parent = doc
+        for name in path[:-1]:
+            parent = parent[name]
+        parent[path[-1]] = value
+    for form in (doc, json.dumps(doc), json.dumps(doc).encode()):
+        try:
+            if kind == "keyring":
+                keyring.verify_next(ring4, form)
+            else:
+                index.verify(form, ring5, now=day(0).replace(month=5, day=3))
+        except TrustError:
+            pass
+
+
+@pytest.mark.parametrize("kind, path", [
+    ("keyring", ("keys", 0, "key_id")), ("keyring", ("keys", 0, "not_before")),
+    ("keyring", ("keys", 0, "not_after")), ("keyring", ("signatures", 0, "key_id")),
+    ("index", ("issued_at",)), ("index", ("packages", 0, "package_id")), ("index", ("packages", 0, "sha256")),
+    ("index", ("packages", 0, "key_id")), ("index", ("signatures", 0, "key_id"))])
+def test_a_trailing_newline_is_malformed(kind, path):
+    root = keyring_vectors.VECTORS
+    ring = Keyring.parse((root / "chain/keyring-4.json").read_bytes())
+    doc = json.loads((root / ("chain/keyring-5.json" if kind == "keyring" else "indexes/valid.json")).read_text())
+    parent = doc
+    for name in path[:-1]:
+        parent = parent[name]
+    parent[path[-1]] += "\n"
+    if kind == "keyring":
+        assert reason(keyring.verify_next, ring, json.dumps(doc)) == Reason.MALFORMED
+    else:
+        assert reason(Index.parse, json.dumps(doc)) == Reason.MALFORMED
 
 
 def test_docs_name_every_reason_code():
@@ -406,8 +467,10 @@ def test_random_rotations_and_revocations_verify_from_any_pin_and_no_mutation_pa
     # From the first key, and from every version a device may have pinned.
     assert keyring.verify_chain(POOL[0].public_key, docs) == chain[-1]
     for i, pinned in enumerate(chain):
+        ring = pinned
         for j in range(i + 1, len(chain)):
-            assert keyring.verify_chain(pinned, docs[i + 1:j + 1]) == chain[j]
+            ring = keyring.verify_next(ring, docs[j])
+            assert ring == chain[j]
         for j in range(i + 1):
             assert reason(keyring.verify_next, pinned, docs[j]) == Reason.ROLLBACK
         if i + 2 < len(chain):

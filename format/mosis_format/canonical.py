@@ -21,7 +21,7 @@ import re
 from datetime import UTC, datetime
 
 MAX_INTEGER = 2**53 - 1
-_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z")
 
 
 def dumps(value) -> bytes:
@@ -78,12 +78,12 @@ def _unique(pairs: list[tuple[str, object]]) -> dict:
     return out
 
 
-def loads(data: bytes | str | dict):
-    """A JSON document from the network, read strictly; a dict is taken as
-    already read (and checked by the caller's schema)."""
-    if isinstance(data, dict):
+def loads(data):
+    """A JSON document from the network (bytes or text), read strictly;
+    anything else is taken as already read (the caller's schema checks it)."""
+    if not isinstance(data, (bytes, bytearray, str)):
         return data
-    if isinstance(data, bytes):
+    if isinstance(data, (bytes, bytearray)):
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as e:
@@ -102,6 +102,7 @@ def format_time(moment: datetime) -> str:
 def parse_time(text) -> datetime:
     """A canonical timestamp back to an aware datetime; anything else
     (offsets, fractions, lowercase, an impossible date) is a ValueError."""
-    if not isinstance(text, str) or not _TIME.match(text):
+    match = _TIME.fullmatch(text) if isinstance(text, str) else None
+    if not match:
         raise ValueError(f"timestamp {text!r} is not YYYY-MM-DDTHH:MM:SSZ")
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return datetime(*map(int, match.groups()), tzinfo=UTC)  # ValueError for an impossible date

@@ -30,10 +30,10 @@ from .signing import (KEY_ID, SIGNATURE_SIZE, Reason, Signature, SignedDocument,
 DEFAULT_LIFETIME = timedelta(days=7)
 # How far ahead of the device's clock an index may have been issued.
 DEFAULT_CLOCK_SKEW = timedelta(minutes=5)
-PACKAGE_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+PACKAGE_ID = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 MAX_PACKAGE_ID = 128
 MAX_VERSION_CODE = 2**31 - 1
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,14 @@ class Entry:
         f = members(value, "an index entry", {"package_id", "version_code", "size", "sha256", "signature",
                                                "key_id"})
         pid = f["package_id"]
-        if not isinstance(pid, str) or len(pid) > MAX_PACKAGE_ID or not PACKAGE_ID.match(pid):
+        if not isinstance(pid, str) or len(pid) > MAX_PACKAGE_ID or not PACKAGE_ID.fullmatch(pid):
             raise malformed(f"package_id {pid!r} is not a package id")
         integer(f["version_code"], f"{pid}: version_code", 1, MAX_VERSION_CODE)
         integer(f["size"], f"{pid}: size", 0, canonical.MAX_INTEGER)
-        if not isinstance(f["sha256"], str) or not SHA256.match(f["sha256"]):
+        if not isinstance(f["sha256"], str) or not SHA256.fullmatch(f["sha256"]):
             raise malformed(f"{pid}: sha256 is not 64 lowercase hex digits")
         b64decode(f["signature"], SIGNATURE_SIZE, f"{pid}: signature")
-        if not isinstance(f["key_id"], str) or not KEY_ID.match(f["key_id"]):
+        if not isinstance(f["key_id"], str) or not KEY_ID.fullmatch(f["key_id"]):
             raise malformed(f"{pid}: key_id is not 16 lowercase hex digits")
         return cls(**f)
 

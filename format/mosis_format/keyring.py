@@ -83,7 +83,7 @@ class Key:
         f = members(value, "a key", {"key_id", "algorithm", "public_key", "status", "roles", "not_before"},
                     frozenset({"not_after"}))
         key_id = f["key_id"]
-        if not isinstance(key_id, str) or not KEY_ID.match(key_id):
+        if not isinstance(key_id, str) or not KEY_ID.fullmatch(key_id):
             raise malformed(f"key_id {key_id!r} is not 16 lowercase hex digits")
         if not isinstance(f["algorithm"], str):
             raise malformed(f"key {key_id}: algorithm must be a string")
@@ -199,7 +199,7 @@ def _vouchers(prev: Keyring | None, nxt: Keyring, pinned: str | None = None) -> 
         vouchers = [pinned] if pinned else [k.key_id for k in nxt.active(Role.KEYRING)]
     else:
         vouchers = [k.key_id for k in prev.active(Role.KEYRING)
-                    if nxt.key(k.key_id).status != Status.REVOKED]
+                    if (nxt.key(k.key_id) or k).status != Status.REVOKED]
     if not vouchers:
         raise TrustError(Reason.NO_TRUSTED_SIGNER,
                          f"version {nxt.version} revokes every keyring key of the version before")
@@ -319,7 +319,13 @@ def first(*keys: NewKey | str, now: datetime) -> Keyring:
     """An unsigned version 1 (a bare public key gets both roles); the
     store's existing key becomes its active key."""
     at = canonical.format_time(now)
-    ring = Keyring(1, tuple(_new(k).key(at) for k in keys))
+    return _checked(Keyring(1, tuple(_new(k).key(at) for k in keys)))
+
+
+def _checked(ring: Keyring) -> Keyring:
+    """`ring` if it passes every check `Keyring.parse` makes."""
+    for key in ring.keys:
+        Key.from_json(key.to_json())
     _check_keys(ring)
     return ring
 
@@ -347,11 +353,8 @@ def next_version(prev: Keyring, *, now: datetime, add: Sequence[NewKey | str] = 
         if new.key_id in keys:
             raise TrustError(Reason.STATUS_REGRESSION, f"key {new.key_id} is already in the keyring")
         keys[new.key_id] = new
-    ring = Keyring(prev.version + 1, tuple(keys.values()))
     # The verifier's own rules, so no draft is made that devices would refuse.
-    for key in ring.keys:
-        Key.from_json(key.to_json())
-    _check_keys(ring)
+    ring = _checked(Keyring(prev.version + 1, tuple(keys.values())))
     _check_transition(prev, ring)
     _vouchers(prev, ring)
     return ring

@@ -32,7 +32,7 @@ from . import canonical
 ALGORITHM = "ed25519"
 PUBLIC_KEY_SIZE = 32
 SIGNATURE_SIZE = 64
-KEY_ID = re.compile(r"^[0-9a-f]{16}$")
+KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 
 class Reason(StrEnum):
@@ -206,7 +206,7 @@ def parse_signatures(value) -> tuple[Signature, ...]:
     for item in value:
         fields = members(item, "a signature", {"key_id", "signature"})
         key_id = fields["key_id"]
-        if not isinstance(key_id, str) or not KEY_ID.match(key_id):
+        if not isinstance(key_id, str) or not KEY_ID.fullmatch(key_id):
             raise malformed(f"signature key_id {key_id!r} is not 16 lowercase hex digits")
         if key_id in seen:
             raise malformed(f"key {key_id} signs twice")

@@ -39,6 +39,7 @@ FAILURE_REASONS = (
     "invalid_zip", "manifest_missing", "manifest_invalid", "package_id_mismatch",
     "version_code_mismatch", "unsafe_path", "symlink", "duplicate_entry", "encrypted_entry",
     "too_many_entries", "too_large_unpacked", "compression_ratio", "crc_mismatch",
+    "invalid_encoding", "storage_unreadable",
 )
 for _reason in FAILURE_REASONS:
     UPLOADS_FAILED.labels(reason=_reason)

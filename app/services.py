@@ -35,6 +35,8 @@ class Services:
     cache_purgers: list[Callable[[list[str]], None]] = field(default_factory=list)
     # Shared with the edge, which checks the links signed with it.
     download_link_secret: str = ""
+    # The API's background checks of the database and storage (app.health.watch).
+    health: object = None
 
     def public_object_url(self, key: str) -> str:
         """Where anyone can fetch a public object (assets) through the edge."""

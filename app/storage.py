@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 from urllib.parse import urlparse, urlunparse
@@ -41,6 +42,8 @@ from app.metrics import STORAGE_ERRORS
 log = logging.getLogger(__name__)
 
 PACKAGES, ASSETS, TEMP, BACKUPS = "packages", "assets", "temp", "backups"
+# Written (2 bytes, overwritten) by the health check that storage takes writes.
+CANARY_KEY = "health/canary"
 PREFIXES = (PACKAGES, ASSETS, TEMP, BACKUPS)
 CHUNK = 1024 * 1024
 MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchVersion", "NotFound"}
@@ -139,6 +142,8 @@ class ObjectInfo:
     etag: str
     last_modified: dt.datetime | None
     content_type: str | None = None
+    # As stored with the object (a client may send one with a presigned PUT).
+    content_encoding: str | None = None
 
 
 def _endpoint(url: str) -> tuple[str, bool]:
@@ -148,16 +153,23 @@ def _endpoint(url: str) -> tuple[str, bool]:
     return parsed.netloc, parsed.scheme == "https"
 
 
-def _http_client(ca_file: str = "") -> urllib3.PoolManager:
-    # Fail fast when storage is down (the API answers 503 and the caller
-    # retries) instead of the SDK's default of minutes of retries.
+def _http_client(settings: Settings, timeout: float | None = None) -> urllib3.PoolManager:
+    """Connections to storage, every call bounded in time: a stalled server
+    costs a request seconds, not minutes. Refused connections and 5xx
+    answers are retried (a few times, quickly); a read that timed out is
+    not: the server took the request and did not answer, so asking again
+    only doubles the wait. `timeout` (health checks): that bound for
+    everything, and no retry."""
+    ca_file = settings.s3_ca_file
     tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file} if ca_file and os.path.isfile(ca_file) else {}
-    return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=3, read=60),
-        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
-        maxsize=16,
-        **tls,
-    )
+    if timeout is not None:
+        bounds, retries = urllib3.Timeout(connect=timeout, read=timeout), urllib3.Retry(0, read=0)
+    else:
+        n = settings.s3_retries
+        bounds = urllib3.Timeout(connect=settings.s3_connect_timeout, read=settings.s3_read_timeout)
+        retries = urllib3.Retry(total=n, connect=n, read=0, status=n, other=0, backoff_factor=0.2,
+                                status_forcelist=(500, 502, 503, 504))
+    return urllib3.PoolManager(timeout=bounds, retries=retries, maxsize=16, **tls)
 
 
 def _client(endpoint: str, settings: Settings, http_client=None) -> Minio:
@@ -200,7 +212,13 @@ class Storage:
     def __init__(self, settings: Settings):
         self.bucket = settings.bucket
         self.public_assets = settings.s3_public_assets
-        self.client = _client(settings.s3_endpoint, settings, _http_client(settings.s3_ca_file))
+        self.settings = settings
+        self.client = _client(settings.s3_endpoint, settings, _http_client(settings))
+        self._probe_clients: dict[float, Minio] = {}
+        # Set by `watch` (the API): calls fail at once while the probe says
+        # storage does not answer, and only so many run at once.
+        self.reachability = None
+        self._slots: threading.BoundedSemaphore | None = None
         pub_host, pub_secure = _endpoint(settings.resolved_s3_public_endpoint)
         self._public_origin = ("https" if pub_secure else "http", pub_host)
 
@@ -274,6 +292,43 @@ class Storage:
     def ping(self) -> None:
         with self._guard("reach storage"):
             self.client.bucket_exists(bucket_name=self.bucket)
+
+    # -- health ------------------------------------------------------------------
+
+    def watch(self, reachability, slots: int) -> None:
+        """From now on, fail calls at once while `reachability` (an
+        app.health.Probe of check_reachable) says storage does not answer,
+        and make at most `slots` calls at once (a call waits for a free slot
+        as long as for a connection): a stalled storage holds at most that
+        many of the process's threads."""
+        self.reachability = reachability
+        self._slots = threading.BoundedSemaphore(slots)
+
+    def _probe_client(self, timeout: float) -> Minio:
+        client = self._probe_clients.get(timeout)
+        if client is None:
+            client = self._probe_clients[timeout] = _client(self.settings.s3_endpoint, self.settings,
+                                                            _http_client(self.settings, timeout))
+        return client
+
+    def check_reachable(self, timeout: float) -> None:
+        """Raise Unavailable unless storage answers for the bucket within
+        `timeout` seconds (its own connections: never queued behind calls)."""
+        with _StorageGuard("reach storage"):
+            if not self._probe_client(timeout).bucket_exists(bucket_name=self.bucket):
+                raise Unavailable(f"bucket {self.bucket!r} does not exist", code="storage_unavailable")
+
+    def check_writable(self, timeout: float) -> None:
+        """Raise Unavailable unless storage stores a small object (the
+        canary, overwritten each time) within `timeout` seconds: reachable
+        storage may still refuse writes (a full disk)."""
+        with _StorageGuard("write the health canary"):
+            try:
+                self._probe_client(timeout).put_object(
+                    bucket_name=self.bucket, object_name=CANARY_KEY, data=io.BytesIO(b"ok"), length=2,
+                    content_type="text/plain")
+            except S3Error as e:
+                raise Unavailable(f"storage refuses writes ({e.code})", code="storage_unavailable") from e
 
     # -- presigned URLs ------------------------------------------------------
 
@@ -379,7 +434,9 @@ class Storage:
                 if e.code in MISSING_CODES:
                     return None
                 raise
-        return ObjectInfo(key, st.size, (st.etag or "").strip('"'), st.last_modified, st.content_type)
+        encoding = (st.metadata or {}).get("Content-Encoding") or None
+        return ObjectInfo(key, st.size, (st.etag or "").strip('"'), st.last_modified, st.content_type,
+                          encoding)
 
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
@@ -415,13 +472,15 @@ class Storage:
         return b"".join(self.stream(key, offset=offset, length=length))
 
     def stream(self, key: str, offset: int = 0, length: int = 0, chunk: int = CHUNK) -> Iterator[bytes]:
-        """Yield the object's bytes in chunks; memory stays at one chunk."""
+        """Yield the object's bytes in chunks, exactly as stored (never
+        decoded by a Content-Encoding it was stored with); memory stays at
+        one chunk."""
         with self._guard("read an object"):
             resp = self.client.get_object(bucket_name=self.bucket, object_name=key,
                                           offset=offset, length=length)
         try:
             with self._guard("read an object"):
-                yield from resp.stream(chunk)
+                yield from resp.stream(chunk, decode_content=False)
         finally:
             resp.close()
             resp.release_conn()
@@ -445,7 +504,26 @@ class Storage:
                     yield ObjectInfo(o.object_name, o.size or 0, (o.etag or "").strip('"'), o.last_modified)
 
     def _guard(self, doing: str):
-        return _StorageGuard(doing)
+        return _StorageGuard(doing, self)
+
+
+class StorageStalled(Unavailable):
+    """Storage took the request and did not answer in time."""
+
+    stalled = True
+
+
+def _timed_out(exc: BaseException) -> bool:
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):  # refused (a ConnectTimeoutError by descent)
+        return False
+    reason = getattr(exc, "reason", None)  # MaxRetryError: the last attempt's error
+    return isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)) or (
+        reason is not None and _timed_out(reason))
+
+
+class ObjectUnreadable(Exception):
+    """Storage answers, but an object's bytes cannot be read as they are
+    stored (e.g. stored with a Content-Encoding that does not decode)."""
 
 
 class StorageSetupError(RuntimeError):
@@ -453,20 +531,48 @@ class StorageSetupError(RuntimeError):
 
 
 class _StorageGuard:
-    """Turn transport failures into 503 `storage_unavailable`, once, with context."""
+    """Turn transport failures into 503 `storage_unavailable`, once, with
+    context: what the client sees names no address (the log has the detail).
+    Under `Storage.watch`, refuse at once while storage does not answer, and
+    hold one of the call slots for the call."""
 
-    def __init__(self, doing: str):
+    def __init__(self, doing: str, storage: Storage | None = None):
         self.doing = doing
+        self.storage = storage
+        self._slot = None
 
     def __enter__(self):
+        storage = self.storage
+        if storage is None:
+            return self
+        stalled = storage.reachability.stalled() if storage.reachability is not None else None
+        if stalled:
+            STORAGE_ERRORS.labels(self.doing).inc()
+            raise Unavailable(f"storage is not answering (could not {self.doing}); retry shortly",
+                              code="storage_unavailable")
+        if storage._slots is not None:
+            if not storage._slots.acquire(timeout=storage.settings.s3_connect_timeout):
+                STORAGE_ERRORS.labels(self.doing).inc()
+                raise Unavailable(f"storage is slow to answer (could not {self.doing}); retry shortly",
+                                  code="storage_unavailable")
+            self._slot = storage._slots
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
         if exc is None or isinstance(exc, Unavailable):
             return False
+        if isinstance(exc, urllib3.exceptions.DecodeError):
+            raise ObjectUnreadable(f"the object cannot be read as stored: {exc}") from exc
         if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
             STORAGE_ERRORS.labels(self.doing).inc()
-            raise Unavailable(f"storage is unreachable (could not {self.doing}): {exc}",
+            log.warning("storage call failed (%s): %s", self.doing, exc)
+            if _timed_out(exc):
+                raise StorageStalled(f"storage did not answer in time (could not {self.doing}); retry "
+                                     "shortly", code="storage_unavailable") from exc
+            raise Unavailable(f"storage is unreachable (could not {self.doing}); retry shortly",
                               code="storage_unavailable") from exc
         if isinstance(exc, S3Error) and exc.code in TRANSIENT_CODES:
             STORAGE_ERRORS.labels(self.doing).inc()

@@ -354,7 +354,7 @@ class Settings:
 
 # The secret is written into nginx's configuration: keep it to characters
 # that need no quoting there.
-LINK_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
+LINK_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}\Z")
 
 
 def _link_secret(value: str) -> str:

@@ -86,7 +86,7 @@ def init_app(app) -> None:
 
 
 # Requests to these are not counted: Prometheus and health checks poll them.
-UNTRACKED_PATHS = re.compile(r"^/metrics$|^/healthz$")
+UNTRACKED_PATHS = re.compile(r"^/metrics\Z|^/healthz\Z")
 
 
 def _track_requests(app, registry) -> None:

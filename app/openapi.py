@@ -205,7 +205,7 @@ def with_body(operation: dict, body: dict) -> dict:
     return operation
 
 
-POSITION = path_param("position", {"type": "integer", "minimum": 0})
+POSITION = path_param("position", {"type": "integer", "minimum": 0, "maximum": 2**31 - 1})
 UPLOAD_ERRORS = (*DEV_ERRORS, 400, 413, 415)
 
 

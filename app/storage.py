@@ -65,7 +65,7 @@ def manifest_key(developer_id: str, app_id: str, version_code: int) -> str:
     return f"{package_dir(developer_id, app_id, version_code)}/manifest.json"
 
 
-PACKAGE_KEY_RE = re.compile(rf"^{PACKAGES}/([0-9a-f]{{32}})/([0-9a-f]{{32}})/([1-9][0-9]{{0,9}})/package\.mosis$")
+PACKAGE_KEY_RE = re.compile(rf"^{PACKAGES}/([0-9a-f]{{32}})/([0-9a-f]{{32}})/([1-9][0-9]{{0,9}})/package\.mosis\Z")
 
 
 def parse_package_key(key: str) -> tuple[str, str, int] | None:
@@ -93,7 +93,7 @@ def screenshot_key(app_id: str, number: int, ext: str = "png") -> str:
 
 # Every key icon_key and screenshot_key can make, and nothing else.
 ASSET_KEY_RE = re.compile(rf"^{ASSETS}/[0-9a-f]{{32}}/(icons/[1-9][0-9]{{0,18}}/icon-(32|64|128)\.png"
-                          rf"|screenshots/[1-9][0-9]{{0,18}}\.(png|webp))$")
+                          rf"|screenshots/[1-9][0-9]{{0,18}}\.(png|webp))\Z")
 
 
 def upload_id_of_temp_key(key: str) -> str | None:

@@ -43,7 +43,7 @@ __all__ = ["Expected", "PackageInvalid", "Report", "STREAM_CHUNK", "validate_pac
            "check_name", "parse_manifest"]
 
 MANIFEST_NAME = "manifest.json"
-PACKAGE_ID_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+PACKAGE_ID_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
 MAX_VERSION_CODE = 2**31 - 1
 MAX_NAME_BYTES, MAX_COMPONENT_BYTES = 4096, 255  # PATH_MAX and NAME_MAX of common filesystems
 # Characters that look like a path separator to a person but are not one.

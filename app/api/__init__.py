@@ -25,6 +25,22 @@ class VersionCodeConverter(BaseConverter):
         return str(int(value))
 
 
+class PositionConverter(BaseConverter):
+    """A screenshot's position: a number the database can hold (larger ones
+    are no position: 404, not an overflow)."""
+
+    regex = "[0-9]{1,10}"
+
+    def to_python(self, value: str) -> int:
+        position = int(value)
+        if position > MAX_VERSION_CODE:
+            raise ValidationError()
+        return position
+
+    def to_url(self, value) -> str:
+        return str(int(value))
+
+
 class PackageIdConverter(BaseConverter):
     regex = "[a-z][a-z0-9_]{0,127}(?:\\.[a-z][a-z0-9_]{0,127}){1,63}"
 
@@ -45,7 +61,7 @@ def register(app: Flask) -> None:
     # no database work and meets the same answer everywhere.
     app.before_request(lambda: limit_body(services().settings.max_json_bytes))
     app.url_map.converters.update(hexid=HexIdConverter, code=VersionCodeConverter,
-                                  package_id=PackageIdConverter)
+                                  package_id=PackageIdConverter, position=PositionConverter)
     for module in (ops, public, developer, uploads, assets, admin):
         app.register_blueprint(module.bp)
     app.register_blueprint(edge.bp)

@@ -12,33 +12,28 @@ class HexIdConverter(BaseConverter):
     regex = "[0-9a-f]{32}"
 
 
-class VersionCodeConverter(BaseConverter):
+class Int32Converter(BaseConverter):
+    """A number the database can hold: a larger one matches no route (404),
+    it never overflows a query."""
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > MAX_VERSION_CODE:
+            raise ValidationError()
+        return number
+
+    def to_url(self, value) -> str:
+        return str(int(value))
+
+
+class VersionCodeConverter(Int32Converter):
     regex = "[1-9][0-9]{0,9}"
 
-    def to_python(self, value: str) -> int:
-        code = int(value)
-        if code > MAX_VERSION_CODE:
-            raise ValidationError()
-        return code
 
-    def to_url(self, value) -> str:
-        return str(int(value))
-
-
-class PositionConverter(BaseConverter):
-    """A screenshot's position: a number the database can hold (larger ones
-    are no position: 404, not an overflow)."""
+class PositionConverter(Int32Converter):
+    """A screenshot's position."""
 
     regex = "[0-9]{1,10}"
-
-    def to_python(self, value: str) -> int:
-        position = int(value)
-        if position > MAX_VERSION_CODE:
-            raise ValidationError()
-        return position
-
-    def to_url(self, value) -> str:
-        return str(int(value))
 
 
 class PackageIdConverter(BaseConverter):

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import gzip
+import os
 import time
+import zipfile
 from urllib.parse import urlparse, urlunparse
 
 import pytest
 import requests
 
 from app.config import MiB
-from tests.faults import wait_until
-from tests.helpers import HttpApi, build_package
+from tests.faults import query, run_with_private_mounts, wait_until
+from tests.helpers import HttpApi, build_package, sha256 as sha256_of
 from tests.test_faults import (  # noqa: F401 (fixtures)
     WAIT, assert_unavailable, database_url, live, new_upload, start_scheduler, version_path, version_row, weed,
 )
@@ -170,3 +172,102 @@ def test_validation_gives_up_on_storage_after_the_wait_and_the_attempts(weed, li
     assert (row["attempts"], row["lease_owner"]) == (2, None)
     postponed = sum(1 for line in scheduler.tail(400).splitlines() if row["id"] in line and "postponed" in line)
     assert postponed >= 2, scheduler.tail()  # it was retried before it gave up
+
+
+# -- complete, many times at once -------------------------------------------------------------
+
+
+def audit_count(database_url: str, action: str, subject_id: str) -> int:
+    return query(database_url, "SELECT COUNT(*) FROM audit_event WHERE action = %s AND subject_id = %s",
+                 (action, subject_id))[0][0]
+
+
+def put_all(upload: dict, data: bytes, api: HttpApi, dev: dict, app: dict, code: int) -> list:
+    """Upload `data` for version `code`: one PUT, or every part. Returns the
+    requests that send it again (the re-PUT a client retrying would do)."""
+    if upload["kind"] == "single":
+        send = [lambda: requests.put(upload["url"], data=data, headers=upload["headers"], timeout=WAIT)]
+    else:
+        numbers = list(range(1, upload["part_count"] + 1))
+        parts = api.call("POST", version_path(app, code, "upload/parts"), 200, headers=dev["headers"],
+                         json={"part_numbers": numbers}).json()["parts"]
+        size = upload["part_size"]
+        send = [lambda p=p: requests.put(p["url"], data=data[(p["part_number"] - 1) * size:p["part_number"] * size],
+                                         timeout=WAIT) for p in parts]
+    for put in send:
+        r = put()
+        assert r.status_code == 200, r.text
+    return send
+
+
+@pytest.mark.parametrize("kind", ["single", "multipart"])
+@pytest.mark.parametrize("re_put", [False, True], ids=["alone", "with_re_put"])
+def test_twenty_completes_at_once_all_answer_202_and_validate_once(weed, live, database_url, kind, re_put):
+    """`complete` is idempotent under any concurrency: 20 calls at once (and,
+    meanwhile, the client sending the bytes again) all answer 202, and the
+    version is completed, stored and validated once. Repeated, since races
+    are a matter of luck."""
+    stack = live(MOSIS_MULTIPART_THRESHOLD_BYTES=str(6 * MiB), MOSIS_MULTIPART_PART_BYTES=str(5 * MiB))
+    api = HttpApi(stack.url)
+    dev = api.new_developer()
+    app = api.create_app(dev)
+    size = 7 * MiB if kind == "multipart" else 200_000
+    pool = concurrent.futures.ThreadPoolExecutor(24)
+    try:
+        for code in (1, 2, 3):
+            data = build_package(app["package_id"], code, files={"blob.bin": os.urandom(size)},
+                                 compression=zipfile.ZIP_STORED)
+            upload = api.create_version(dev, app, code, data)["upload"]
+            assert upload["kind"] == kind
+            resend = put_all(upload, data, api, dev, app, code)
+            complete = stack.url + version_path(app, code, "complete")
+            calls = [pool.submit(requests.post, complete, headers=dev["headers"], timeout=WAIT)
+                     for _ in range(20)]
+            again = [pool.submit(put) for put in resend] if re_put else []
+            answers = [c.result(WAIT) for c in calls]
+            assert [r.status_code for r in answers] == [202] * 20, [(r.status_code, r.text) for r in answers
+                                                                    if r.status_code != 202]
+            assert {r.json()["version"]["status"] for r in answers} <= {"validating", "draft"}
+            for put in again:
+                put.result(WAIT)  # storage's answer to a late part may be a 404: nothing to check
+            version = api.wait_status(dev, app, code, {"draft", "failed"}, timeout=WAIT)
+            assert version["status"] == "draft", version
+            row = version_row(database_url, app, code)
+            assert audit_count(database_url, "version.uploaded", row["id"]) == 1
+            assert audit_count(database_url, "version.validated", row["id"]) == 1
+            assert row["attempts"] == 1
+            api.call("POST", version_path(app, code, "publish"), 200, headers=dev["headers"])
+            assert sha256_of(requests.get(api.download_info(app["package_id"])["download_url"],
+                                          timeout=WAIT).content) == sha256_of(data)
+    finally:
+        pool.shutdown(wait=True)
+
+
+# -- the data disk full ---------------------------------------------------------------------
+
+
+def test_a_full_data_disk_degrades_and_recovers_without_a_restart(tmp_path, repo_root):
+    """MOSIS_DATA_DIR (SQLite, logs, the workers' metrics files, SeaweedFS's
+    volumes, as `scripts/run` lays it out) on a 160 MiB tmpfs filled to the
+    last byte, and every worker replaced (new workers start new metrics
+    files): no worker dies (the metrics files are memory-mapped, SIGBUS),
+    reads are served, writes answer JSON 503 with Retry-After, readiness
+    reports storage refusing writes; once space is freed, everything works
+    again with no restart. Mounted in namespaces of the scenario's own, as
+    test_faults.test_edge_cache_disk_full does."""
+    result = run_with_private_mounts("data-disk-full", tmp_path, repo_root, timeout=6 * WAIT)
+
+    assert result["before"] == {"icon": 200, "ready": 200}, result
+    assert result["healthz_after_fill"] and result["workers_stable"], result
+    assert not result["sigbus_in_log"], result
+    full = result["full"]
+    assert full["apps"]["status"] == 200, result
+    assert full["new_app"]["status"] == 503, result
+    assert full["new_app"]["body"]["error"]["code"] == "database_unavailable" and full["new_app"]["retry_after"]
+    # An icon may still fit (storage and SQLite keep some room of their own); if not, a JSON 503.
+    assert full["icon"]["status"] == 200 or (full["icon"]["status"] == 503 and full["icon"]["body"]["error"]["code"]
+                                             in ("storage_unavailable", "database_unavailable")), result
+    assert full["metrics"] == 200, result
+    assert full["ready"]["status"] == 503 and "refuses writes" in full["ready"]["body"]["checks"]["storage"], result
+    assert result["freed"] == {"ready": True, "new_app": 201, "icon": 200}, result
+    assert result["workers_same_after_free"], result

@@ -20,6 +20,7 @@ import psycopg2.extensions
 from playhouse.db_url import connect
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
+from app.files import private_file
 from app.models import database
 
 SQLITE_PRAGMAS = {
@@ -36,7 +37,8 @@ def open_database(url: str) -> pw.Database:
     if parsed.scheme == "sqlite":
         path = parsed.path
         if path not in ("", "/:memory:"):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # SQLite gives its WAL and shared-memory files the database file's mode.
+            private_file(Path(path))
         # IMMEDIATE: a transaction takes the write lock when it begins, so a
         # read-then-write never fails on lock upgrade; it waits (busy_timeout).
         if path in ("", "/:memory:"):

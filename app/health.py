@@ -86,17 +86,21 @@ class Probe:
 
     def run_once(self) -> Outcome:
         self._running_since = time.monotonic()
+        error = None
         try:
             self._check()
             outcome = Outcome(True, "ok", time.monotonic())
         except Exception as e:  # any failure is the outcome, never the thread's end
-            detail = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+            error = e
+            # Public (/readyz): our own message, else only the kind of error
+            # (a driver's message may name hosts and paths); the log has it all.
+            detail = getattr(e, "message", None) or type(e).__name__
             outcome = Outcome(False, detail, time.monotonic(), stalled=bool(getattr(e, "stalled", False)))
         was = self._outcome
         self._outcome, self._running_since = outcome, None
         self._first.set()
         if (was is None or was.ok) and not outcome.ok:
-            log.warning("%s check failed: %s", self.name, outcome.detail)
+            log.warning("%s check failed: %s", self.name, error if error is not None else outcome.detail)
         elif was is not None and not was.ok and outcome.ok:
             log.info("%s check passes again", self.name)
         return outcome

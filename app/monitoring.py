@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 15
 
-STORAGE_UP = Gauge("mosis_storage_up", "1 if the scheduler reached the bucket at its last check, else 0")
+STORAGE_UP = Gauge("mosis_storage_up",
+                   "1 if the scheduler reached the bucket and storage took a small write at its last check, else 0")
 DATABASE_UP = Gauge("mosis_database_up", "1 if the scheduler reached the database at its last check, else 0")
 QUEUE_DEPTH = Gauge("mosis_validation_queue_depth", "Versions waiting for validation")
 QUEUE_OLDEST = Gauge("mosis_validation_queue_oldest_age_seconds",

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.config import Settings
+from app.files import private_dir, private_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,8 +87,9 @@ def _http_ok(url: str) -> bool:
 
 def spawn(name: str, argv: list[str], log_dir: Path, env: dict | None = None,
           ready_url: str | None = None, cwd: Path | None = None) -> Service:
-    log_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(log_dir)
     log_path = log_dir / f"{name}.log"
+    private_file(log_path)
     log = open(log_path, "ab")
     # A process group of its own, so stopping it stops its children too.
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -194,7 +196,7 @@ def start_api(env: dict, bind: str, log_dir: Path, workers: int | None = 2) -> S
     """gunicorn with app/gunicorn_conf.py; `workers=None` keeps its count (production's)."""
     multiproc = Path(env["PROMETHEUS_MULTIPROC_DIR"])
     shutil.rmtree(multiproc, ignore_errors=True)  # stale files would double-count
-    multiproc.mkdir(parents=True)
+    private_dir(multiproc)
     argv = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "app" / "gunicorn_conf.py"),
             "--bind", bind, *(["--workers", str(workers)] if workers else []), "app:create_app()"]
     return spawn("api", argv, log_dir, env=env, ready_url=f"http://{bind}/healthz")

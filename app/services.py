@@ -17,6 +17,7 @@ from app.edge import link_secret, signed_link
 from app.config import Settings
 from app.cost import load_prices
 from app.db import bind_database
+from app.files import private_dir
 from app.errors import Unavailable
 from app.migrations import migrate_database
 from app.purge import purgers_for
@@ -57,7 +58,7 @@ class Services:
 
 
 def build_services(settings: Settings, *, migrate: bool = True, ensure_bucket: bool = True) -> Services:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     db = bind_database(settings.resolved_database_url)
     if migrate:
         migrate_database()

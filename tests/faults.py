@@ -304,9 +304,15 @@ def data_disk_full(base: Path) -> dict:
         result["workers_stable"] = new_workers == set(children_of(stack.api.proc.pid)) \
             and len(new_workers) == len(workers)
         filler.unlink()  # room again: no restart
+        seen = []
+
+        def ready() -> bool:
+            r = api.call("GET", "/readyz")
+            seen[:] = [r.text]
+            return r.status_code == 200
+
         result["freed"] = {
-            "ready": bool(wait_until(lambda: api.call("GET", "/readyz").status_code == 200, timeout=30,
-                                     what="readiness once there is room")),
+            "ready": bool(wait_until(ready, timeout=60, what=f"readiness once there is room ({seen})")),
             "new_app": new_app().status_code,
             "icon": put_icon().status_code,
         }

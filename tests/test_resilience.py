@@ -271,3 +271,24 @@ def test_a_full_data_disk_degrades_and_recovers_without_a_restart(tmp_path, repo
     assert full["ready"]["status"] == 503 and "refuses writes" in full["ready"]["body"]["checks"]["storage"], result
     assert result["freed"] == {"ready": True, "new_app": 201, "icon": 200}, result
     assert result["workers_same_after_free"], result
+
+
+# -- what other local users can see ------------------------------------------------------------
+
+
+def test_the_data_dir_is_private(weed, live):
+    """The data dir, the database (and its WAL), the logs and the keys are
+    the owner's alone: 0700 directories, 0600 files."""
+    stack = live()
+    api = HttpApi(stack.edge_url)
+    dev, app, data, _ = new_upload(api)  # the database has been written; the logs too
+    api.call("POST", version_path(app, 1, "complete"), 202, headers=dev["headers"])
+    api.wait_status(dev, app, 1, {"draft", "failed"}, timeout=WAIT)
+    data_dir = stack.settings.data_dir
+    db = data_dir.parent / "db" if not (data_dir / "mosis.db").exists() else data_dir
+    modes = {str(p.relative_to(data_dir.parent)): oct(p.stat().st_mode & 0o777) for p in
+             [data_dir, data_dir / "logs", data_dir / "logs" / "api.log", data_dir / "logs" / "scheduler.log",
+              data_dir / "signing-key.pem", *sorted(db.glob("mosis.db*"))]}
+    assert any(name.endswith("mosis.db-wal") for name in modes), modes
+    expected = {name: oct(0o700) if name in ("data", "data/logs") else oct(0o600) for name in modes}
+    assert modes == expected

@@ -298,6 +298,16 @@ def data_disk_full(base: Path) -> dict:
             "ready": wait_until(lambda: (r := api.call("GET", "/readyz")).status_code == 503 and answer(r),
                                 timeout=30, what="readiness to report the full disk"),
         }
+        def gauge(name: str) -> float | None:
+            for line in requests.get(f"{stack.scheduler_url}/metrics", timeout=10).text.splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+            return None
+
+        # The scheduler's gauges (refreshed every 15 s): storage is not up, the disk has no room.
+        result["storage_up_full"] = wait_until(lambda: gauge("mosis_storage_up") == 0 and "0", timeout=60,
+                                               what="mosis_storage_up to drop")
+        result["disk_free_full"] = gauge("mosis_data_disk_free_bytes")
         new_workers = set(children_of(stack.api.proc.pid))
         time.sleep(2)
         # The same workers a while later: none died of the full disk.
@@ -316,6 +326,9 @@ def data_disk_full(base: Path) -> dict:
             "new_app": new_app().status_code,
             "icon": put_icon().status_code,
         }
+        result["storage_up_freed"] = wait_until(lambda: gauge("mosis_storage_up") == 1 and "1", timeout=60,
+                                                what="mosis_storage_up to be back")
+        result["disk_free_freed"] = gauge("mosis_data_disk_free_bytes")
         result["workers_same_after_free"] = new_workers == set(children_of(stack.api.proc.pid))
         result["sigbus_in_log"] = "SIGBUS" in stack.api.tail(5000)
         return result

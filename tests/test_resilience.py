@@ -270,6 +270,9 @@ def test_a_full_data_disk_degrades_and_recovers_without_a_restart(tmp_path, repo
     assert full["metrics"] == 200, result
     assert full["ready"]["status"] == 503 and "refuses writes" in full["ready"]["body"]["checks"]["storage"], result
     assert result["freed"] == {"ready": True, "new_app": 201, "icon": 200}, result
+    # The scheduler's gauges followed: storage down while it refused writes, the disk's free bytes.
+    assert (result["storage_up_full"], result["storage_up_freed"]) == ("0", "1"), result
+    assert result["disk_free_full"] < 1024 * 1024 < result["disk_free_freed"], result
     assert result["workers_same_after_free"], result
 
 

@@ -65,10 +65,16 @@ class Probe:
             return Outcome(False, f"no answer for {now - since:.1f} s", now, stalled=True)
         return self._outcome
 
-    def stalled(self) -> str | None:
-        """What failed, if the latest check got no answer in time; None when
-        it passed, failed quickly, or is not known yet."""
-        outcome = self.state()
+    def stalled(self, longer_than: float) -> str | None:
+        """What failed, if the latest check got no answer in time (its own
+        timeout, or still none after `longer_than` seconds); None when it
+        passed, failed quickly, is slow but not that slow, or is not known yet."""
+        since = self._running_since
+        now = time.monotonic()
+        if since is not None and now - since > longer_than:
+            return f"no answer for {now - since:.1f} s"
+        self._ensure_running()
+        outcome = self._outcome
         return outcome.detail if outcome is not None and outcome.stalled else None
 
     def _ensure_running(self) -> None:
@@ -150,7 +156,10 @@ def watch(svc) -> Health:
 
     settings = svc.settings
     interval = settings.health_probe_seconds
+    # Readiness says 503 once a check has had no answer this long; the check
+    # itself waits longer (a loaded machine answers late, not never).
     timeout = max(interval, 1.0)
+    give_up = STALL_FACTOR * timeout
 
     def check_database() -> None:
         with database.connection_context():
@@ -158,10 +167,15 @@ def watch(svc) -> Health:
 
     health = Health(
         database=Probe("database", check_database, interval, timeout),
-        storage=Probe("storage", lambda: svc.storage.check_reachable(timeout), interval, timeout),
-        storage_writes=(Probe("storage writes", lambda: svc.storage.check_writable(timeout),
-                              settings.storage_canary_seconds, 2 * timeout)
+        storage=Probe("storage", lambda: svc.storage.check_reachable(give_up), interval, timeout),
+        storage_writes=(Probe("storage writes", lambda: svc.storage.check_writable(give_up),
+                              settings.storage_canary_seconds, give_up)
                         if settings.storage_canary_seconds else None),
     )
-    svc.storage.watch(health.storage, settings.storage_call_slots)
+    svc.storage.watch(health.storage, settings.storage_call_slots, stalled_after=STALL_FACTOR * timeout / 2)
     return health
+
+
+# A check gives up after this many times the readiness timeout; storage
+# calls are refused at once after half that without an answer.
+STALL_FACTOR = 5

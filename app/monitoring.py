@@ -64,11 +64,11 @@ def _ts(value: dt.datetime) -> float:
 def _check_storage(svc) -> None:
     """Up: storage answers and takes a small write (reachable storage may
     refuse writes, e.g. when its disk is full)."""
-    timeout = max(svc.settings.health_probe_seconds, 1.0)
+    timeout = svc.settings.s3_connect_timeout + svc.settings.s3_read_timeout
     try:
         svc.storage.check_reachable(timeout)
         if svc.settings.storage_canary_seconds:
-            svc.storage.check_writable(2 * timeout)
+            svc.storage.check_writable(timeout)
         STORAGE_UP.set(1)
     except Exception as e:  # any failure means not usable
         log.warning("storage check failed: %s", getattr(e, "message", e))

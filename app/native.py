@@ -294,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)  # also when started in the background
     try:
-        volume_mb = int(env["MOSIS_WEED_VOLUME_SIZE_MB"]) if env.get("MOSIS_WEED_VOLUME_SIZE_MB") else None
+        volume_mb = int(env.get("MOSIS_WEED_VOLUME_SIZE_MB", "0")) or None  # None: from the free space
         stack.add(start_weed(data_dir / "s3", env["MOSIS_S3_ACCESS_KEY"], env["MOSIS_S3_SECRET_KEY"],
                              ports, log_dir, volume_mb))
         stack.add(start_api(env, app_bind, log_dir, workers=None))  # MOSIS_APP_WORKERS, as in production

@@ -9,9 +9,16 @@ the design contract lives in one place:
     assets/{app_id}/screenshots/{n}.png   (and {n}.webp when smaller)
     temp/{upload_id}/package.mosis
     backups/db/mosis-{YYYYmmddTHHMMSSZ}.{sqlite3.gz|pgdump}
+    health/canary   (2 bytes, overwritten by the check that storage takes writes)
 
 Asset keys carry a number that is never reused within an app (see
 app/assets.py), so an asset's URL always names the same bytes.
+
+Every call is bounded in time (connect and read timeouts, few retries, and
+none after a read timed out). Transport failures leave as 503
+`storage_unavailable` whose message names no address. Under `watch` (the
+API), calls are refused at once while storage stalls, and only a few run at
+once, so a stalled storage never holds all of a process's threads.
 """
 
 from __future__ import annotations
@@ -218,6 +225,7 @@ class Storage:
         # Set by `watch` (the API): calls fail at once while the probe says
         # storage does not answer, and only so many run at once.
         self.reachability = None
+        self._stalled_after = 0.0
         self._slots: threading.BoundedSemaphore | None = None
         pub_host, pub_secure = _endpoint(settings.resolved_s3_public_endpoint)
         self._public_origin = ("https" if pub_secure else "http", pub_host)
@@ -295,13 +303,14 @@ class Storage:
 
     # -- health ------------------------------------------------------------------
 
-    def watch(self, reachability, slots: int) -> None:
+    def watch(self, reachability, slots: int, stalled_after: float) -> None:
         """From now on, fail calls at once while `reachability` (an
-        app.health.Probe of check_reachable) says storage does not answer,
-        and make at most `slots` calls at once (a call waits for a free slot
-        as long as for a connection): a stalled storage holds at most that
-        many of the process's threads."""
+        app.health.Probe of check_reachable) has had no answer from storage
+        for `stalled_after` seconds, and make at most `slots` calls at once
+        (a call waits for a free slot as long as for a connection): a
+        stalled storage holds at most that many of the process's threads."""
         self.reachability = reachability
+        self._stalled_after = stalled_after
         self._slots = threading.BoundedSemaphore(slots)
 
     def _probe_client(self, timeout: float) -> Minio:
@@ -545,7 +554,8 @@ class _StorageGuard:
         storage = self.storage
         if storage is None:
             return self
-        stalled = storage.reachability.stalled() if storage.reachability is not None else None
+        probe = storage.reachability
+        stalled = probe.stalled(storage._stalled_after) if probe is not None else None
         if stalled:
             STORAGE_ERRORS.labels(self.doing).inc()
             raise Unavailable(f"storage is not answering (could not {self.doing}); retry shortly",

@@ -57,8 +57,8 @@ class Probe:
         """The latest outcome (None before the first check ends); `wait`
         bounds how long to wait for the first one."""
         self._ensure_running()
-        if wait and self._outcome is None:
-            self._first.wait(wait)
+        if wait and self._outcome is None:  # past its timeout, a running check is a failure anyway
+            self._first.wait(min(wait, self.timeout))
         since = self._running_since
         now = time.monotonic()
         if since is not None and now - since > self.timeout:
@@ -106,7 +106,8 @@ class Probe:
         self._outcome, self._running_since = outcome, None
         self._first.set()
         if (was is None or was.ok) and not outcome.ok:
-            log.warning("%s check failed: %s", self.name, error if error is not None else outcome.detail)
+            cause = getattr(error, "__cause__", None) or error
+            log.warning("%s check failed: %s", self.name, cause if cause is not None else outcome.detail)
         elif was is not None and not was.ok and outcome.ok:
             log.info("%s check passes again", self.name)
         return outcome
@@ -140,9 +141,11 @@ class Health:
                              ("storage", [p for p in (self.storage, self.storage_writes) if p])):
             details = []
             for probe in probes:
-                outcome = probe.state(wait=max(deadline - time.monotonic(), 0))
+                # Once something failed, the rest is not waited for.
+                outcome = probe.state(wait=0 if details else max(deadline - time.monotonic(), 0))
                 if outcome is None:
-                    details.append("not checked yet")
+                    if not details:
+                        details.append("not checked yet")
                 elif not outcome.ok:
                     details.append(outcome.detail)
             out[name] = "ok" if not details else "error: " + "; ".join(details)

@@ -578,7 +578,8 @@ class _StorageGuard:
             raise ObjectUnreadable(f"the object cannot be read as stored: {exc}") from exc
         if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
             STORAGE_ERRORS.labels(self.doing).inc()
-            log.warning("storage call failed (%s): %s", self.doing, exc)
+            if self.storage is not None:  # a health check logs when its outcome changes, not each time
+                log.warning("storage call failed (%s): %s", self.doing, exc)
             if _timed_out(exc):
                 raise StorageStalled(f"storage did not answer in time (could not {self.doing}); retry "
                                      "shortly", code="storage_unavailable") from exc

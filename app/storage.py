@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Iterator
 from urllib.parse import urlparse, urlunparse
@@ -49,8 +50,10 @@ from app.metrics import STORAGE_ERRORS
 log = logging.getLogger(__name__)
 
 PACKAGES, ASSETS, TEMP, BACKUPS = "packages", "assets", "temp", "backups"
-# Written (2 bytes, overwritten) by the health check that storage takes writes.
+# Written (2 bytes, overwritten) by the health check that storage takes writes,
+# which asks this many times before it takes a 5xx for a refusal.
 CANARY_KEY = "health/canary"
+CANARY_ATTEMPTS = 3
 PREFIXES = (PACKAGES, ASSETS, TEMP, BACKUPS)
 CHUNK = 1024 * 1024
 MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchVersion", "NotFound"}
@@ -332,12 +335,17 @@ class Storage:
         canary, overwritten each time) within `timeout` seconds: reachable
         storage may still refuse writes (a full disk)."""
         with _StorageGuard("write the health canary"):
-            try:
-                self._probe_client(timeout).put_object(
-                    bucket_name=self.bucket, object_name=CANARY_KEY, data=io.BytesIO(b"ok"), length=2,
-                    content_type="text/plain")
-            except S3Error as e:
-                raise Unavailable(f"storage refuses writes ({e.code})", code="storage_unavailable") from e
+            for attempt in range(CANARY_ATTEMPTS):
+                try:
+                    self._probe_client(timeout).put_object(
+                        bucket_name=self.bucket, object_name=CANARY_KEY, data=io.BytesIO(b"ok"), length=2,
+                        content_type="text/plain")
+                    return
+                except S3Error as e:
+                    # A busy server's odd 5xx is not a refusal: asked again, it takes the write.
+                    if attempt + 1 == CANARY_ATTEMPTS or e.code not in TRANSIENT_CODES:
+                        raise Unavailable(f"storage refuses writes ({e.code})", code="storage_unavailable") from e
+                    time.sleep(0.2 * (attempt + 1))
 
     # -- presigned URLs ------------------------------------------------------
 

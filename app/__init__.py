@@ -9,7 +9,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.config import Settings
+from app.config import Settings, settings_for_process
 from app.errors import ApiError
 from app.models import database
 
@@ -17,10 +17,13 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, *, services=None) -> Flask:
+    """The API. Without `settings` (gunicorn, `flask --app app`), they come
+    from the environment, and a value the appliance cannot run with stops
+    the process with one line naming it."""
     from app import api, cli, health, metrics, weblog
     from app.services import build_services
 
-    settings = settings or Settings.from_env()
+    settings = settings or settings_for_process()
     # No static files: every route is the API's (and documented in app/openapi.py).
     flask_app = Flask(__name__, static_folder=None)
     flask_app.config["JSON_SORT_KEYS"] = False

@@ -37,6 +37,7 @@ from PIL import Image, ImageCms, ImageFile
 from app import metrics
 from app.errors import ApiError, Conflict, NotFound
 from app.models import App, Screenshot, database, record_audit, utcnow
+from app.purge import public_read_keys
 from app.services import Services
 from app.storage import ASSETS, icon_key, screenshot_key
 
@@ -342,6 +343,11 @@ def _retire(svc: Services, keys: list[str]) -> None:
     svc.purge_cached(keys)
 
 
+def _listing_changed(svc: Services, app: App) -> None:
+    """The app's public listing names its assets: caches keeping it forget it."""
+    svc.purge_cached(public_read_keys(app.package_id)[:1])
+
+
 def _timed(kind: str, process, *args):
     started = time.monotonic()
     try:
@@ -377,6 +383,7 @@ def set_icon(svc: Services, app: App, data: bytes, actor: str) -> App:
         replaced = current.icon_number
         App.update(icon_number=number, icon_sha256=digest).where(App.id == app.id).execute()
         record_audit(actor, "icon.updated", "app", app.id, number=number, sha256=digest)
+    _listing_changed(svc, app)
     if replaced is not None:
         _retire(svc, icon_keys(app.id, replaced))
     metrics.ASSET_UPLOADS.labels("icon", "ok").inc()
@@ -390,6 +397,7 @@ def delete_icon(svc: Services, app: App, actor: str) -> None:
             raise NotFound("the app has no icon", code="icon_not_found")
         App.update(icon_number=None, icon_sha256=None).where(App.id == app.id).execute()
         record_audit(actor, "icon.deleted", "app", app.id, number=replaced)
+    _listing_changed(svc, app)
     _retire(svc, icon_keys(app.id, replaced))
 
 
@@ -446,6 +454,7 @@ def add_screenshot(svc: Services, app: App, data: bytes, actor: str) -> Screensh
     except Conflict:
         _retire(svc, list(objects))  # another upload took the last place meanwhile
         raise
+    _listing_changed(svc, app)
     metrics.ASSET_UPLOADS.labels("screenshot", "ok").inc()
     return row
 
@@ -466,10 +475,11 @@ def delete_screenshot(svc: Services, app: App, position: int, actor: str) -> Non
         (Screenshot.update(position=Screenshot.position - 1)
          .where((Screenshot.app == app) & (Screenshot.position > position)).execute())
         record_audit(actor, "screenshot.deleted", "app", app.id, number=shot.number, position=position)
+    _listing_changed(svc, app)
     _retire(svc, screenshot_keys(shot))
 
 
-def reorder_screenshots(app: App, positions: list[int], actor: str) -> list[Screenshot]:
+def reorder_screenshots(svc: Services, app: App, positions: list[int], actor: str) -> list[Screenshot]:
     """`positions` lists every current position once, in the new order."""
     with database.atomic():
         _locked(app.id)
@@ -483,6 +493,7 @@ def reorder_screenshots(app: App, positions: list[int], actor: str) -> list[Scre
             if new != old:
                 Screenshot.update(position=new).where(Screenshot.id == by_position[old].id).execute()
         record_audit(actor, "screenshot.reordered", "app", app.id, order=positions)
+    _listing_changed(svc, app)
     return screenshots_of(app)
 
 

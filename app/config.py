@@ -3,6 +3,12 @@
 Settings come from `MOSIS_*` environment variables, read once at start-up.
 Each field documents its variable and default; docs/configuration.md lists
 them for operators.
+
+A value the appliance cannot run with raises ConfigError naming the
+variable. Secrets still holding .env.example's placeholder (`change-me…`),
+and an admin token or download link secret too short to be secret, are such
+values: a process starting with one stops (settings_for_process) with one
+line saying which, before it serves or changes anything.
 """
 
 from __future__ import annotations
@@ -11,8 +17,10 @@ import dataclasses
 import ipaddress
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 MiB = 1024 * 1024
 # S3 refuses parts smaller than this, except the last part of an upload.
@@ -23,6 +31,40 @@ DAY = 24 * HOUR
 
 class ConfigError(ValueError):
     """A setting has a value the appliance cannot run with."""
+
+
+# What .env.example ships in place of every secret: a value still holding it
+# was never filled in.
+PLACEHOLDER_RE = re.compile(r"change-?me", re.I)
+# The shortest admin token and download link secret accepted; `openssl rand
+# -hex 32` gives 64 characters, scripts/run generates 47.
+MIN_SECRET_CHARS = 32
+MAKE_A_SECRET = "`openssl rand -hex 32` makes one"
+
+
+def is_placeholder(value: str) -> bool:
+    return bool(PLACEHOLDER_RE.search(value))
+
+
+def _secret(env: dict, name: str, default: str = "", min_chars: int = 0) -> str:
+    """A secret setting: never .env.example's placeholder, at least `min_chars` long."""
+    value = env.get(name) or default
+    if value and is_placeholder(value):
+        raise ConfigError(f"{name} is still the placeholder of .env.example: set a secret of its own "
+                          f"({MAKE_A_SECRET})")
+    if value and len(value) < min_chars:
+        raise ConfigError(f"{name} is too short to be secret ({len(value)} characters, at least {min_chars}): "
+                          f"{MAKE_A_SECRET}")
+    return value
+
+
+def _database_url(env: dict) -> str:
+    url = env.get("MOSIS_DATABASE_URL", "")
+    password = urlparse(url).password if "://" in url else None
+    if password and is_placeholder(unquote(password)):
+        raise ConfigError("MOSIS_DATABASE_URL carries the placeholder password of .env.example (compose builds "
+                          f"it from POSTGRES_PASSWORD): set a password of its own ({MAKE_A_SECRET})")
+    return url
 
 
 def _int(env: dict, name: str, default: int, minimum: int = 0) -> int:
@@ -158,9 +200,20 @@ class Settings:
     # Base URL under which bucket objects are public: `{cdn_url}/{key}` serves
     # `assets/...` and (with a signed link) `packages/...`.
     cdn_url: str = ""  # MOSIS_CDN_URL (default: public_url)
+    # Whom developers write to about the API: info.contact of /v1/openapi.json.
+    contact_email: str = ""  # MOSIS_CONTACT_EMAIL
 
     upload_url_ttl: int = 15 * 60  # MOSIS_UPLOAD_URL_TTL_SECONDS
     download_url_ttl: int = HOUR  # MOSIS_DOWNLOAD_URL_TTL_SECONDS
+
+    # Public reads are cacheable by the edge, Cloudflare and devices
+    # (docs/edge.md): the package listing and download info for this long
+    # (0: revalidated every time), then served stale for up to `stale` more
+    # seconds while one request refreshes them; the signing key and the
+    # OpenAPI document, which change only with a restart, longer.
+    public_read_max_age: int = 5  # MOSIS_PUBLIC_READ_MAX_AGE_SECONDS
+    public_read_stale: int = 5  # MOSIS_PUBLIC_READ_STALE_SECONDS
+    public_static_max_age: int = 300  # MOSIS_PUBLIC_STATIC_MAX_AGE_SECONDS
     signing_key: str = ""  # MOSIS_SIGNING_KEY (base64 raw Ed25519 seed)
 
     validation_lease_seconds: int = 300  # MOSIS_VALIDATION_LEASE_SECONDS
@@ -221,6 +274,17 @@ class Settings:
     cloudflare_zone_id: str = ""  # MOSIS_CLOUDFLARE_ZONE_ID
     cloudflare_api_token: str = ""  # MOSIS_CLOUDFLARE_API_TOKEN
     cloudflare_api_url: str = "https://api.cloudflare.com/client/v4"  # MOSIS_CLOUDFLARE_API_URL
+
+    def __post_init__(self):
+        # A download link handed out from a cache must leave time to download.
+        if self.public_read_interval > self.download_url_ttl // 2:
+            raise ConfigError("MOSIS_PUBLIC_READ_MAX_AGE_SECONDS + MOSIS_PUBLIC_READ_STALE_SECONDS must be at "
+                              "most half of MOSIS_DOWNLOAD_URL_TTL_SECONDS")
+
+    @property
+    def public_read_interval(self) -> int:
+        """The longest a cache may answer a public read from one fetch."""
+        return self.public_read_max_age + self.public_read_stale
 
     @property
     def resolved_database_url(self) -> str:
@@ -289,12 +353,12 @@ class Settings:
         )
         return cls(
             data_dir=Path(env.get("MOSIS_DATA_DIR") or d.data_dir),
-            database_url=env.get("MOSIS_DATABASE_URL", ""),
-            admin_token=env.get("MOSIS_ADMIN_TOKEN", ""),
+            database_url=_database_url(env),
+            admin_token=_secret(env, "MOSIS_ADMIN_TOKEN", min_chars=MIN_SECRET_CHARS),
             s3_endpoint=env.get("MOSIS_S3_ENDPOINT") or d.s3_endpoint,
             s3_public_endpoint=env.get("MOSIS_S3_PUBLIC_ENDPOINT", ""),
             s3_access_key=env.get("MOSIS_S3_ACCESS_KEY") or d.s3_access_key,
-            s3_secret_key=env.get("MOSIS_S3_SECRET_KEY") or d.s3_secret_key,
+            s3_secret_key=_secret(env, "MOSIS_S3_SECRET_KEY", d.s3_secret_key),
             s3_region=env.get("MOSIS_S3_REGION") or d.s3_region,
             bucket=env.get("MOSIS_S3_BUCKET") or d.bucket,
             s3_ca_file=env.get("MOSIS_S3_CA_FILE") or d.s3_ca_file,
@@ -307,9 +371,13 @@ class Settings:
             storage_canary_seconds=_int(env, "MOSIS_STORAGE_CANARY_SECONDS", d.storage_canary_seconds, 0),
             public_url=(env.get("MOSIS_PUBLIC_URL") or d.public_url).rstrip("/"),
             cdn_url=env.get("MOSIS_CDN_URL", "").rstrip("/"),
+            contact_email=env.get("MOSIS_CONTACT_EMAIL", ""),
             upload_url_ttl=_int(env, "MOSIS_UPLOAD_URL_TTL_SECONDS", d.upload_url_ttl, 60),
             download_url_ttl=_int(env, "MOSIS_DOWNLOAD_URL_TTL_SECONDS", d.download_url_ttl, 60),
-            signing_key=env.get("MOSIS_SIGNING_KEY", ""),
+            public_read_max_age=_int(env, "MOSIS_PUBLIC_READ_MAX_AGE_SECONDS", d.public_read_max_age, 0),
+            public_read_stale=_int(env, "MOSIS_PUBLIC_READ_STALE_SECONDS", d.public_read_stale, 0),
+            public_static_max_age=_int(env, "MOSIS_PUBLIC_STATIC_MAX_AGE_SECONDS", d.public_static_max_age, 0),
+            signing_key=_secret(env, "MOSIS_SIGNING_KEY"),
             validation_lease_seconds=_int(env, "MOSIS_VALIDATION_LEASE_SECONDS", d.validation_lease_seconds, 5),
             validation_poll_seconds=_float(env, "MOSIS_VALIDATION_POLL_SECONDS", d.validation_poll_seconds),
             validation_max_attempts=_int(env, "MOSIS_VALIDATION_MAX_ATTEMPTS", d.validation_max_attempts, 1),
@@ -335,7 +403,7 @@ class Settings:
             multipart_part_bytes=_int(env, "MOSIS_MULTIPART_PART_BYTES", d.multipart_part_bytes,
                                       S3_MIN_PART_BYTES),
             housekeeping=housekeeping,
-            download_link_secret=_link_secret(env.get("MOSIS_DOWNLOAD_LINK_SECRET", "")),
+            download_link_secret=_link_secret(_secret(env, "MOSIS_DOWNLOAD_LINK_SECRET")),
             edge_internal_url=env.get("MOSIS_EDGE_INTERNAL_URL", "").rstrip("/"),
             edge_cache_max_bytes=_int(env, "MOSIS_EDGE_CACHE_MAX_BYTES", d.edge_cache_max_bytes, 16 * MiB),
             edge_cache_dir=env.get("MOSIS_EDGE_CACHE_DIR", ""),
@@ -347,9 +415,20 @@ class Settings:
             edge_tls_key=env.get("MOSIS_EDGE_TLS_KEY", ""),
             proxy_hops=_int(env, "MOSIS_PROXY_HOPS", d.proxy_hops, 0),
             cloudflare_zone_id=env.get("MOSIS_CLOUDFLARE_ZONE_ID", ""),
-            cloudflare_api_token=env.get("MOSIS_CLOUDFLARE_API_TOKEN", ""),
+            cloudflare_api_token=_secret(env, "MOSIS_CLOUDFLARE_API_TOKEN"),
             cloudflare_api_url=(env.get("MOSIS_CLOUDFLARE_API_URL") or d.cloudflare_api_url).rstrip("/"),
         )
+
+
+def settings_for_process() -> Settings:
+    """The settings of a starting process (the API, the scheduler, a
+    command): a value it cannot run with stops it, exit status 2, with one
+    line naming the variable instead of a traceback."""
+    try:
+        return Settings.from_env()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 # The secret is written into nginx's configuration: keep it to characters

@@ -8,6 +8,16 @@ Download links are checked by nginx itself (the `secure_link` module): the
 app signs `{expires}{path} {secret}` with MD5 and nginx recomputes it with the
 same secret, rendered into its configuration. docs/edge.md says why this and
 not HMAC-SHA256 in njs.
+
+Invariants of the rendered configuration: what goes to storage is built only
+from captures of the raw request line checked against the app's own key
+patterns (rendered in from app/storage.py and app/validation.py), never
+from nginx's decoded $uri or the client's query and headers; only the
+allow-listed response headers of storage reach a client (nginx/headers.js,
+written beside the configuration); every error the edge raises is JSON; no
+signature reaches a log. Rendering raises ConfigError for settings the edge
+cannot serve and EdgeConfigError for a template or pattern it cannot fill;
+nothing is written then.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import functools
 import grp
 import hashlib
 import ipaddress
@@ -32,11 +43,18 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from app.config import LINK_SECRET_RE, ConfigError, MiB, Settings
-from app.storage import signed_host
+from app.storage import ASSET_KEY_RE, PACKAGE_KEY_RE, TEMP_KEY_RE, signed_host
+from app.validation import PACKAGE_ID_RE
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_DIR = ROOT / "nginx"
 TEMPLATE = NGINX_DIR / "nginx.conf.template"
+# The allow-list of storage's response headers (njs), written beside the
+# rendered configuration.
+HEADERS_JS = NGINX_DIR / "headers.js"
+JS_MODULE = "ngx_http_js_module.so"
+# Where Debian's nginx and the official image keep dynamic modules.
+MODULES_DIR = "/usr/lib/nginx/modules"
 CLOUDFLARE_IPS = NGINX_DIR / "cloudflare-ips.txt"
 
 LINK_SECRET_FILE = "download-link-secret"
@@ -53,12 +71,6 @@ ORIGIN_QUERY_HEADER = "X-Mosis-Origin-Query"
 # never change: browsers and Cloudflare may keep it a year.
 ASSET_MAX_AGE = 31536000
 CACHE_KEYS_ZONE = "32m"  # about 250,000 cached objects
-# Storage's headers that must not reach clients (or decide caching).
-STORAGE_HIDDEN_HEADERS = (
-    "Cache-Control", "Expires", "Set-Cookie", "Vary", "X-Amz-Request-Id", "X-Amz-Id-2",
-    "X-Amz-Version-Id", "X-Amz-Server-Side-Encryption", "X-Amz-Storage-Class",
-    "X-Amz-Tagging-Count", "X-Amz-Website-Redirect-Location", "X-Amz-Expiration",
-)
 # First path segments the edge routes itself: a bucket cannot be named so.
 RESERVED_PATHS = {"v1", "packages", "assets", "healthz", "readyz", "edge", "purge"}
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
@@ -156,8 +168,17 @@ class Target:
     user: str | None = None  # worker user when the master runs as root
     worker_processes: str = "auto"
     worker_connections: int = 4096
+    # Each connection may hold a client's, an upstream's and a cache file's
+    # descriptor; nginx raises its workers' open-file limit to this.
+    worker_rlimit_nofile: int = 3 * 4096
     extra_locations: str = ""  # more locations in the public server
     storage_scheme: str = "http"  # https: hosted S3, or TLS in front of storage
+    modules_dir: str = MODULES_DIR
+
+    @property
+    def js_dir(self) -> Path:
+        """Where nginx/headers.js is written: beside the configuration."""
+        return self.prefix
 
     @property
     def conf_path(self) -> Path:
@@ -219,9 +240,18 @@ def native_target(settings: Settings, *, http_port: int, internal_port: int, app
         error_log=str(log_dir / "edge-error.log"),
         tls_listen=f"127.0.0.1:{tls_port}" if tls_port else None,
         user=_worker_user(Path(settings.data_dir)),
-        # Within the open-file limit an unprivileged nginx may not raise.
-        worker_connections=max(256, min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2)),
+        **_connection_limits(),
+        modules_dir=nginx_modules_dir(),
     )
+
+
+def _connection_limits() -> dict:
+    """Connections and open files within the hard open-file limit, which an
+    unprivileged nginx may raise its soft limit to (and no further)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hard = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    connections = max(256, min(4096, hard // 3))
+    return {"worker_connections": connections, "worker_rlimit_nofile": min(hard, 3 * connections)}
 
 
 # Grafana behind the edge (compose): resolved when asked, through Docker's
@@ -313,6 +343,81 @@ def _check_settings(settings: Settings) -> None:
         raise ConfigError("set both MOSIS_EDGE_TLS_CERT and MOSIS_EDGE_TLS_KEY, or neither")
 
 
+# A presigned upload's query: the parameters our presigned URLs carry, in
+# any order, with values of the characters they are made of (the escapes of
+# /, + and = in credentials and tokens included), and nothing else.
+_UPLOAD_PARAM = (r"(?:X-Amz-(?:Algorithm|Credential|Date|Expires|SignedHeaders|Signature|Security-Token)"
+                 r"|partNumber|uploadId|uploads)(?:=(?:[A-Za-z0-9._~-]|%2[BbFf]|%3[Dd])*)?")
+UPLOAD_QUERY_RE = rf"{_UPLOAD_PARAM}(?:&{_UPLOAD_PARAM})*"
+
+# Storage's headers that would make nginx act (redirect, rate, buffering).
+_X_ACCEL = "X-Accel-Expires X-Accel-Redirect X-Accel-Limit-Rate X-Accel-Buffering X-Accel-Charset"
+
+# The uploads location, which talks to storage itself.
+STORAGE_REQUEST = """\
+            # Storage is asked for exactly the key checked above: no header
+            # and no query of the client's. Of its answer only allow-listed
+            # headers pass (nginx/headers.js); its X-Accel headers decide
+            # nothing.
+            proxy_pass_request_headers off;
+            proxy_set_header Connection "";
+            proxy_set_header Host {storage_host};
+            proxy_ignore_headers {x_accel};
+            js_header_filter mosis.allow_listed;"""
+
+# The cached locations, which fetch through the storage gateway.
+GATEWAY_REQUEST = """\
+            # Storage (through the gateway) is asked for exactly the key
+            # checked above: no header and no query of the client's. Its
+            # caching and X-Accel headers decide nothing.
+            proxy_pass_request_headers off;
+            proxy_set_header Connection "";
+            proxy_ignore_headers Cache-Control Expires Set-Cookie Vary {x_accel};"""
+
+# The gateway's locations on the internal server.
+GATEWAY = """\
+            if ($request_method !~ ^(GET|HEAD)$) {{
+                return 405 '{{"error":{{"code":"method_not_allowed","message":"the gateway only reads"}}}}\\n';
+            }}
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host {storage_host};
+            # Paced by the edge that asks: nothing is buffered twice.
+            proxy_buffering off;
+            proxy_read_timeout 300s;
+            proxy_ignore_headers {x_accel};
+            js_header_filter mosis.allow_listed;
+            proxy_pass {storage_scheme}://mosis_storage;"""
+
+# Locations whose request line or storage URL carries a signature: nginx
+# copies both into every error it logs, so these log nothing but what stops
+# nginx itself; their failures show in the access log (status,
+# upstream_status).
+QUIET_ERROR_LOG = """\
+            # A signature is in this request line or storage URL, and nginx
+            # writes both into any error it logs (docs/edge.md, Logs).
+            error_log {error_log} emerg;"""
+
+
+def _nginx_re(pattern: re.Pattern) -> str:
+    """The body of an anchored Python pattern, for a quoted nginx regex."""
+    body = pattern.pattern
+    if not (body.startswith("^") and body.endswith("$")) or '"' in body or "\\\\" in body:
+        raise EdgeConfigError(f"pattern {body!r} cannot go into nginx's configuration")
+    return body[1:-1]
+
+
+@functools.lru_cache(maxsize=1)
+def nginx_modules_dir() -> str:
+    """Where this machine's nginx keeps its dynamic modules (`nginx -V`)."""
+    try:
+        out = subprocess.run([nginx_binary(), "-V"], capture_output=True, text=True, timeout=30).stderr
+    except (EdgeConfigError, OSError, subprocess.SubprocessError):
+        return MODULES_DIR
+    found = re.search(r"--modules-path=(\S+)", out)
+    return found.group(1) if found else MODULES_DIR
+
+
 def _lines(indent: int, items, fmt: str) -> str:
     return "\n".join(" " * indent + fmt.format(item) for item in items)
 
@@ -357,6 +462,14 @@ def render(settings: Settings, target: Target, secret: str) -> str:
         "user": f"user {target.user};" if target.user else "# workers run as the user starting nginx",
         "worker_processes": target.worker_processes,
         "worker_connections": target.worker_connections,
+        "worker_rlimit_nofile": target.worker_rlimit_nofile,
+        "js_module": f"{target.modules_dir}/{JS_MODULE}",
+        "js_dir": target.js_dir,
+        "package_key_re": _nginx_re(PACKAGE_KEY_RE),
+        "asset_key_re": _nginx_re(ASSET_KEY_RE),
+        "temp_key_re": _nginx_re(TEMP_KEY_RE),
+        "package_id_re": _nginx_re(PACKAGE_ID_RE),
+        "upload_query_re": UPLOAD_QUERY_RE,
         "pid_file": target.pid_file,
         "error_log": target.error_log,
         "temp_dir": target.temp_dir,
@@ -375,15 +488,21 @@ def render(settings: Settings, target: Target, secret: str) -> str:
         "tls": tls,
         "server_names": " ".join(server_names(settings)),
         "link_secret": secret,
-        "storage_hide_headers": _lines(12, STORAGE_HIDDEN_HEADERS, "proxy_hide_header {};"),
-        "storage_host": signed_host(settings),
+        "quiet_error_log": QUIET_ERROR_LOG.format(error_log=target.error_log),
+        "storage_request": STORAGE_REQUEST.format(storage_host=signed_host(settings), x_accel=_X_ACCEL),
+        "gateway_request": GATEWAY_REQUEST.format(x_accel=_X_ACCEL),
+        "gateway": GATEWAY.format(storage_host=signed_host(settings), storage_scheme=target.storage_scheme,
+                                  x_accel=_X_ACCEL),
+        "gateway_server": target.internal_listen if ":" in target.internal_listen
+        else f"127.0.0.1:{target.internal_listen}",
         "storage_scheme": target.storage_scheme,
         "storage_tls": storage_tls,
         "bucket": settings.bucket,
         "bucket_re": re.escape(settings.bucket),
         "max_upload_bytes": settings.limits.max_package_bytes,
         "internal_listen": target.internal_listen,
-        "internal_allow": _lines(8, target.internal_allow, "allow {};"),
+        "internal_allow": _lines(8, target.internal_allow, "{} 1;"),
+        "internal_allow_deny": _lines(12, (*(f"allow {n}" for n in target.internal_allow), "deny all"), "{};"),
         "extra_locations": target.extra_locations.rstrip("\n"),
         "api_max_body_bytes": max(2 * settings.max_asset_bytes, MiB),
     }
@@ -398,13 +517,21 @@ def write_config(settings: Settings, target: Target, secret: str) -> Path:
     """Render into `target.conf_path` and create the directories it names."""
     text = render(settings, target, secret)
     logs = [Path(p).parent for p in (target.access_log, target.error_log) if p.startswith("/")]
-    for d in (target.prefix, Path(target.temp_dir), Path(target.cache_dir).parent, *logs):
+    for d in (target.prefix, target.js_dir, Path(target.temp_dir), Path(target.cache_dir).parent, *logs):
         d.mkdir(parents=True, exist_ok=True)
+    write_headers_js(target.js_dir)
     path = target.conf_path
     # The secret is in it: owner only.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    return path
+
+
+def write_headers_js(directory: Path) -> Path:
+    """nginx/headers.js where the rendered configuration imports it from."""
+    path = Path(directory) / HEADERS_JS.name
+    shutil.copyfile(HEADERS_JS, path)
     return path
 
 
@@ -440,7 +567,7 @@ def check(settings: Settings, target: Target, secret: str) -> None:
             cache_dir=str(base / "cache"), temp_dir=str(base / "tmp"), pid_file=str(base / "nginx.pid"),
             access_log=str(base / "access.log"),
             error_log="stderr" if target.error_log == "stderr" else str(base / "error.log"),
-            user=_worker_user(base))
+            user=_worker_user(base), modules_dir=nginx_modules_dir())
         local_settings = settings
         if settings.edge_tls_cert and not Path(settings.edge_tls_cert).exists():
             local_settings = settings.replace(edge_tls_cert="", edge_tls_key="")
@@ -477,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
             servers = tuple(s.strip() for s in args.storage.split(",") if s.strip())
             target = compose_target(settings, storage_servers=servers or None)
         secret = link_secret(settings)
+        if args.out:
+            # nginx/headers.js goes beside the file, where it is imported from.
+            target = dataclasses.replace(target, prefix=args.out.resolve().parent)
         if args.check:
             check(settings, target, secret)
         text = render(settings, target, secret)
@@ -487,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        write_headers_js(target.js_dir)
     else:
         sys.stdout.write(text)
     return 0

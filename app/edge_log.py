@@ -3,9 +3,10 @@
 nginx writes one JSON object per line to MOSIS_EDGE_ACCESS_LOG (default
 `$MOSIS_DATA_DIR/logs/edge-access.log`) with the fields: time (ISO 8601),
 remote_addr, request_id, method, uri, status, bytes_sent, body_bytes_sent,
-request_time (seconds), upstream_response_time, cache
+request_time (seconds), upstream_response_time, upstream_status, cache
 ($upstream_cache_status: HIT, MISS, EXPIRED, STALE, UPDATING, REVALIDATED,
-BYPASS or empty), host, user_agent.
+BYPASS or empty), host, user_agent. `uri` is the path as sent, never the
+query (links and uploads carry signatures there).
 
 The `edge_log` housekeeping job reads what was appended since its last run and
 turns it into Prometheus counters (requests, downloads, bytes sent, cache

@@ -123,6 +123,11 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not getattr(values.ValueClass,
     values.ValueClass = _guarded(values.ValueClass)
     values.ValueClass._guarded = True
 
+# A process that inherits PROMETHEUS_MULTIPROC_DIR without gunicorn having
+# made it (a command run beside the API) writes its files there too.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+
 UPLOADS_STARTED = Counter("mosis_uploads_started_total", "Versions created (upload URLs issued)")
 UPLOADS_COMPLETED = Counter("mosis_uploads_completed_total", "Uploads completed and queued for validation")
 UPLOADS_FAILED = Counter("mosis_uploads_failed_total", "Uploads that failed, by reason code", ["reason"])

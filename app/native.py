@@ -214,13 +214,17 @@ def start_scheduler(env: dict, log_dir: Path) -> Service:
 # -- edge: nginx ---------------------------------------------------------------------------
 
 def start_edge(settings, *, http_port: int, internal_port: int, app_bind: str, log_dir: Path,
-               prefix: Path | None = None, tls_port: int | None = None) -> Service:
+               prefix: Path | None = None, tls_port: int | None = None, extra_locations: str = "") -> Service:
     """nginx from the OS package with the configuration rendered for this
-    machine (app.edge), checked with `nginx -t` before it starts."""
+    machine (app.edge), checked with `nginx -t` before it starts.
+    `extra_locations` go into its public server (the benchmarks' own)."""
+    import dataclasses
+
     from app import edge
 
     target = edge.native_target(settings, http_port=http_port, internal_port=internal_port,
                                 app_bind=app_bind, prefix=prefix, log_dir=log_dir, tls_port=tls_port)
+    target = dataclasses.replace(target, extra_locations=extra_locations)
     conf = edge.write_config(settings, target, edge.link_secret(settings))
     edge.nginx_test(conf, target.prefix)
     argv = [edge.nginx_binary(), "-p", str(target.prefix), "-c", str(conf), "-e", "stderr",

@@ -20,6 +20,7 @@ from app import metrics, uploads
 from app.db import Compiled, try_lock
 from app.errors import Conflict, NotFound, TooLarge, Unavailable
 from app.models import App, Developer, Version, VersionStatus as S, database, new_id, record_audit, utcnow
+from app.purge import public_read_keys
 from app.services import Services
 from app.storage import manifest_key, package_key, parse_package_key, temp_key
 
@@ -255,6 +256,8 @@ def publish(svc: Services, app: App, version_code: int) -> Version:
             raise Conflict("the version changed while it was being published", code="invalid_state")
         record_audit(f"developer:{app.developer_id}", "version.published", "version", version.id,
                      version_code=version_code)
+    # Caches answering "what is the latest version?" learn it now.
+    svc.purge_cached(public_read_keys(app.package_id))
     return Version.get_by_id(version.id)
 
 
@@ -265,8 +268,9 @@ def reject(version_id: str, reason: str) -> Version:
 def pull(svc: Services, version_id: str, reason: str) -> Version:
     version = _admin_transition(version_id, reason, S.PULLED, (S.PUBLISHED, S.SUPERSEDED, S.DRAFT),
                                 "pulled_at")
-    # After the row no longer offers it, make every cache forget it.
-    svc.purge_cached(list(keys_of(version)))
+    # After the row no longer offers it, make every cache forget it: its
+    # objects, and the public answers that named it.
+    svc.purge_cached([*keys_of(version), *public_read_keys(version.app.package_id)])
     return version
 
 
@@ -286,7 +290,7 @@ def purge_recent_pulls(svc: Services, now: dt.datetime) -> int:
               & (Version.purged_at >= since))
     recent = list(Version.select().where(pulled | purged))
     for version in recent:
-        svc.purge_cached(list(keys_of(version)))
+        svc.purge_cached([*keys_of(version), *public_read_keys(version.app.package_id)])
     return len(recent)
 
 
@@ -336,17 +340,17 @@ def download_info(svc: Services, package_id: str) -> dict:
     if row is None:
         raise NotFound(f"{package_id!r} has no published version", code="package_not_found")
     version_code, version_name, size, sha256, signature, app_id, developer_id = row
-    ttl = svc.settings.download_url_ttl
+    expires = svc.link_expiry()
     metrics.DOWNLOAD_LINKS.inc()
     return {
-        "download_url": svc.download_link(package_key(developer_id, app_id, version_code)),
+        "download_url": svc.download_link(package_key(developer_id, app_id, version_code), expires=expires),
         "version": version_name,
         "version_code": version_code,
         "size": size,
         "sha256": sha256,
         "signature": signature,
         "key_id": svc.signing_key.key_id,
-        "expires_at": iso(utcnow() + dt.timedelta(seconds=ttl)),
+        "expires_at": iso(dt.datetime.fromtimestamp(expires, dt.timezone.utc).replace(tzinfo=None)),
     }
 
 
@@ -362,7 +366,8 @@ def servable_package(key: str) -> Version:
     version = None
     if parsed is not None:
         developer_id, app_id, version_code = parsed
-        version = (Version.select().join(App)
+        # With its app: the file name the edge gives the download is its package_id.
+        version = (Version.select(Version, App).join(App)
                    .where((App.id == app_id) & (App.developer == developer_id)
                           & (Version.version_code == version_code) & Version.status.in_(SERVABLE))
                    .first())

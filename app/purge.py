@@ -1,8 +1,12 @@
-"""Making caches forget objects: the edge's disk cache and Cloudflare's.
+"""Making caches forget: the edge's disk cache and Cloudflare's.
 
 `Services.purge_cached(keys)` calls every purger built here when a version
-is pulled (and whenever an object changes under the same key). A purger
-raises when its cache did not confirm; the caller logs it and carries on.
+is published or pulled (and whenever an object changes under the same key).
+A key is what the edge caches under: an object key (`packages/…`,
+`assets/…`, served at MOSIS_CDN_URL) or the path of a public API read
+(`v1/packages/{package_id}[/download]`, served at MOSIS_PUBLIC_URL). A
+purger raises when its cache did not confirm; the caller logs it and
+carries on.
 """
 
 from __future__ import annotations
@@ -28,9 +32,19 @@ class PurgeError(RuntimeError):
     pass
 
 
+# Public API reads the edge caches (nginx's $mosis_read_key).
+API_PREFIX = "v1/"
+
+
+def public_read_keys(package_id: str) -> list[str]:
+    """The cached public reads that name a package's current version."""
+    return [f"{API_PREFIX}packages/{package_id}", f"{API_PREFIX}packages/{package_id}/download"]
+
+
 def edge_cache_path(key: str) -> str:
-    """Where nginx keeps the cached object `key` (cache key `/{key}`, levels=1:2)."""
-    digest = hashlib.md5(("/" + key.lstrip("/")).encode()).hexdigest()
+    """Where nginx keeps the cached `key` (its cache key, without a leading
+    slash; levels=1:2)."""
+    digest = hashlib.md5(key.lstrip("/").encode()).hexdigest()
     return f"{digest[-1]}/{digest[-3:-1]}/{digest}"
 
 
@@ -63,17 +77,23 @@ class EdgePurger:
 
 
 class CloudflarePurger:
-    """Cloudflare's purge-by-URL API for the public URLs of `keys`."""
+    """Cloudflare's purge-by-URL API for the public URLs of `keys`: objects
+    at the CDN URL, API reads at the public URL."""
 
     name = "cloudflare"
 
-    def __init__(self, api_url: str, zone_id: str, token: str, cdn_url: str):
+    def __init__(self, api_url: str, zone_id: str, token: str, cdn_url: str, public_url: str):
         self.endpoint = f"{api_url.rstrip('/')}/zones/{zone_id}/purge_cache"
         self.token = token
         self.cdn_url = cdn_url.rstrip("/")
+        self.public_url = public_url.rstrip("/")
+
+    def url_of(self, key: str) -> str:
+        key = key.lstrip("/")
+        return f"{self.public_url if key.startswith(API_PREFIX) else self.cdn_url}/{key}"
 
     def __call__(self, keys: list[str]) -> None:
-        urls = [f"{self.cdn_url}/{key.lstrip('/')}" for key in keys]
+        urls = [self.url_of(key) for key in keys]
         for i in range(0, len(urls), CLOUDFLARE_BATCH):
             body = json.dumps({"files": urls[i:i + CLOUDFLARE_BATCH]}).encode()
             req = urllib.request.Request(self.endpoint, data=body, method="POST", headers={
@@ -108,5 +128,6 @@ def purgers_for(settings: Settings) -> list[Callable[[list[str]], None]]:
         purgers.append(EdgePurger(settings.edge_internal_url))
     if settings.cloudflare_enabled:
         purgers.append(CloudflarePurger(settings.cloudflare_api_url, settings.cloudflare_zone_id,
-                                        settings.cloudflare_api_token, settings.resolved_cdn_url))
+                                        settings.cloudflare_api_token, settings.resolved_cdn_url,
+                                        settings.public_url))
     return [counted(p) for p in purgers]

@@ -20,7 +20,7 @@ os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 from apscheduler.schedulers.blocking import BlockingScheduler
 from prometheus_client import start_http_server
 
-from app.config import Settings
+from app.config import settings_for_process
 from app.models import database
 from app.services import Services, build_services
 from app.weblog import configure_logging
@@ -84,7 +84,7 @@ def build_scheduler(svc: Services, jobs: list[Job] | None = None) -> BlockingSch
 
 
 def main() -> None:
-    settings = Settings.from_env()
+    settings = settings_for_process()
     configure_logging(settings.log_level, settings.log_format)
     svc = build_services(settings)
     host, _, port = settings.scheduler_metrics_addr.rpartition(":")

@@ -43,10 +43,20 @@ class Services:
         """Where anyone can fetch a public object (assets) through the edge."""
         return f"{self.settings.resolved_cdn_url}/{key}"
 
-    def download_link(self, key: str, now: float | None = None) -> str:
+    def link_expiry(self, now: float | None = None) -> int:
+        """When a download link issued now expires (Unix time): the TTL from
+        now, rounded up to a whole public-read max-age, so that every answer
+        given within one such interval is the same (one ETag, one cache
+        entry) and a copy a cache keeps stays valid at least TTL minus the
+        public-read interval."""
+        expires = int(now if now is not None else time.time()) + self.settings.download_url_ttl
+        step = self.settings.public_read_max_age
+        return -(-expires // step) * step if step else expires
+
+    def download_link(self, key: str, now: float | None = None, *, expires: int | None = None) -> str:
         """A URL at the edge through which a device fetches `key` until the
         link expires; nginx checks it (secure_link) before anything else."""
-        expires = int(now if now is not None else time.time()) + self.settings.download_url_ttl
+        expires = self.link_expiry(now) if expires is None else expires
         return signed_link(self.settings.resolved_cdn_url, key, self.download_link_secret, expires)
 
     def purge_cached(self, keys: list[str]) -> None:

@@ -88,6 +88,10 @@ def temp_key(upload_id: str) -> str:
     return f"{TEMP}/{upload_id}/package.mosis"
 
 
+# Every key temp_key makes for an upload id (new_id(): 32 hex digits).
+TEMP_KEY_RE = re.compile(rf"^{TEMP}/[0-9a-f]{{32}}/package\.mosis$")
+
+
 def backup_key(at: dt.datetime, extension: str) -> str:
     """A database backup's key; keys sort by time, oldest first."""
     return f"{BACKUPS}/db/mosis-{at.strftime('%Y%m%dT%H%M%SZ')}.{extension}"
@@ -361,11 +365,15 @@ class Storage:
         return self._at_public_endpoint(self.client.presigned_put_object(
             bucket_name=self.bucket, object_name=key, expires=dt.timedelta(seconds=ttl)))
 
-    def presigned_get(self, key: str, ttl: int, *, internal: bool = False) -> str:
+    def presigned_get(self, key: str, ttl: int, *, internal: bool = False,
+                      response_headers: dict[str, str] | None = None) -> str:
         """A GET URL for the edge, which reaches storage at the app's own
-        endpoint (internal), or the same handed out at the public endpoint."""
+        endpoint (internal), or the same handed out at the public endpoint.
+        `response_headers` (`response-content-type`, …) are signed into it:
+        storage answers with them."""
         url = self.client.presigned_get_object(bucket_name=self.bucket, object_name=key,
-                                               expires=dt.timedelta(seconds=ttl))
+                                               expires=dt.timedelta(seconds=ttl),
+                                               response_headers=response_headers)
         return url if internal else self._at_public_endpoint(url)
 
     def presigned_part_put(self, key: str, upload_id: str, part_number: int, ttl: int) -> str:

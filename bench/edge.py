@@ -8,6 +8,14 @@ API, warms the edge cache, then measures with wrk, side by side in one run:
   static   a plain nginx serving the same bytes from local disk: the limit
   storage  a presigned GET straight to storage, what the seed's design did
 
+and the download info of one package (GET /v1/packages/{id}/download), what
+every device asks, under a burst of 16 connections:
+
+  edge      the edge answering from its micro-cache
+  static    the same edge serving a 1 KiB file from disk: the limit
+  uncached  the same route asked with a query, so the edge passes every
+            request to the app (gunicorn), as before the micro-cache
+
 and, to choose how Range requests are cached, nginx's slice module against
 full-object caching in front of the same origin. Writes bench/results/edge.json.
 Run it with bench/edge.sh.
@@ -42,7 +50,15 @@ from bench.workspace import Workspace  # noqa: E402
 
 MiB = 1024 * 1024
 TARGETS = {"package_hit_vs_static": 0.8, "asset_hit_vs_static": 0.7,
-           "package_hit_vs_storage": 1.6, "asset_hit_vs_storage": 5.0, "asset_hit_p50_ms_below": 2.0}
+           "package_hit_vs_storage": 1.6, "asset_hit_vs_storage": 5.0, "asset_hit_p50_ms_below": 2.0,
+           "download_info_vs_static": 0.7, "download_info_vs_uncached": 5.0, "download_info_p50_ms_below": 1.0}
+# A 1 KiB file served by the edge itself (the limit for its cached JSON).
+STATIC_LOCATION = """\
+        # The benchmark's: a 1 KiB file from disk.
+        location = /bench/static-1k.json {{
+            alias {path};
+        }}
+"""
 
 
 # -- wrk ---------------------------------------------------------------------------
@@ -120,6 +136,7 @@ http {{
     sendfile on; tcp_nopush on; tcp_nodelay on; keepalive_timeout 65s;
     client_body_temp_path {prefix}/tmp/body; proxy_temp_path {prefix}/tmp/proxy;
     fastcgi_temp_path {prefix}/tmp/f; uwsgi_temp_path {prefix}/tmp/u; scgi_temp_path {prefix}/tmp/s;
+    map $request_uri $mosis_path {{ default ""; "~^(?<path>[^?]*)" $path; }}
     log_format bench escape=json {log_format};
     access_log {prefix}/access.log bench;
     {http_extra}
@@ -185,7 +202,11 @@ def main() -> int:
             s3_endpoint=f"http://127.0.0.1:{weed_ports.s3}", s3_access_key="bench", s3_secret_key="bench-secret",
             bucket="mosis-bench", public_url=f"http://127.0.0.1:{http_port}",
             edge_internal_url=f"http://127.0.0.1:{internal_port}", download_link_secret="b" * 43,
-            validation_poll_seconds=0.2, limits=PackageLimits(max_package_bytes=64 * MiB))
+            validation_poll_seconds=0.2, limits=PackageLimits(max_package_bytes=64 * MiB),
+            # One client, many requests: the per-client limit would answer 429.
+            edge_api_rate=1_000_000, edge_api_burst=1_000_000)
+        static_1k = base / "static-1k.json"
+        static_1k.write_bytes(b'{"pad":"' + b"x" * 1013 + b'"}\n')
         env = {**os.environ, "MOSIS_DATA_DIR": str(settings.data_dir), "MOSIS_ADMIN_TOKEN": settings.admin_token,
                "MOSIS_S3_ENDPOINT": settings.s3_endpoint, "MOSIS_S3_ACCESS_KEY": "bench",
                "MOSIS_S3_SECRET_KEY": "bench-secret", "MOSIS_S3_BUCKET": settings.bucket,
@@ -198,7 +219,8 @@ def main() -> int:
         keep(start_api(env, env["MOSIS_APP_BIND"], logs))
         keep(start_scheduler(env, logs))
         edge = keep(start_edge(settings, http_port=http_port, internal_port=internal_port,
-                               app_bind=env["MOSIS_APP_BIND"], log_dir=logs))
+                               app_bind=env["MOSIS_APP_BIND"], log_dir=logs,
+                               extra_locations=STATIC_LOCATION.format(path=static_1k)))
 
         # A 50 MiB package and a 1 KiB icon, shipped the way developers do.
         http = HttpApi(settings.public_url)
@@ -231,23 +253,34 @@ def main() -> int:
         for name, body in (("package", package), ("asset", icon)):
             assert requests.get(direct[name], timeout=120).content == body
 
+        info = f"{settings.public_url}/v1/packages/{app['package_id']}/download"
+        for _ in range(2):  # cached
+            assert requests.get(info, timeout=30).headers["X-Cache-Status"] in ("MISS", "HIT")
+        assert requests.get(info, timeout=30).headers["X-Cache-Status"] == "HIT"
+        assert requests.get(f"{info}?uncached=1", timeout=30).headers["X-Cache-Status"] == "BYPASS"
+        assert len(requests.get(f"{settings.public_url}/bench/static-1k.json", timeout=30).content) == 1024
+
         servers = {"edge": edge.proc.pid, "static": static_nginx.proc.pid, "storage": weed.proc.pid}
         asset_urls = {"edge": asset_url, "static": f"{static}/{icon_key(app['id'], 1, 32)}",
                       "storage": direct["asset"]}
+        # (The uncached route's CPU is the app's too: not counted, the edge's only.)
         scenarios = {
             "package_50MiB": ({"edge": link, "static": f"{static}/{package_key}", "storage": direct["package"]},
                               {"connections": 4}),
             "asset_1KiB": (asset_urls, {"connections": 16}),
             # One request at a time: the latency of a single cached icon.
             "asset_1KiB_latency": (asset_urls, {"connections": 1, "threads": 1}),
+            "download_info": ({"edge": info, "static": f"{settings.public_url}/bench/static-1k.json",
+                               "uncached": f"{info}?uncached=1"}, {"connections": 16}),
         }
+        servers.update(uncached=edge.proc.pid)
         log_lines_before = len(settings.resolved_edge_access_log.read_text().splitlines())
         # Interleaved rounds, the median kept: the machine is shared and noisy,
         # and a burst of load elsewhere should not land on one contender only.
-        runs: dict = {name: {who: [] for who in ("edge", "static", "storage")} for name in scenarios}
+        runs: dict = {name: {who: [] for who in urls} for name, (urls, _) in scenarios.items()}
         for round_no in range(args.rounds):
             for name, (urls, load) in scenarios.items():
-                for who in ("edge", "static", "storage"):
+                for who in urls:
                     print(f"round {round_no + 1}/{args.rounds}: wrk {name} {who} ...", flush=True)
                     runs[name][who].append(wrk(urls[who], duration=args.duration, server_pgid=servers[who],
                                                **load))
@@ -283,12 +316,16 @@ def main() -> int:
             }
 
         p, a, lat = results["package_50MiB"], results["asset_1KiB"], results["asset_1KiB_latency"]
+        d = results["download_info"]
         ratios = {
             "package_hit_vs_static": ratio(p["edge"]["mib_per_s"], p["static"]["mib_per_s"]),
             "asset_hit_vs_static": ratio(a["edge"]["requests_per_s"], a["static"]["requests_per_s"]),
             "package_hit_vs_storage": ratio(p["edge"]["mib_per_s"], p["storage"]["mib_per_s"]),
             "asset_hit_vs_storage": ratio(a["edge"]["requests_per_s"], a["storage"]["requests_per_s"]),
             "asset_hit_p50_ms": lat["edge"]["p50_ms"],
+            "download_info_vs_static": ratio(d["edge"]["requests_per_s"], d["static"]["requests_per_s"]),
+            "download_info_vs_uncached": ratio(d["edge"]["requests_per_s"], d["uncached"]["requests_per_s"]),
+            "download_info_p50_ms": d["edge"]["p50_ms"],
             # Server CPU per request (the client shares the CPUs, so throughput
             # alone can hide what serving costs): how much more the others spend.
             "package_cpu_static_vs_edge": ratio(p["static"]["server_cpu_ms_per_request"],
@@ -306,6 +343,9 @@ def main() -> int:
             "package_hit_vs_storage": ratios["package_hit_vs_storage"] >= TARGETS["package_hit_vs_storage"],
             "asset_hit_vs_storage": ratios["asset_hit_vs_storage"] >= TARGETS["asset_hit_vs_storage"],
             "asset_hit_p50_ms": ratios["asset_hit_p50_ms"] < TARGETS["asset_hit_p50_ms_below"],
+            "download_info_vs_static": ratios["download_info_vs_static"] >= TARGETS["download_info_vs_static"],
+            "download_info_vs_uncached": ratios["download_info_vs_uncached"] >= TARGETS["download_info_vs_uncached"],
+            "download_info_p50_ms": ratios["download_info_p50_ms"] < TARGETS["download_info_p50_ms_below"],
         }
         report = {
             "benchmark": "bench/edge.sh",
@@ -318,7 +358,8 @@ def main() -> int:
             "package_bytes": size, "asset_bytes": len(icon),
             "method": f"wrk -t2 --latency, {args.rounds} interleaved rounds of {args.duration} s each, "
                       "median by requests/s; 4 connections for the package, 16 for the asset, 1 for the "
-                      "asset's latency; server CPU from /proc of the server's process group",
+                      "asset's latency, 16 for the download info; server CPU from /proc of the server's "
+                      "process group (for the uncached download info the edge's only, not the app's)",
             "results": results,
             "edge_cache_hit_ratio_during_runs": hit_ratio,
             "ratios": ratios, "targets": TARGETS, "targets_met": met,

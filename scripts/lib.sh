@@ -7,12 +7,21 @@ VENV="${MOSIS_VENV:-$ROOT/.venv}"
 log() { printf '==> %s\n' "$*" >&2; }
 
 # The virtualenv with the appliance and its extras; reinstalled when
-# pyproject.toml changes.
+# pyproject.toml changes. An install with more extras serves one with fewer
+# (scripts/test's native,test serves scripts/run's native).
 ensure_venv() {
     local extras="${1:-}"
     local hash; hash="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
     local stamp="$VENV/.installed-$hash${extras:+-${extras//,/-}}"
-    if [ -f "$stamp" ]; then return 0; fi
+    local have extra covered
+    for have in "$VENV/.installed-$hash" "$VENV/.installed-$hash"-*; do
+        [ -f "$have" ] || continue
+        covered=1
+        for extra in ${extras//,/ }; do
+            case "${have#"$VENV/.installed-$hash"}-" in *"-$extra-"*) ;; *) covered=0 ;; esac
+        done
+        [ "$covered" = 1 ] && return 0
+    done
     log "installing Python packages into $VENV${extras:+ (with $extras)}"
     "$ROOT/scripts/install-python" "$VENV" "$extras" --editable
     find "$VENV" -maxdepth 1 -name '.installed-*' ! -name ".installed-$hash*" -delete
@@ -55,8 +64,31 @@ ensure_postgres() {
 }
 
 # nginx, the edge in front of the API and storage (Debian's package: it has
-# the secure_link, slice, realip, dav and stub_status modules built in).
+# the secure_link, slice, realip, dav and stub_status modules built in), and
+# its njs module (the allow-list of storage's response headers).
 ensure_nginx() {
-    if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then return 0; fi
-    ensure_apt nginx
+    if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then ensure_apt nginx; fi
+    ensure_apt libnginx-mod-http-js
+}
+
+# The linters the tests run, npm packages pinned in tools/package-lock.json,
+# installed under tools/node_modules, their install scripts not run
+# (reinstalled when the lock changes): Redocly CLI and Spectral on the
+# OpenAPI document, dclint on compose.yaml (the Compose specification's
+# schema and the rules of .dclintrc).
+ensure_node_tools() {
+    local dir="$ROOT/tools"
+    local hash; hash="$(cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -c1-16)"
+    local stamp="$dir/node_modules/.installed-$hash"
+    if [ -f "$stamp" ]; then return 0; fi
+    command -v npm >/dev/null || ensure_apt nodejs npm
+    # Redocly CLI 2 runs on Node.js 20.19 or later.
+    if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+                  process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+        log "Node.js $(node --version) is too old for the OpenAPI linters: install 20.19 or later"
+        return 1
+    fi
+    log "installing the linters into $dir/node_modules"
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+    touch "$stamp"
 }

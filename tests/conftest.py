@@ -182,7 +182,8 @@ def stack_env(settings: Settings, api_port: int, scheduler_port: int) -> dict:
                         ("MOSIS_CLOUDFLARE_ZONE_ID", settings.cloudflare_zone_id),
                         ("MOSIS_CLOUDFLARE_API_TOKEN", settings.cloudflare_api_token),
                         ("MOSIS_CLOUDFLARE_API_URL", settings.cloudflare_api_url),
-                        ("MOSIS_MAX_PACKAGE_BYTES", str(settings.limits.max_package_bytes))):
+                        ("MOSIS_MAX_PACKAGE_BYTES", str(settings.limits.max_package_bytes)),
+                        ("MOSIS_S3_PUBLIC_ASSETS", "" if settings.s3_public_assets else "false")):
         if value:
             env[name] = value
     return env

@@ -187,7 +187,9 @@ def test_request_ids_and_security_headers(client):
     assert r.headers["X-Content-Type-Options"] == "nosniff"
     assert r.headers["X-Frame-Options"] == "DENY"
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
-    assert r.headers["Cache-Control"] == "no-store"
+    # A public read is shareable (docs/edge.md); anything else nobody stores.
+    assert r.headers["Cache-Control"].startswith("public, max-age=")
+    assert client.get("/healthz").headers["Cache-Control"] == "no-store"
     # an id that could forge log lines is replaced
     r = client.get("/healthz", headers={"X-Request-ID": "bad id {level=error}"})
     assert r.headers["X-Request-ID"] != "bad id {level=error}" and len(r.headers["X-Request-ID"]) == 32

@@ -1,10 +1,12 @@
 """compose.yaml, the Dockerfile and what they mount, read as compose and
 docker would read them.
 
-No Docker engine runs on these machines, so the production appliance is
-checked statically: YAML anchors and merge keys resolved, `${VAR:-default}`
-and `${VAR:?message}` interpolated against .env.example (the file operators
-copy to .env), the Dockerfile split into its stages. Each `check_*` returns
+Checked statically here (tests/compose_model.py: YAML anchors and merge
+keys resolved, `${VAR:-default}` and `${VAR:?message}` interpolated against
+.env.example, the file operators copy to .env, the Dockerfile split into
+its stages) and by a real Compose parser (dclint, the Compose specification's
+schema); tests/test_image.py builds the image and starts the services
+(scripts/test-image). Each `check_*` returns
 the problems it finds, each saying what is wrong; the tests assert that the
 repository has none, and break copies of the files to show that every check
 notices what it guards.
@@ -19,7 +21,7 @@ import re
 import shlex
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
@@ -28,6 +30,8 @@ import yaml
 
 from app import edge
 from app.config import ConfigError, Settings
+from tests.compose_model import (SECRET_NAME, InterpolationError, Stack, apt_packages, arg_defaults,
+                                 expand_args, image_problem, image_tag, interpolate, parse_dockerfile)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,9 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # job finished without error.
 WAITING_CONDITIONS = {"service_healthy", "service_completed_successfully"}
 RESTART_POLICIES = {"always", "unless-stopped", "on-failure"}
-# Variable names whose values are secrets (not identifiers such as an access
-# key id, not paths such as a TLS key file).
-SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|SECRET_KEY|SIGNING_KEY)$")
+# The PostgreSQL apt repository's signing key (apt.postgresql.org), which
+# the image's PostgreSQL client is installed with.
+PGDG_FINGERPRINT = "B97B0AFCAA1A47F044F244A07FCC7D46ACCC4CF8"
 # Packages that build software: none belongs in the image the appliance runs.
 BUILD_TOOLS = {"gcc", "g++", "cpp", "clang", "make", "cmake", "build-essential", "autoconf", "automake",
                "libtool", "pkg-config", "pkgconf", "git", "cargo", "rustc", "python3-dev", "python3-pip"}
@@ -49,268 +53,6 @@ MINIO_IMAGE_TOOLS = {"sh", "cat", "dirname", "sleep", "mc"}
 CONFIG_READERS = {"_int", "_float", "_bool", "_words"}
 
 
-# -- reading compose as compose does ---------------------------------------------------
-
-
-class InterpolationError(ValueError):
-    pass
-
-
-def read_dotenv(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines as compose reads .env: comments, `export`, quotes."""
-    env = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = line.removeprefix("export ").strip()
-        key, sep, value = line.partition("=")
-        if not sep:
-            continue
-        value = value.strip()
-        if value[:1] in ("'", '"') and value.endswith(value[0]) and len(value) > 1:
-            value = value[1:-1]
-        else:
-            value = re.split(r"\s+#", value, maxsplit=1)[0].strip()
-        env[key.strip()] = value
-    return env
-
-
-def _closing_brace(text: str, start: int) -> int:
-    depth = 0
-    for i in range(start, len(text)):
-        if text[i] == "{":
-            depth += 1
-        elif text[i] == "}":
-            depth -= 1
-            if depth == 0:
-                return i
-    raise InterpolationError(f"unclosed ${{ in {text!r}")
-
-
-def interpolate(text: str, env: dict[str, str], where: str, seen: list | None = None) -> str:
-    """Compose's interpolation: $$, $VAR, ${VAR}, ${VAR:-d}, ${VAR-d},
-    ${VAR:?msg}, ${VAR?msg}, ${VAR:+alt}, ${VAR+alt}, nested defaults.
-    `seen` collects (name, operator) of every reference."""
-    out, i = [], 0
-    while i < len(text):
-        if text[i] != "$":
-            out.append(text[i])
-            i += 1
-            continue
-        nxt = text[i + 1:i + 2]
-        if nxt == "$":
-            out.append("$")
-            i += 2
-        elif nxt == "{":
-            end = _closing_brace(text, i + 1)
-            out.append(_expand(text[i + 2:end], env, where, seen))
-            i = end + 1
-        elif m := re.match(r"[A-Za-z_][A-Za-z0-9_]*", text[i + 1:]):
-            if seen is not None:
-                seen.append((m.group(), None))
-            out.append(env.get(m.group(), ""))
-            i += 1 + len(m.group())
-        else:
-            out.append("$")
-            i += 1
-    return "".join(out)
-
-
-def _expand(body: str, env: dict[str, str], where: str, seen: list | None) -> str:
-    m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])(.*))?", body, re.S)
-    if not m:
-        raise InterpolationError(f"{where}: invalid interpolation ${{{body}}}")
-    name, op, arg = m.groups()
-    if seen is not None:
-        seen.append((name, op))
-    value = env.get(name)
-    empty = value is None or value == ""
-    if op is None:
-        return value or ""
-    if op in (":-", "-"):
-        use_default = value is None or (op == ":-" and empty)
-        return interpolate(arg, env, where, seen) if use_default else value
-    if op in (":?", "?"):
-        if value is None or (op == ":?" and empty):
-            raise InterpolationError(f"{where}: compose refuses to start: {name} is required "
-                                     f"({interpolate(arg, env, where)!r})")
-        return value
-    use_alt = value is not None and (op == "+" or not empty)
-    return interpolate(arg, env, where, seen) if use_alt else ""
-
-
-def _walk_strings(node, fn, where: str):
-    """Apply fn to every string value (never to keys), as compose interpolates."""
-    if isinstance(node, dict):
-        return {k: _walk_strings(v, fn, f"{where}.{k}") for k, v in node.items()}
-    if isinstance(node, list):
-        return [_walk_strings(v, fn, f"{where}[{i}]") for i, v in enumerate(node)]
-    if isinstance(node, str):
-        return fn(node, where)
-    return node
-
-
-@dataclass
-class Volume:
-    source: str
-    target: str
-    named: bool
-    read_only: bool
-
-
-@dataclass
-class Stack:
-    """The compose project as compose sees it, plus the files around it."""
-
-    root: Path
-    raw: dict  # anchors and merge keys resolved, not interpolated
-    env: dict[str, str]  # .env.example, standing in for .env
-    resolved: dict = field(default_factory=dict)
-    interpolation_problems: list[str] = field(default_factory=list)
-    references: list[tuple[str, str | None, str]] = field(default_factory=list)
-
-    @classmethod
-    def load(cls, root: Path) -> "Stack":
-        raw = yaml.safe_load((root / "compose.yaml").read_text())
-        stack = cls(root=root, raw=raw, env=read_dotenv(root / ".env.example"))
-
-        def fn(text: str, where: str) -> str:
-            seen: list = []
-            try:
-                value = interpolate(text, stack.env, where, seen)
-            except InterpolationError as e:
-                stack.interpolation_problems.append(str(e))
-                value = text
-            stack.references += [(name, op, where) for name, op in seen]
-            return value
-
-        stack.resolved = _walk_strings({k: v for k, v in raw.items() if not k.startswith("x-")}, fn, "compose.yaml")
-        return stack
-
-    @property
-    def services(self) -> dict[str, dict]:
-        return self.resolved["services"]
-
-    def raw_service(self, name: str) -> dict:
-        return self.raw["services"][name]
-
-    def volumes(self, name: str) -> list[Volume]:
-        out = []
-        for v in self.services[name].get("volumes") or []:
-            if isinstance(v, dict):
-                source, target = v.get("source", ""), v["target"]
-                ro = bool(v.get("read_only"))
-            else:
-                parts = v.split(":")
-                source, target = parts[0], parts[1]
-                ro = len(parts) > 2 and "ro" in parts[2].split(",")
-            named = bool(source) and not source.startswith((".", "/", "~"))
-            out.append(Volume(source, target, named, ro))
-        return out
-
-    def depends_on(self, name: str) -> dict | list:
-        return self.services[name].get("depends_on") or {}
-
-    def environment(self, name: str) -> dict[str, str | None]:
-        env = self.services[name].get("environment") or {}
-        if isinstance(env, list):
-            env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
-        return {k: (None if v is None else str(v)) for k, v in env.items()}
-
-    def container_env(self, name: str) -> dict[str, str]:
-        """What the container's process sees: env_file (.env is .env.example
-        here), then `environment` over it, then nothing from the image."""
-        files = self.services[name].get("env_file") or []
-        out: dict[str, str] = {}
-        for f in [files] if isinstance(files, str) else files:
-            path = f["path"] if isinstance(f, dict) else f
-            out.update(read_dotenv(self.root / (".env.example" if path == ".env" else path)))
-        out.update({k: v for k, v in self.environment(name).items() if v is not None})
-        return out
-
-    def command(self, name: str) -> list[str] | None:
-        cmd = self.services[name].get("command")
-        return shlex.split(cmd) if isinstance(cmd, str) else cmd
-
-    def is_one_shot(self, name: str) -> bool:
-        return str(self.services[name].get("restart", "")) == "no"
-
-    def bind_source(self, name: str, container_path: str) -> Path | None:
-        """The repository file behind a container path, through a bind mount."""
-        p = PurePosixPath(container_path)
-        for v in self.volumes(name):
-            if not v.named and (p == PurePosixPath(v.target) or PurePosixPath(v.target) in p.parents):
-                return (self.root / v.source / p.relative_to(v.target)).resolve()
-        return None
-
-
-def image_problem(ref: str) -> str | None:
-    """Why an image reference is not pinned to a version, if it is not."""
-    name = ref.split("@", 1)[0]
-    last = name.rsplit("/", 1)[-1]
-    if ":" not in last:
-        return f"{ref!r} has no tag: it means whatever `latest` is on the day it is pulled"
-    tag = last.rsplit(":", 1)[1]
-    if tag == "latest" or not re.search(r"\d+[.-]\d+", tag):
-        return f"{ref!r} is not pinned to a version (tag {tag!r} moves)"
-    return None
-
-
-def image_tag(ref: str) -> str:
-    return ref.split("@", 1)[0].rsplit("/", 1)[-1].rsplit(":", 1)[1]
-
-
-# -- reading the Dockerfile -------------------------------------------------------------
-
-
-@dataclass
-class Stage:
-    base: str
-    name: str | None
-    instructions: list[tuple[str, str]] = field(default_factory=list)
-
-    def args(self, keyword: str) -> list[str]:
-        return [a for k, a in self.instructions if k == keyword]
-
-
-def parse_dockerfile(text: str) -> list[Stage]:
-    """Stages with their instructions; continuation lines joined, comments dropped."""
-    logical, current = [], ""
-    for line in text.splitlines():
-        if not current and line.lstrip().startswith("#"):
-            continue
-        if line.rstrip().endswith("\\"):
-            current += line.rstrip()[:-1] + " "
-            continue
-        current += line
-        if current.strip():
-            logical.append(current.strip())
-        current = ""
-    stages: list[Stage] = []
-    for line in logical:
-        keyword, _, args = line.partition(" ")
-        keyword = keyword.upper()
-        if keyword == "FROM":
-            words = [w for w in args.split() if not w.startswith("--")]
-            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
-            stages.append(Stage(base=words[0], name=name))
-        elif stages:
-            stages[-1].instructions.append((keyword, args.strip()))
-    return stages
-
-
-def apt_packages(run: str) -> list[str]:
-    """Packages named by `apt-get install` commands in one RUN line."""
-    packages = []
-    for command in re.split(r"&&|;|\|\|", run):
-        words = shlex.split(command.replace('"', "").replace("'", ""))
-        if "apt-get" in words and "install" in words:
-            packages += [w for w in words[words.index("install") + 1:] if not w.startswith("-")]
-    return packages
-
-
-# -- what the app reads ------------------------------------------------------------------
 
 
 @dataclass
@@ -546,7 +288,9 @@ def check_app_environment(stack: Stack, app_dir: Path) -> list[str]:
     problems = []
     names, reads, internal = scan_app(app_dir)
     app_services = ("app", "scheduler", "edge-config")
-    envs = {s: stack.container_env(s) for s in app_services if s in stack.services}
+    # Settings as an operator's .env gives them: the placeholders are refused (test_startup.py).
+    filled = stack.filled()
+    envs = {s: filled.container_env(s) for s in app_services if s in stack.services}
     for read in reads:
         if read.name in internal or read.has_default:
             continue
@@ -754,7 +498,7 @@ def check_prometheus(stack: Stack) -> list[str]:
 def edge_path_problems(stack: Stack, target: edge.Target) -> list[str]:
     """Directories nginx must find when it starts: in the nginx container
     only the volume mount points (and the image's /var/run) are sure to exist."""
-    settings = Settings.from_env(stack.container_env("edge-config"))
+    settings = Settings.from_env(stack.filled().container_env("edge-config"))
     text = edge.render(settings, target, "s" * 43)
     mounts = {PurePosixPath(v.target) for v in stack.volumes("nginx")} | {PurePosixPath("/var/run")}
     paths = re.findall(r"^\s*(?:\w+_temp_path|proxy_cache_path|access_log|pid)\s+(/\S+?);?\s", text, re.M)
@@ -768,7 +512,7 @@ def edge_path_problems(stack: Stack, target: edge.Target) -> list[str]:
 
 
 def check_edge(stack: Stack) -> list[str]:
-    settings = Settings.from_env(stack.container_env("edge-config"))
+    settings = Settings.from_env(stack.filled().container_env("edge-config"))
     servers = tuple(s for s in stack.container_env("edge-config").get("MOSIS_EDGE_STORAGE_SERVERS", "").split(",")
                     if s)
     target = edge.compose_target(settings, storage_servers=servers or None)
@@ -831,8 +575,9 @@ def check_dockerfile(stack: Stack) -> list[str]:
     # pg_dump must be at least the server's version, or it refuses to dump.
     postgres = stack.services.get("postgres", {}).get("image", "")
     pg_major = image_tag(postgres).split(".")[0].split("-")[0] if postgres else None
-    args = dict(re.findall(r"(\w+)=(\S+)", " ".join(final.args("ARG"))))
-    runs = " ".join(final.args("RUN"))
+    args = arg_defaults(final.args("ARG"))
+    # As docker runs them with the build arguments' defaults (production's).
+    runs = expand_args(" ".join(final.args("RUN")), args)
     majors = {re.sub(r"\$\{?PG_MAJOR\}?", args.get("PG_MAJOR", ""), m.group(1))
               for p in apt_packages(runs) if (m := re.fullmatch(r"postgresql-client-(\S+)", p))}
     if majors != {pg_major}:
@@ -844,10 +589,38 @@ def check_dockerfile(stack: Stack) -> list[str]:
         problems.append(f"Dockerfile: the PostgreSQL apt repository is for {suites}, the base image is "
                         f"Debian {codename}")
     keys = re.findall(r"signed-by=(\S+?)\]", runs)
-    added = [a.split()[-1] for a in final.args("ADD")]
+    added = {a.split()[-1]: a.split()[-2] for a in final.args("ADD") + final.args("COPY")}
     if not keys or any(k not in added for k in keys):
-        problems.append(f"Dockerfile: the PostgreSQL repository's key {keys} is not the one the stage adds {added}")
+        problems.append(f"Dockerfile: the PostgreSQL repository's key {keys} is not the one the stage adds "
+                        f"{sorted(added)}")
+    for key in keys:
+        source = root / added.get(key, "")
+        if key in added and source.is_file() and openpgp_fingerprint(source.read_text()) != PGDG_FINGERPRINT:
+            problems.append(f"Dockerfile: {added[key]} is not the PostgreSQL repository's signing key "
+                            f"({PGDG_FINGERPRINT})")
     return problems
+
+
+def openpgp_fingerprint(armored: str) -> str:
+    """The v4 fingerprint of the first public key in an ASCII-armored OpenPGP
+    key (RFC 4880 12.2: SHA-1 over 0x99, the packet's length and body)."""
+    import base64
+    import hashlib
+
+    body = re.search(r"\n\n(.*?)\n=", armored, re.S)
+    data = base64.b64decode("".join(body.group(1).split())) if body else b""
+    if len(data) < 3:
+        return ""
+    if data[0] & 0x40:  # new format
+        tag = data[0] & 0x3F
+        length, start = (data[1], 2) if data[1] < 192 else (((data[1] - 192) << 8) + data[2] + 192, 3)
+    else:  # old format: the length's size in the low two bits
+        tag, size = (data[0] >> 2) & 0x0F, {0: 1, 1: 2, 2: 4}.get(data[0] & 0x03, 0)
+        length, start = int.from_bytes(data[1:1 + size], "big"), 1 + size
+    if tag != 6:  # not a public key packet
+        return ""
+    packet = data[start:start + length]
+    return hashlib.sha1(b"\x99" + len(packet).to_bytes(2, "big") + packet).hexdigest().upper()
 
 
 def check_docs(stack: Stack) -> list[str]:
@@ -1015,8 +788,8 @@ def test_init_script_needs_only_what_the_minio_image_has(tmp_path):
 
 # -- every check notices what it guards ------------------------------------------------------------
 
-COPIED = ("compose.yaml", ".env.example", "Dockerfile", ".dockerignore", ".gitignore", "pyproject.toml", "README.md",
-          "scripts", "minio", "grafana", "nginx", "docs", "app")
+COPIED = ("compose.yaml", ".env.example", "Dockerfile", "docker", ".dockerignore", ".gitignore", ".dclintrc",
+          "pyproject.toml", "README.md", "scripts", "minio", "grafana", "nginx", "docs", "app")
 
 
 @pytest.fixture
@@ -1101,8 +874,12 @@ BREAKAGES = [
     ("dockerfile", "Dockerfile", "bookworm-pgdg main", "bullseye-pgdg main", "apt repository is for ['bullseye']"),
     ("dockerfile", "Dockerfile", "RUN scripts/install-python /opt/venv", "RUN pip install --prefix=/opt/venv .",
      "no build stage copies and runs scripts/install-python"),
-    ("dockerfile", "Dockerfile", "FROM python:3.12.8-slim-bookworm AS build", "FROM python:3-slim AS build",
+    ("dockerfile", "Dockerfile", "ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm", "ARG PYTHON_IMAGE=python:3-slim",
      "'python:3-slim' is not pinned"),
+    ("dockerfile", "Dockerfile", "FROM ${PYTHON_IMAGE} AS build", "FROM python:3.11.9-slim-bookworm AS build",
+     "the virtualenv's interpreter would differ"),
+    ("dockerfile", "docker/pgdg.asc", "mQINBE6XR8IBEACVdDKT2HEH1IyHzXkb4nIWAY7echjRxo7MTcj4vbXAyBKOfjja",
+     "mQINBE6XR8IBEACVdDKT2HEH1IyHzXkb4nIWAY7echjRxo7MTcj4vbXAyBKOfjjb", "is not the PostgreSQL repository's"),
     ("dockerfile", "scripts/lib.sh", '"$ROOT/scripts/install-python" "$VENV"', '"$VENV/bin/pip" install -e "$ROOT"',
      "ensure_venv does not run scripts/install-python"),
     ("docs", "docs/deploy.md", """sh -c 'pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"'""",
@@ -1138,7 +915,38 @@ def test_an_app_setting_read_without_default_must_be_set_and_documented(copy):
 
 def test_nginx_paths_must_exist_in_its_container():
     stack = Stack.load(ROOT)
-    target = edge.compose_target(Settings.from_env(stack.container_env("edge-config")))
+    target = edge.compose_target(Settings.from_env(stack.filled().container_env("edge-config")))
     assert edge_path_problems(stack, target) == []
     nested = dataclasses.replace(target, temp_dir="/var/cache/mosis/tmp")
     assert any("/var/cache/mosis/tmp/client_body" in p for p in edge_path_problems(stack, nested))
+
+
+# -- a real Compose parser -------------------------------------------------------------------------
+
+
+def dclint(root: Path) -> subprocess.CompletedProcess:
+    """dclint on root's compose.yaml with root's .dclintrc; any problem fails."""
+    tool = ROOT / "tools/node_modules/.bin/dclint"
+    assert tool.exists(), "dclint is not installed: scripts/test installs it (tools/package.json)"
+    return subprocess.run([str(tool), "compose.yaml", "--max-warnings", "0", "--color=false"], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_compose_yaml_passes_a_compose_parser():
+    proc = dclint(ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("text, replacement, expected", [
+    ("minio-init: {condition: service_completed_successfully, required: false}\n\nservices",
+     "minio-init: {condition: service_completed_successfully, required: maybe}\n\nservices", "invalid-schema"),
+    ("    depends_on:\n      minio1: {condition: service_healthy}",
+     "    depend_on:\n      minio1: {condition: service_healthy}", "invalid-schema"),
+    ("image: grafana/grafana:11.3.1", "image: grafana/grafana", "service-image-require-explicit-tag"),
+])
+def test_the_compose_parser_refuses_a_broken_compose_yaml(copy, text, replacement, expected):
+    path = copy / "compose.yaml"
+    assert text in path.read_text(), f"the breakage no longer applies: {text!r} is gone"
+    path.write_text(path.read_text().replace(text, replacement, 1))
+    proc = dclint(copy)
+    assert proc.returncode != 0 and expected in proc.stdout, proc.stdout + proc.stderr

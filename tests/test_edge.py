@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -297,8 +298,11 @@ def test_pull_purges_the_edge_and_cloudflare_and_the_link_dies(stack, http, clou
     cdn = stack.settings.resolved_cdn_url
     key = package_key_of(url, cdn)
     new_calls = cloudflare.calls[calls_before:]
+    # The objects at the CDN's URL, the public reads naming the version at the API's.
+    api = f"{stack.settings.public_url}/v1/packages/{app['package_id']}"
     assert new_calls == [{"path": "/client/v4/zones/zone-1/purge_cache", "authorization": "Bearer cf-token",
-                          "body": {"files": [f"{cdn}/{key}", f"{cdn}/{key[:-len('package.mosis')]}manifest.json"]}}]
+                          "body": {"files": [f"{cdn}/{key}", f"{cdn}/{key[:-len('package.mosis')]}manifest.json",
+                                             api, f"{api}/download"]}}]
     after = requests.get(url, timeout=30)
     assert after.status_code == 404 and after.json()["error"]["code"] == "not_found"
     assert after.headers["X-Cache-Status"] == "MISS"  # the entry is gone, and the app refused
@@ -376,8 +380,9 @@ def test_api_through_the_edge(stack, http):
     entry = stack.log_for(listing)
     assert entry["method"] == "GET" and entry["uri"] == "/v1/apps" and entry["remote_addr"] == "127.0.0.1"
     assert set(entry) == {"time", "remote_addr", "request_id", "method", "uri", "status", "bytes_sent",
-                          "body_bytes_sent", "request_time", "upstream_response_time", "cache", "host",
-                          "user_agent"}
+                          "body_bytes_sent", "request_time", "upstream_response_time", "upstream_status",
+                          "cache", "host", "user_agent"}
+    assert entry["upstream_status"] == "200"
     # The edge's internal server answers only inside.
     assert requests.get(f"{stack.internal_url}/stub_status", timeout=10).text.startswith("Active connections")
 
@@ -448,3 +453,21 @@ def test_cached_packages_download_while_storage_is_down(tmp_path):
             running.stop()
     finally:
         own.stop()
+
+
+def test_workers_run_with_the_open_file_limit_their_connections_need(stack):
+    target = stack.edge.target
+    workers = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            name = (proc / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == stack.edge.proc.pid and b"worker process" in name:
+            workers.append(proc)
+    assert workers
+    for proc in workers:
+        (line,) = [x for x in (proc / "limits").read_text().splitlines() if x.startswith("Max open files")]
+        soft = int(line.split()[3])
+        assert soft == target.worker_rlimit_nofile >= 2 * target.worker_connections, line

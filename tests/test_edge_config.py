@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ipaddress
+import json
 import os
 import re
+import resource
 import shutil
 import stat
 import subprocess
@@ -20,7 +22,7 @@ from flask import request
 from app import edge
 from app.config import ConfigError, Settings
 from app.native import free_ports, start_edge
-from app.purge import CloudflarePurger, EdgePurger, PurgeError, edge_cache_path, purgers_for
+from app.purge import CloudflarePurger, EdgePurger, PurgeError, edge_cache_path, public_read_keys, purgers_for
 from tests.helpers import CloudflareStub
 
 SECRET = "s" * 43
@@ -86,7 +88,7 @@ def test_native_config_renders_checks_and_keeps_its_secret_private(tmp_path):
     assert "listen 127.0.0.1:18080 default_server;" in text and "listen 127.0.0.1:18081;" in text
     assert "server 127.0.0.1:18000;" in text and "server 127.0.0.1:18333;" in text
     assert "proxy_set_header Host 127.0.0.1:18333;" in text  # the host storage URLs are signed for
-    assert f'secure_link_md5 "$secure_link_expires$uri {SECRET}";' in text
+    assert f'secure_link_md5 "$secure_link_expires/$mosis_package_path {SECRET}";' in text
     assert text.count(SECRET) == 1
     assert f"client_max_body_size {settings.limits.max_package_bytes};" in text
     assert f"max_size={settings.edge_cache_max_bytes}" in text
@@ -177,6 +179,9 @@ def test_cli_renders_the_compose_config(tmp_path):
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "server minio1:9000;" in out.read_text()
+    # The allow-list of storage's headers goes where the file imports it from.
+    assert (tmp_path / "headers.js").read_bytes() == edge.HEADERS_JS.read_bytes()
+    assert f'js_path "{tmp_path}";' in out.read_text()
     proc = subprocess.run([sys.executable, "-m", "app.edge"], capture_output=True, text=True, timeout=60,
                           env={**env, "MOSIS_S3_BUCKET": "v1"})
     assert proc.returncode == 1 and "bucket" in proc.stderr
@@ -222,19 +227,23 @@ def test_tls_at_the_edge(tmp_path):
 
 
 def test_edge_cache_path_is_nginx_levels_1_2_of_the_key_md5():
-    # md5("/a/b") = aee31d71a4dce5fe24481547cc863476
-    assert edge_cache_path("a/b") == "6/47/aee31d71a4dce5fe24481547cc863476"
+    # The cache key is the object key (or API path), without a leading slash:
+    # md5("a/b") = a7e86136543b019d72468ceebf71fb8e
+    assert edge_cache_path("a/b") == "e/b8/a7e86136543b019d72468ceebf71fb8e"
     assert edge_cache_path("/a/b") == edge_cache_path("a/b")
 
 
 def test_cloudflare_purger_batches_and_reports_failures():
     stub = CloudflareStub()
     try:
-        purger = CloudflarePurger(stub.url, "zone-9", "token-9", "https://cdn.example.com/")
-        keys = [f"assets/app/screenshots/{i}.png" for i in range(65)]
+        purger = CloudflarePurger(stub.url, "zone-9", "token-9", "https://cdn.example.com/",
+                                  "https://api.example.com")
+        keys = [f"assets/app/screenshots/{i}.png" for i in range(64)] + ["v1/packages/com.example.app"]
         purger(keys)
         assert [len(c["body"]["files"]) for c in stub.calls] == [30, 30, 5]
         assert stub.calls[0]["body"]["files"][0] == "https://cdn.example.com/assets/app/screenshots/0.png"
+        # Public API reads live at the API's URL.
+        assert stub.calls[2]["body"]["files"][-1] == "https://api.example.com/v1/packages/com.example.app"
         assert {c["path"] for c in stub.calls} == {"/client/v4/zones/zone-9/purge_cache"}
         assert {c["authorization"] for c in stub.calls} == {"Bearer token-9"}
         stub.fail = True
@@ -302,16 +311,18 @@ def test_recent_pulls_are_purged_again(api, client, services):
     from app.packages import purge_recent_pulls
     from tests.helpers import ADMIN
 
-    purged: list[list[str]] = []
-    services.cache_purgers.append(purged.append)
     dev = api.new_developer()
     app = api.create_app(dev)
     version = api.ship(dev, app, 1)
     other = api.ship(dev, api.create_app(dev), 1)  # published, not pulled
+    purged: list[list[str]] = []
+    services.cache_purgers.append(purged.append)
     r = client.post(f"/v1/admin/versions/{version['id']}/pull", json={"reason": "x"}, headers=ADMIN)
     assert r.status_code == 200 and len(purged) == 1  # the pull's own purge
     keys = purged[0]
     assert keys[0].endswith("/package.mosis") and app["id"] in keys[0]
+    # and the public reads that named it
+    assert keys[2:] == [f"v1/packages/{app['package_id']}", f"v1/packages/{app['package_id']}/download"]
 
     assert purge_recent_pulls(services, utcnow()) == 1
     assert purged[1:] == [keys]
@@ -333,7 +344,8 @@ def test_superseded_versions_retention_purged_are_purged_again(api, services):
     purged: list[list[str]] = []
     services.cache_purgers.append(purged.append)
     assert purge_recent_pulls(services, now + dt.timedelta(minutes=1)) == 1
-    assert purged == [list(keys_of(Version.get_by_id(superseded)))]
+    version = Version.get_by_id(superseded)
+    assert purged == [[*keys_of(version), *public_read_keys(version.app.package_id)]]
     assert purge_recent_pulls(services, now + dt.timedelta(minutes=11)) == 0
 
 
@@ -350,16 +362,19 @@ def test_hosted_https_storage_renders_tls_and_the_signed_host(tmp_path):
     for line in ("proxy_ssl_server_name on;", "proxy_ssl_name acct.r2.cloudflarestorage.com;",
                  "proxy_ssl_verify on;", f"proxy_ssl_trusted_certificate {settings.s3_ca_file};"):
         assert line in text
-    assert "proxy_pass http://mosis_storage" not in text and text.count("proxy_pass https://mosis_storage") == 4
+    # Storage is reached over TLS only: by the uploads location and by the
+    # gateway the cached locations fetch through (its two locations).
+    assert "proxy_pass http://mosis_storage" not in text and text.count("proxy_pass https://mosis_storage") == 3
+    assert text.count("proxy_pass http://mosis_gateway/") == 3
     # Private assets: the app is asked on a miss, storage is read signed.
     assert "location @mosis_asset_origin {" in text and "{{" not in text
-    assert "proxy_pass https://mosis_storage/mosis$uri;" not in text
+    assert "proxy_pass http://mosis_gateway/mosis/$mosis_asset_key;" not in text
     edge.check(settings, target, SECRET)
 
     public = edge.render(settings.replace(s3_endpoint="http://minio1:9000", s3_public_assets=True),
                          edge.compose_target(settings.replace(s3_endpoint="http://minio1:9000")), SECRET)
     assert "proxy_ssl_verify" not in public and "@mosis_asset_origin" not in public
-    assert "proxy_pass http://mosis_storage/mosis$uri;" in public
+    assert "proxy_pass http://mosis_gateway/mosis/$mosis_asset_key;" in public
 
 
 def test_storage_servers_schemes():
@@ -387,3 +402,72 @@ def test_the_edge_drops_idle_app_connections_before_gunicorn_does(tmp_path):
     timeout = re.search(r"keepalive_timeout (\d+)s;", app_upstream)
     assert timeout, "the app upstream sets no keepalive_timeout (nginx's default is 60 s)"
     assert int(timeout.group(1)) < gunicorn_keepalive
+
+
+# -- the analyser, limits -----------------------------------------------------------------
+
+GIXY_ALLOW = edge.NGINX_DIR / "gixy-allow.toml"
+
+
+def gixy_findings(conf: Path) -> list[dict]:
+    """gixy-ng's HIGH and MEDIUM findings on a rendered file, each with the
+    locations its report names."""
+    from app.native import venv_bin
+
+    proc = subprocess.run([venv_bin("gixy"), "-f", "json", str(conf)], capture_output=True, text=True,
+                          timeout=300)
+    try:
+        found = json.loads(proc.stdout)
+    except ValueError:
+        raise AssertionError(f"gixy gave no report:\n{proc.stdout}\n{proc.stderr}") from None
+    return [{"plugin": f["plugin"], "severity": f["severity"], "reason": f["reason"],
+             "locations": set(re.findall(r"location\s+(?:[=~^*]+\s+)?(\S+)\s*\{", f.get("config", "")))}
+            for f in found if f["severity"] in ("HIGH", "MEDIUM")]
+
+
+def test_gixy_finds_nothing_that_is_not_allowed_with_a_reason(tmp_path):
+    import tomllib
+
+    allowed = tomllib.loads(GIXY_ALLOW.read_text())["finding"]
+    assert all(entry["reason"].strip() and entry["locations"] for entry in allowed)
+    base = settings_for(tmp_path, s3_endpoint="http://minio1:9000")
+    renders = {
+        "native": (base, native(base, tmp_path / "native")),
+        "native, private assets": (base.replace(s3_public_assets=False),
+                                   native(base, tmp_path / "private")),
+        "compose": (base, edge.compose_target(base, storage_servers=("minio1:9000", "minio2:9000"))),
+    }
+    used = set()
+    problems = []
+    for name, (settings, target) in renders.items():
+        conf = tmp_path / name.replace(" ", "").replace(",", "-") / "nginx.conf"
+        conf.parent.mkdir(parents=True, exist_ok=True)
+        conf.write_text(edge.render(settings, target, SECRET))
+        for finding in gixy_findings(conf):
+            matches = [i for i, entry in enumerate(allowed) if entry["plugin"] == finding["plugin"]
+                       and finding["locations"] <= set(entry["locations"])]
+            if not matches:
+                problems.append((name, finding))
+            used.update(matches)
+    assert not problems, problems
+    assert used == set(range(len(allowed))), "entries of gixy-allow.toml nothing matches any more"
+
+
+def test_workers_may_open_what_their_connections_need(tmp_path):
+    settings = settings_for(tmp_path)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    for target in (native(settings, tmp_path), edge.compose_target(settings)):
+        text = edge.render(settings, target, SECRET)
+        connections = int(re.search(r"worker_connections (\d+);", text).group(1))
+        files = int(re.search(r"worker_rlimit_nofile (\d+);", text).group(1))
+        assert files >= 2 * connections, target.name
+    assert native(settings, tmp_path).worker_rlimit_nofile <= hard
+
+
+def test_public_read_lifetimes_leave_download_links_time(tmp_path):
+    assert Settings.from_env({}).public_read_interval == 10
+    with pytest.raises(ConfigError, match="MOSIS_PUBLIC_READ_MAX_AGE_SECONDS"):
+        Settings.from_env({"MOSIS_DOWNLOAD_URL_TTL_SECONDS": "600", "MOSIS_PUBLIC_READ_MAX_AGE_SECONDS": "290",
+                           "MOSIS_PUBLIC_READ_STALE_SECONDS": "20"})
+    ok = Settings.from_env({"MOSIS_PUBLIC_READ_MAX_AGE_SECONDS": "0", "MOSIS_PUBLIC_STATIC_MAX_AGE_SECONDS": "60"})
+    assert (ok.public_read_max_age, ok.public_static_max_age) == (0, 60)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, g
 
 from app import assets, packages
-from app.api.inputs import Field, read_json, read_upload, takes_upload
+from app.api.inputs import Field, integers, read_json, read_upload, takes_upload
 from app.auth import require_developer
-from app.errors import BadRequest
 from app.services import services
 
 bp = Blueprint("assets", __name__, url_prefix="/v1/apps")
@@ -74,11 +73,8 @@ def reorder_screenshots(app_id):
     app = _app(app_id)
     svc = services()
     body = read_json({"positions": Field(list)}, svc.settings.max_json_bytes)
-    positions = body["positions"]
-    if not all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
-        raise BadRequest("positions must be a list of integers", code="invalid_field",
-                                details={"field": "positions"})
-    return _screenshots(assets.reorder_screenshots(app, positions, g.principal.actor))
+    positions = integers("positions", body["positions"])
+    return _screenshots(assets.reorder_screenshots(services(), app, positions, g.principal.actor))
 
 
 @bp.delete("/<hexid:app_id>/screenshots/<position:position>")

@@ -3,7 +3,8 @@
 nginx has checked the link's signature and expiry already. It asks here only
 when its cache has no copy; the answer is an X-Accel-Redirect to its origin
 location with a storage URL presigned for the internal endpoint (the
-uncached one when the cache's disk has no room for the package), or a 404
+uncached one when the cache's disk has no room for the package; the URL
+makes storage answer with the package's type and file name), or a 404
 (a pulled version stays unavailable even to holders of a valid link). Cache
 hits never come here. nginx routes no public path to this blueprint.
 
@@ -42,7 +43,8 @@ def origin(key):
             raise NotFound("no such asset", code="asset_not_found")
         return _redirect(ASSET_ORIGIN_LOCATION, svc.storage.presigned_get(key, ORIGIN_URL_TTL, internal=True))
     version = packages.servable_package(key)
-    url = svc.storage.presigned_get(key, ORIGIN_URL_TTL, internal=True)
+    url = svc.storage.presigned_get(key, ORIGIN_URL_TTL, internal=True,
+                                    response_headers=package_response_headers(version))
     location = ORIGIN_LOCATION
     if not cache_has_room(svc.settings.resolved_edge_cache_dir, version.size or 0):
         # Served from storage all the same, only not kept.
@@ -50,6 +52,14 @@ def origin(key):
         metrics.EDGE_CACHE_BYPASSES.inc()
         log.warning("edge cache disk full: %s served without caching", key)
     return _redirect(location, url)
+
+
+def package_response_headers(version) -> dict[str, str]:
+    """What storage answers a package with, kept in the edge's cache with it:
+    bytes to save, under a name a person recognises."""
+    name = f"{version.app.package_id}-{version.version_code}.mosis"
+    return {"response-content-type": "application/octet-stream",
+            "response-content-disposition": f'attachment; filename="{name}"'}
 
 
 def _redirect(location: str, url: str) -> Response:

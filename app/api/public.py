@@ -1,19 +1,50 @@
-"""Public routes: what devices ask for."""
+"""Public routes: what devices ask for.
+
+Every answer here is the same for whoever asks, so shared caches may keep it
+(the edge micro-caches them; docs/edge.md): each carries a strong ETag of
+its body, answers a matching If-None-Match with 304, and says how long it
+may be kept (`Cache-Control: public, max-age=…, stale-while-revalidate=…`,
+MOSIS_PUBLIC_*). Errors stay `no-store`. Publishing and pulling purge the
+cached answers that name a package. When the edge's cache disk has no room
+for an answer, the answer tells the edge not to keep it (`X-Accel-Expires:
+0`): nginx drops a response whose cache file it cannot write.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import hashlib
+
+from flask import Blueprint, Response, jsonify, request
 
 from app import assets, packages
+from app.edge import cache_has_room
 from app.services import services
 
 bp = Blueprint("public", __name__, url_prefix="/v1")
 
 
+def cache_control(max_age: int, stale: int) -> str:
+    if max_age <= 0:
+        return "no-cache"  # kept, but asked again (with the ETag) every time
+    return f"public, max-age={max_age}, stale-while-revalidate={stale}"
+
+
+def shared(body: dict, max_age: int) -> Response:
+    """`body` as an answer caches may share for `max_age` seconds."""
+    settings = services().settings
+    response = jsonify(body)
+    data = response.get_data()
+    response.set_etag(hashlib.sha256(data).hexdigest()[:32])
+    response.headers["Cache-Control"] = cache_control(max_age, settings.public_read_stale)
+    if not cache_has_room(settings.resolved_edge_cache_dir, len(data)):
+        response.headers["X-Accel-Expires"] = "0"  # read by the edge, never passed on
+    return response.make_conditional(request)
+
+
 @bp.get("/packages/<package_id:package_id>")
 def package(package_id):
     app, version = packages.published_app(package_id)
-    return {
+    return shared({
         "package_id": app.package_id,
         "name": app.name,
         "latest": {
@@ -25,21 +56,23 @@ def package(package_id):
             "manifest": version.manifest,
         },
         **assets.listing(services(), app),
-    }
+    }, services().settings.public_read_max_age)
 
 
 @bp.get("/packages/<package_id:package_id>/download")
 def download(package_id):
-    return packages.download_info(services(), package_id)
+    return shared(packages.download_info(services(), package_id), services().settings.public_read_max_age)
 
 
 @bp.get("/signing-key")
 def signing_key():
-    return services().signing_key.public_info()
+    return shared(services().signing_key.public_info(), services().settings.public_static_max_age)
 
 
 @bp.get("/openapi.json")
 def openapi():
+    from flask import current_app
+
     from app.openapi import document
 
-    return document()
+    return shared(document(current_app, services().settings), services().settings.public_static_max_age)

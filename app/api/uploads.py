@@ -5,9 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, g, request
 
 from app import packages, uploads
-from app.api.inputs import Field, read_json
+from app.api.inputs import Field, integers, read_json
 from app.auth import require_developer
-from app.errors import BadRequest
 from app.services import services
 
 bp = Blueprint("uploads", __name__, url_prefix="/v1/apps/<hexid:app_id>/versions/<code:version_code>")
@@ -34,20 +33,10 @@ def _abort(app_id: str, version_code: int):
     return {"version": packages.version_dict(version)}
 
 
-def _part_number(value) -> int:
-    # JSON Schema's integer admits 3.0; anything else is refused.
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise BadRequest("part_numbers must be a list of integers", code="invalid_field",
-                     details={"field": "part_numbers"})
-
-
 @bp.post("/upload/parts")
 @require_developer
 def presign_parts(app_id, version_code):
     svc = services()
     body = read_json({"part_numbers": Field(list)}, svc.settings.max_json_bytes)
-    numbers = [_part_number(n) for n in body["part_numbers"]]
+    numbers = integers("part_numbers", body["part_numbers"])
     return uploads.presign_parts(svc, _version(app_id, version_code), numbers)

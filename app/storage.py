@@ -75,12 +75,14 @@ def manifest_key(developer_id: str, app_id: str, version_code: int) -> str:
     return f"{package_dir(developer_id, app_id, version_code)}/manifest.json"
 
 
-PACKAGE_KEY_RE = re.compile(rf"^{PACKAGES}/([0-9a-f]{{32}})/([0-9a-f]{{32}})/([1-9][0-9]{{0,9}})/package\.mosis\Z")
+# Key patterns also go into nginx's configuration, which takes `^…$`: in
+# Python they are used with fullmatch, so a trailing newline never passes.
+PACKAGE_KEY_RE = re.compile(rf"^{PACKAGES}/([0-9a-f]{{32}})/([0-9a-f]{{32}})/([1-9][0-9]{{0,9}})/package\.mosis$")
 
 
 def parse_package_key(key: str) -> tuple[str, str, int] | None:
     """(developer_id, app_id, version_code) of a package key, else None."""
-    m = PACKAGE_KEY_RE.match(key)
+    m = PACKAGE_KEY_RE.fullmatch(key)
     return (m.group(1), m.group(2), int(m.group(3))) if m else None
 
 
@@ -107,7 +109,7 @@ def screenshot_key(app_id: str, number: int, ext: str = "png") -> str:
 
 # Every key icon_key and screenshot_key can make, and nothing else.
 ASSET_KEY_RE = re.compile(rf"^{ASSETS}/[0-9a-f]{{32}}/(icons/[1-9][0-9]{{0,18}}/icon-(32|64|128)\.png"
-                          rf"|screenshots/[1-9][0-9]{{0,18}}\.(png|webp))\Z")
+                          rf"|screenshots/[1-9][0-9]{{0,18}}\.(png|webp))$")
 
 
 def upload_id_of_temp_key(key: str) -> str | None:

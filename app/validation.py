@@ -43,7 +43,7 @@ __all__ = ["Expected", "PackageInvalid", "Report", "STREAM_CHUNK", "validate_pac
            "check_name", "parse_manifest"]
 
 MANIFEST_NAME = "manifest.json"
-PACKAGE_ID_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
+PACKAGE_ID_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 MAX_VERSION_CODE = 2**31 - 1
 MAX_NAME_BYTES, MAX_COMPONENT_BYTES = 4096, 255  # PATH_MAX and NAME_MAX of common filesystems
 # Characters that look like a path separator to a person but are not one.
@@ -568,7 +568,7 @@ def check_manifest_fields(m) -> None:
         if key not in m:
             bad(f"the required field {key!r} is missing")
     pid = m["package_id"]
-    if not isinstance(pid, str) or len(pid) > 128 or not PACKAGE_ID_RE.match(pid):
+    if not isinstance(pid, str) or len(pid) > 128 or not PACKAGE_ID_RE.fullmatch(pid):
         bad(f"package_id {pid!r} must look like com.example.app (lower-case segments of letters, "
             "digits and _ separated by dots, at most 128 characters)")
     code = m["version_code"]

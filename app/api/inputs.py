@@ -57,7 +57,7 @@ class Field:
             if UNSTORABLE_RE.search(value):
                 raise BadRequest(f"{name} must not contain control characters or unpaired surrogates",
                                  code="invalid_field", details={"field": name})
-            if self.pattern is not None and not self.pattern.match(value):
+            if self.pattern is not None and not self.pattern.fullmatch(value):
                 raise BadRequest(f"{name} is not valid{': ' + self.hint if self.hint else ''}",
                                  code="invalid_field", details={"field": name})
         return value

@@ -156,16 +156,19 @@ def complete_upload(svc: Services, app: App, version_code: int) -> Version:
     version's completion lock), the others wait for it and answer what it
     did. The lock ends with its holder's process or database session."""
     deadline = time.monotonic() + COMPLETE_WAIT
+    waited = False
     while True:
         version = version_of(app, version_code)
         if version.status != S.UPLOADING:
-            return _completed(svc, version)
+            # After waiting on the call that completed it, its own clean-up is enough.
+            return _completed(svc, version, tidy=not waited)
         with try_lock(f"complete:{version.id}") as held:
             if held:
                 version = Version.get_by_id(version.id)  # as the last holder left it
                 if version.status != S.UPLOADING:
-                    return _completed(svc, version)
+                    return _completed(svc, version, tidy=not waited)
                 return _complete(svc, app, version)
+        waited = True
         if time.monotonic() > deadline:
             raise Unavailable("another completion of this version is still under way; retry shortly",
                               code="completion_in_progress")
@@ -177,15 +180,17 @@ def complete_upload(svc: Services, app: App, version_code: int) -> Version:
 COMPLETE_WAIT, COMPLETE_POLL = 20.0, 0.05
 
 
-def _completed(svc: Services, version: Version) -> Version:
-    """What completing a version that is no longer uploading answers."""
+def _completed(svc: Services, version: Version, tidy: bool = True) -> Version:
+    """What completing a version that is no longer uploading answers (and,
+    with `tidy`, the clean-up a completion cut off may have left)."""
     if version.status in (S.FAILED, S.ABANDONED, S.PURGED, S.PURGING):
         raise Conflict(f"version {version.version_code} is {version.status}; create it again",
                        code="invalid_state", details={"status": version.status})
     # Already completed: completing again changes nothing, except that it
     # finishes a completion cut off (storage gone) after the row changed,
     # whose temp upload would otherwise wait for the orphan sweep.
-    svc.storage.delete(temp_key(version.upload_id))
+    if tidy:
+        svc.storage.delete(temp_key(version.upload_id))
     return version
 
 

@@ -9,7 +9,7 @@ the design contract lives in one place:
     assets/{app_id}/screenshots/{n}.png   (and {n}.webp when smaller)
     temp/{upload_id}/package.mosis
     backups/db/mosis-{YYYYmmddTHHMMSSZ}.{sqlite3.gz|pgdump}
-    health/canary   (2 bytes, overwritten by the check that storage takes writes)
+    health/canary-{host}-{pid}   (2 bytes, while the check that storage takes writes runs)
 
 Asset keys carry a number that is never reused within an app (see
 app/assets.py), so an asset's URL always names the same bytes.
@@ -23,12 +23,14 @@ once, so a stalled storage never holds all of a process's threads.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -50,10 +52,15 @@ from app.metrics import STORAGE_ERRORS
 log = logging.getLogger(__name__)
 
 PACKAGES, ASSETS, TEMP, BACKUPS = "packages", "assets", "temp", "backups"
-# Written (2 bytes, overwritten) by the health check that storage takes writes,
-# which asks this many times before it takes a 5xx for a refusal.
-CANARY_KEY = "health/canary"
+# Written (2 bytes) and deleted again by the health check that storage takes
+# writes, one key per process (writers of one key at once may be refused);
+# it asks this many times before it takes a 5xx for a refusal.
+CANARY_PREFIX = "health/canary-"
 CANARY_ATTEMPTS = 3
+
+
+def canary_key() -> str:
+    return f"{CANARY_PREFIX}{socket.gethostname()}-{os.getpid()}"
 PREFIXES = (PACKAGES, ASSETS, TEMP, BACKUPS)
 CHUNK = 1024 * 1024
 MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchVersion", "NotFound"}
@@ -337,21 +344,23 @@ class Storage:
                 raise Unavailable(f"bucket {self.bucket!r} does not exist", code="storage_unavailable")
 
     def check_writable(self, timeout: float) -> None:
-        """Raise Unavailable unless storage stores a small object (the
-        canary, overwritten each time) within `timeout` seconds: reachable
+        """Raise Unavailable unless storage stores a small object (this
+        process's canary, deleted again) within `timeout` seconds: reachable
         storage may still refuse writes (a full disk)."""
+        client, key = self._probe_client(timeout), canary_key()
         with _StorageGuard("write the health canary"):
             for attempt in range(CANARY_ATTEMPTS):
                 try:
-                    self._probe_client(timeout).put_object(
-                        bucket_name=self.bucket, object_name=CANARY_KEY, data=io.BytesIO(b"ok"), length=2,
-                        content_type="text/plain")
-                    return
+                    client.put_object(bucket_name=self.bucket, object_name=key, data=io.BytesIO(b"ok"),
+                                      length=2, content_type="text/plain")
+                    break
                 except S3Error as e:
                     # A busy server's odd 5xx is not a refusal: asked again, it takes the write.
                     if attempt + 1 == CANARY_ATTEMPTS or e.code not in TRANSIENT_CODES:
                         raise Unavailable(f"storage refuses writes ({e.code})", code="storage_unavailable") from e
                     time.sleep(0.2 * (attempt + 1))
+            with contextlib.suppress(S3Error):  # a canary left over costs 2 bytes
+                client.remove_object(bucket_name=self.bucket, object_name=key)
 
     # -- presigned URLs ------------------------------------------------------
 

@@ -252,8 +252,9 @@ def test_a_full_data_disk_degrades_and_recovers_without_a_restart(tmp_path, repo
     last byte, and every worker replaced (new workers start new metrics
     files): no worker dies (the metrics files are memory-mapped, SIGBUS),
     reads are served, writes answer JSON 503 with Retry-After, readiness
-    reports storage refusing writes; once space is freed, everything works
-    again with no restart. Mounted in namespaces of the scenario's own, as
+    reports storage refusing writes; once space is freed (and SeaweedFS,
+    whose metadata store may stay in error, restarted), everything works
+    again with no restart of the API. Mounted in namespaces of the scenario's own, as
     test_faults.test_edge_cache_disk_full does."""
     result = run_with_private_mounts("data-disk-full", tmp_path, repo_root, timeout=6 * WAIT)
 

@@ -20,7 +20,7 @@ def create_app(settings: Settings | None = None, *, services=None) -> Flask:
     """The API. Without `settings` (gunicorn, `flask --app app`), they come
     from the environment, and a value the appliance cannot run with stops
     the process with one line naming it."""
-    from app import api, cli, metrics, weblog
+    from app import api, cli, health, metrics, weblog
     from app.services import build_services
 
     settings = settings or settings_for_process()
@@ -28,7 +28,8 @@ def create_app(settings: Settings | None = None, *, services=None) -> Flask:
     flask_app = Flask(__name__, static_folder=None)
     flask_app.config["JSON_SORT_KEYS"] = False
     flask_app.json.sort_keys = False
-    flask_app.extensions["mosis"] = services or build_services(settings)
+    svc = flask_app.extensions["mosis"] = services or build_services(settings)
+    svc.health = health.watch(svc)
 
     weblog.init_app(flask_app)
     _behind_proxies(flask_app, settings.proxy_hops)

@@ -507,7 +507,7 @@ def listing(svc: Services, app: App) -> dict:
 
 _ASSET_KEY_RE = re.compile(
     rf"^{ASSETS}/(?P<app>[0-9a-f]{{32}})/(?:icons/(?P<icon>\d+)/icon-\d+\.png"
-    r"|screenshots/(?P<shot>\d+)\.(?:png|webp))$")
+    r"|screenshots/(?P<shot>\d+)\.(?:png|webp))\Z")
 
 
 def sweep_orphans(svc: Services, now: dt.datetime) -> dict:

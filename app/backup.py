@@ -38,7 +38,7 @@ from app.storage import BACKUPS, ObjectInfo, backup_key
 log = logging.getLogger(__name__)
 
 SQLITE_EXT, PG_EXT = "sqlite3.gz", "pgdump"
-BACKUP_KEY_RE = re.compile(rf"^{BACKUPS}/db/mosis-\d{{8}}T\d{{6}}Z\.({re.escape(SQLITE_EXT)}|{PG_EXT})$")
+BACKUP_KEY_RE = re.compile(rf"^{BACKUPS}/db/mosis-\d{{8}}T\d{{6}}Z\.({re.escape(SQLITE_EXT)}|{PG_EXT})\Z")
 PG_TIMEOUT = 6 * 3600  # seconds; a dump or restore that hangs longer has failed
 
 BACKUP_BYTES = Gauge("mosis_backup_last_size_bytes", "Size of the last metadata backup")

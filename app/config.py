@@ -90,6 +90,13 @@ def _float(env: dict, name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _seconds(env: dict, name: str, default: float, minimum: float = 0.1) -> float:
+    value = _float(env, name, default)
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum} seconds, got {value}")
+    return value
+
+
 def _words(env: dict, name: str) -> tuple[str, ...]:
     """A comma- or space-separated list."""
     return tuple(w for w in re.split(r"[,\s]+", env.get(name, "")) if w)
@@ -171,6 +178,22 @@ class Settings:
     # sets). Off for providers without bucket policies or anonymous reads
     # (R2, B2): the edge then fetches assets with URLs the app presigns.
     s3_public_assets: bool = True  # MOSIS_S3_PUBLIC_ASSETS
+    # Every storage call gives up after these (seconds), so a stalled server
+    # costs a request seconds, not a thread for minutes; refused connections
+    # and 5xx answers are retried this many times, timed-out reads never.
+    s3_connect_timeout: float = 2.0  # MOSIS_S3_CONNECT_TIMEOUT_SECONDS
+    s3_read_timeout: float = 30.0  # MOSIS_S3_READ_TIMEOUT_SECONDS
+    s3_retries: int = 2  # MOSIS_S3_RETRIES
+    # Storage calls one API process makes at once: keep it below
+    # MOSIS_APP_THREADS, so routes without storage always find a thread.
+    storage_call_slots: int = 3  # MOSIS_STORAGE_CALL_SLOTS
+    # The API checks the database and storage this often on a thread of its
+    # own: readiness answers from it, and while storage does not answer,
+    # routes that need it answer 503 at once instead of waiting.
+    health_probe_seconds: float = 1.0  # MOSIS_HEALTH_PROBE_SECONDS
+    # How often that check also writes a small object (storage that is
+    # reachable but refuses writes, e.g. a full disk); 0: never.
+    storage_canary_seconds: int = 30  # MOSIS_STORAGE_CANARY_SECONDS
 
     # Where devices and developers reach the appliance (the edge).
     public_url: str = "http://127.0.0.1:8080"  # MOSIS_PUBLIC_URL
@@ -198,6 +221,10 @@ class Settings:
     validation_max_attempts: int = 5  # MOSIS_VALIDATION_MAX_ATTEMPTS
     # After storage trouble, wait this long before validating the version again.
     validation_retry_seconds: int = 15  # MOSIS_VALIDATION_RETRY_SECONDS
+    # Storage failures postpone a validation for free this long after the
+    # upload; then they count as attempts, and the last fails the version
+    # (`storage_unreadable`).
+    validation_storage_wait_seconds: int = 6 * HOUR  # MOSIS_VALIDATION_STORAGE_WAIT_SECONDS
 
     max_json_bytes: int = 64 * 1024  # MOSIS_MAX_JSON_BYTES
     # Icons and screenshots (docs/assets.md).
@@ -336,6 +363,12 @@ class Settings:
             bucket=env.get("MOSIS_S3_BUCKET") or d.bucket,
             s3_ca_file=env.get("MOSIS_S3_CA_FILE") or d.s3_ca_file,
             s3_public_assets=_bool(env, "MOSIS_S3_PUBLIC_ASSETS", d.s3_public_assets),
+            s3_connect_timeout=_seconds(env, "MOSIS_S3_CONNECT_TIMEOUT_SECONDS", d.s3_connect_timeout),
+            s3_read_timeout=_seconds(env, "MOSIS_S3_READ_TIMEOUT_SECONDS", d.s3_read_timeout),
+            s3_retries=_int(env, "MOSIS_S3_RETRIES", d.s3_retries, 0),
+            storage_call_slots=_int(env, "MOSIS_STORAGE_CALL_SLOTS", d.storage_call_slots, 1),
+            health_probe_seconds=_seconds(env, "MOSIS_HEALTH_PROBE_SECONDS", d.health_probe_seconds),
+            storage_canary_seconds=_int(env, "MOSIS_STORAGE_CANARY_SECONDS", d.storage_canary_seconds, 0),
             public_url=(env.get("MOSIS_PUBLIC_URL") or d.public_url).rstrip("/"),
             cdn_url=env.get("MOSIS_CDN_URL", "").rstrip("/"),
             contact_email=env.get("MOSIS_CONTACT_EMAIL", ""),
@@ -350,6 +383,8 @@ class Settings:
             validation_max_attempts=_int(env, "MOSIS_VALIDATION_MAX_ATTEMPTS", d.validation_max_attempts, 1),
             validation_retry_seconds=_int(env, "MOSIS_VALIDATION_RETRY_SECONDS",
                                           d.validation_retry_seconds, 1),
+            validation_storage_wait_seconds=_int(env, "MOSIS_VALIDATION_STORAGE_WAIT_SECONDS",
+                                                 d.validation_storage_wait_seconds, 0),
             max_json_bytes=_int(env, "MOSIS_MAX_JSON_BYTES", d.max_json_bytes, 1024),
             max_asset_bytes=_int(env, "MOSIS_MAX_ASSET_BYTES", d.max_asset_bytes, 1024),
             max_screenshots=_int(env, "MOSIS_MAX_SCREENSHOTS", d.max_screenshots, 1),
@@ -398,7 +433,7 @@ def settings_for_process() -> Settings:
 
 # The secret is written into nginx's configuration: keep it to characters
 # that need no quoting there.
-LINK_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}$")
+LINK_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}\Z")
 
 
 def _link_secret(value: str) -> str:

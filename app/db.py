@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import itertools
 import os
 import re
 import select
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlparse
 
 import peewee as pw
@@ -16,6 +20,7 @@ import psycopg2.extensions
 from playhouse.db_url import connect
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
+from app.files import private_file
 from app.models import database
 
 SQLITE_PRAGMAS = {
@@ -32,7 +37,8 @@ def open_database(url: str) -> pw.Database:
     if parsed.scheme == "sqlite":
         path = parsed.path
         if path not in ("", "/:memory:"):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # SQLite gives its WAL and shared-memory files the database file's mode.
+            private_file(Path(path))
         # IMMEDIATE: a transaction takes the write lock when it begins, so a
         # read-then-write never fails on lock upgrade; it waits (busy_timeout).
         if path in ("", "/:memory:"):
@@ -116,6 +122,69 @@ def bind_database(url: str) -> pw.Database:
 def is_postgres(db: pw.Database | None = None) -> bool:
     db = db or database.obj
     return isinstance(db, pw.PostgresqlDatabase)
+
+
+@contextlib.contextmanager
+def try_lock(name: str) -> Iterator[bool]:
+    """Take the lock called `name` if it is free, without waiting; yields
+    whether it is held. On PostgreSQL it is an advisory lock of this
+    thread's session, on SQLite a file lock beside the database file (SQLite
+    is one host's): either ends with the process holding it, so a crash
+    never leaves it taken, and neither touches a table."""
+    db = database.obj
+    if isinstance(db, pw.PostgresqlDatabase):
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+        held = db.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+        try:
+            yield bool(held)
+        finally:
+            if held:
+                db.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
+        return
+    with _file_lock(db.database, name) as held:
+        yield held
+
+
+_memory_locks: set[str] = set()
+_memory_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def _file_lock(db_path: str, name: str) -> Iterator[bool]:
+    if db_path in ("", ":memory:"):  # a database of this process alone
+        with _memory_guard:
+            held = name not in _memory_locks
+            _memory_locks.add(name)
+        try:
+            yield held
+        finally:
+            if held:
+                with _memory_guard:
+                    _memory_locks.discard(name)
+        return
+    directory = Path(db_path).parent / ".locks"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    path = directory / hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:  # its holder removed it as we opened it: taken then
+            same = False
+        if not same:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            os.unlink(path)  # before unlocking: whoever opened it meanwhile sees it gone
+    finally:
+        os.close(fd)
 
 
 def ping() -> None:

@@ -73,7 +73,7 @@ ASSET_MAX_AGE = 31536000
 CACHE_KEYS_ZONE = "32m"  # about 250,000 cached objects
 # First path segments the edge routes itself: a bucket cannot be named so.
 RESERVED_PATHS = {"v1", "packages", "assets", "healthz", "readyz", "edge", "purge"}
-BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 PRIVATE_NETWORKS = ("127.0.0.0/8", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 
 

@@ -3,15 +3,125 @@
 Under gunicorn, PROMETHEUS_MULTIPROC_DIR is set before the app is imported,
 so these metrics are shared between workers through files; gauges say how
 workers' values combine.
+
+Those files are memory-mapped: a page first written when its disk is full
+kills the process with SIGBUS. So their blocks are reserved (fallocate)
+before a file is mapped or grown, which fails with an error instead, and any
+failure of that store keeps the value in the process's memory: a full disk
+costs metrics (this process's series stop being exported until it is
+replaced), never a worker or a request.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, values
+from prometheus_client.mmap_dict import MmapedDict
+
+log = logging.getLogger(__name__)
+
+
+class _ReservedMmapedDict(MmapedDict):
+    """prometheus_client's metrics file, its blocks allocated before they are
+    mapped: no page of the mapping can be without a block (SIGBUS)."""
+
+    def __init__(self, filename, read_mode=False):
+        if not read_mode:
+            with open(filename, "a+b") as f:
+                size = os.fstat(f.fileno()).st_size
+                try:
+                    _reserve(f.fileno(), max(size, _INITIAL_SIZE))
+                except OSError:
+                    if size == 0:  # an empty file would break /metrics, which reads them all
+                        os.unlink(filename)
+                    raise
+        super().__init__(filename, read_mode)
+
+    def _init_value(self, key):
+        encoded = len(key.encode("utf-8"))
+        needed = self._used + 4 + encoded + (8 - (encoded + 4) % 8) + 16  # as the parent lays it out
+        capacity = self._capacity
+        while needed > capacity:
+            capacity *= 2
+        if capacity != self._capacity:
+            _reserve(self._f.fileno(), capacity)
+        super()._init_value(key)
+
+
+_INITIAL_SIZE = 1 << 16  # prometheus_client's first size of a file
+
+
+def _reserve(fd: int, size: int) -> None:
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno in (95, 22):  # EOPNOTSUPP, EINVAL: the filesystem cannot reserve; nothing lost trying
+            return
+        raise
+
+
+def _guarded(store):
+    """A value class that keeps each value in `store` (the multiprocess
+    files) while it can, and in memory from the first failure on."""
+
+    class GuardedValue:
+        _multiprocess = True
+
+        def __init__(self, *args, **kwargs):
+            self._memory = values.MutexValue(*args, **kwargs)
+            try:
+                self._store = store(*args, **kwargs)
+            except Exception as e:  # a full disk, a missing directory
+                self._store = None
+                _lost(e)
+
+        def _call(self, name: str, *args):
+            if self._store is not None:
+                try:
+                    return getattr(self._store, name)(*args)
+                except Exception as e:
+                    self._store = None
+                    _lost(e)
+            # Not exported (/metrics reads the files): kept only so that the code counting goes on.
+            return getattr(self._memory, name)(*args)
+
+        def inc(self, amount):
+            self._call("inc", amount)
+
+        def set(self, value, timestamp=None):
+            self._call("set", value, timestamp)
+
+        def set_exemplar(self, exemplar):
+            self._memory.set_exemplar(exemplar)
+
+        def get(self):
+            return self._call("get")
+
+        def get_exemplar(self):
+            return self._memory.get_exemplar()
+
+    return GuardedValue
+
+
+_warned = False
+
+
+def _lost(error: Exception) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        log.warning("metrics of process %d are no longer shared (%s): the disk of PROMETHEUS_MULTIPROC_DIR "
+                    "may be full; they come back when gunicorn replaces the worker", os.getpid(), error)
+
+
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and not getattr(values.ValueClass, "_guarded", False):
+    values.MmapedDict = _ReservedMmapedDict  # what the multiprocess value class opens its files with
+    values.ValueClass = _guarded(values.ValueClass)
+    values.ValueClass._guarded = True
 
 # A process that inherits PROMETHEUS_MULTIPROC_DIR without gunicorn having
 # made it (a command run beside the API) writes its files there too.
@@ -44,6 +154,7 @@ FAILURE_REASONS = (
     "invalid_zip", "manifest_missing", "manifest_invalid", "package_id_mismatch",
     "version_code_mismatch", "unsafe_path", "symlink", "duplicate_entry", "encrypted_entry",
     "too_many_entries", "too_large_unpacked", "compression_ratio", "crc_mismatch",
+    "invalid_encoding", "storage_unreadable",
 )
 for _reason in FAILURE_REASONS:
     UPLOADS_FAILED.labels(reason=_reason)
@@ -90,7 +201,7 @@ def init_app(app) -> None:
 
 
 # Requests to these are not counted: Prometheus and health checks poll them.
-UNTRACKED_PATHS = re.compile(r"^/metrics$|^/healthz$")
+UNTRACKED_PATHS = re.compile(r"^/metrics\Z|^/healthz\Z")
 
 
 def _track_requests(app, registry) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shutil
 
 import peewee as pw
 from prometheus_client import Gauge
@@ -28,7 +29,8 @@ log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 15
 
-STORAGE_UP = Gauge("mosis_storage_up", "1 if the scheduler reached the bucket at its last check, else 0")
+STORAGE_UP = Gauge("mosis_storage_up",
+                   "1 if the scheduler reached the bucket and storage took a small write at its last check, else 0")
 DATABASE_UP = Gauge("mosis_database_up", "1 if the scheduler reached the database at its last check, else 0")
 QUEUE_DEPTH = Gauge("mosis_validation_queue_depth", "Versions waiting for validation")
 QUEUE_OLDEST = Gauge("mosis_validation_queue_oldest_age_seconds",
@@ -49,6 +51,9 @@ COST = Gauge("mosis_cost_estimate_usd", "Estimated bill for this month, by hosti
              ["option", "name"])
 COST_USAGE = Gauge("mosis_cost_usage", "This month's projected usage the cost estimate is based on",
                    ["quantity"])
+DATA_DISK_FREE = Gauge("mosis_data_disk_free_bytes",
+                       "Free bytes on the disk of MOSIS_DATA_DIR (the SQLite database, logs, keys)")
+DATA_DISK_SIZE = Gauge("mosis_data_disk_size_bytes", "Size of the disk of MOSIS_DATA_DIR")
 JOB_PERIOD = Gauge("mosis_job_period_seconds", "How often a housekeeping job is meant to run", ["job"])
 
 
@@ -57,12 +62,23 @@ def _ts(value: dt.datetime) -> float:
 
 
 def _check_storage(svc) -> None:
+    """Up: storage answers and takes a small write (reachable storage may
+    refuse writes, e.g. when its disk is full)."""
+    timeout = svc.settings.s3_connect_timeout + svc.settings.s3_read_timeout
     try:
-        svc.storage.ping()
+        svc.storage.check_reachable(timeout)
+        if svc.settings.storage_canary_seconds:
+            svc.storage.check_writable(timeout)
         STORAGE_UP.set(1)
-    except Exception as e:  # any failure means unreachable
+    except Exception as e:  # any failure means not usable
         log.warning("storage check failed: %s", getattr(e, "message", e))
         STORAGE_UP.set(0)
+
+
+def _data_disk(settings) -> None:
+    usage = shutil.disk_usage(settings.data_dir)
+    DATA_DISK_FREE.set(usage.free)
+    DATA_DISK_SIZE.set(usage.total)
 
 
 def _queue(now: dt.datetime) -> None:
@@ -122,6 +138,10 @@ def refresh(svc, jobs=()) -> None:
     """Bring every scheduler gauge up to date; one failing source leaves the others."""
     now = utcnow()
     _check_storage(svc)
+    try:
+        _data_disk(svc.settings)
+    except OSError as e:
+        log.warning("the data disk's free space is unknown: %s", e)
     try:
         _queue(now)
         DATABASE_UP.set(1)

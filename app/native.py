@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.config import Settings
+from app.files import private_dir, private_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,8 +87,9 @@ def _http_ok(url: str) -> bool:
 
 def spawn(name: str, argv: list[str], log_dir: Path, env: dict | None = None,
           ready_url: str | None = None, cwd: Path | None = None) -> Service:
-    log_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(log_dir)
     log_path = log_dir / f"{name}.log"
+    private_file(log_path)
     log = open(log_path, "ab")
     # A process group of its own, so stopping it stops its children too.
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -147,14 +149,27 @@ class WeedPorts:
         return cls(*free_ports(5))
 
 
+# SeaweedFS's volume size limit: it takes writes only while it can start a
+# new volume of this size, so on a small or nearly full disk a fixed 1 GiB
+# refused every write long before the disk was full. Unless given
+# (MOSIS_WEED_VOLUME_SIZE_MB), it is a share of the free space, within bounds.
+WEED_VOLUME_MB_MIN, WEED_VOLUME_MB_MAX, WEED_VOLUME_FREE_SHARE = 16, 1024, 16
+
+
+def weed_volume_size_mb(data_dir: Path) -> int:
+    free_mb = shutil.disk_usage(data_dir).free // (1024 * 1024)
+    return max(WEED_VOLUME_MB_MIN, min(WEED_VOLUME_MB_MAX, free_mb // WEED_VOLUME_FREE_SHARE))
+
+
 def start_weed(data_dir: Path, access_key: str, secret_key: str, ports: WeedPorts,
-               log_dir: Path) -> Service:
+               log_dir: Path, volume_size_mb: int | None = None) -> Service:
     """SeaweedFS in one process, S3 on 127.0.0.1:ports.s3 with static credentials.
 
     Every port is given explicitly: weed moves to the next free port when one
     is taken, and a silent move would point the app at the wrong server.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
+    volume_size_mb = volume_size_mb or weed_volume_size_mb(data_dir)
     config = data_dir / "s3-identities.json"
     config.write_text(json.dumps({"identities": [{
         "name": "mosis",
@@ -170,7 +185,7 @@ def start_weed(data_dir: Path, access_key: str, secret_key: str, ports: WeedPort
             f"-s3.port={p.s3}", f"-s3.port.grpc={p.s3 + 10000}",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false",
             "-admin.ui=false", f"-admin.port={p.admin}", f"-admin.port.grpc={p.admin + 10000}",
-            f"-s3.config={config}", "-master.telemetry=false", "-master.volumeSizeLimitMB=1024"]
+            f"-s3.config={config}", "-master.telemetry=false", f"-master.volumeSizeLimitMB={volume_size_mb}"]
     return spawn("weed", argv, log_dir, env=dict(os.environ),
                  ready_url=f"http://127.0.0.1:{p.s3}/healthz", cwd=data_dir)
 
@@ -181,7 +196,7 @@ def start_api(env: dict, bind: str, log_dir: Path, workers: int | None = 2) -> S
     """gunicorn with app/gunicorn_conf.py; `workers=None` keeps its count (production's)."""
     multiproc = Path(env["PROMETHEUS_MULTIPROC_DIR"])
     shutil.rmtree(multiproc, ignore_errors=True)  # stale files would double-count
-    multiproc.mkdir(parents=True)
+    private_dir(multiproc)
     argv = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "app" / "gunicorn_conf.py"),
             "--bind", bind, *(["--workers", str(workers)] if workers else []), "app:create_app()"]
     return spawn("api", argv, log_dir, env=env, ready_url=f"http://{bind}/healthz")
@@ -283,8 +298,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)  # also when started in the background
     try:
+        volume_mb = int(env.get("MOSIS_WEED_VOLUME_SIZE_MB", "0")) or None  # None: from the free space
         stack.add(start_weed(data_dir / "s3", env["MOSIS_S3_ACCESS_KEY"], env["MOSIS_S3_SECRET_KEY"],
-                             ports, log_dir))
+                             ports, log_dir, volume_mb))
         stack.add(start_api(env, app_bind, log_dir, workers=None))  # MOSIS_APP_WORKERS, as in production
         stack.add(start_scheduler(env, log_dir))
         settings = Settings.from_env(env)

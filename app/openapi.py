@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from werkzeug.routing import IntegerConverter
 
-from app.api import HexIdConverter, PackageIdConverter, VersionCodeConverter
+from app.api import HexIdConverter, PackageIdConverter, PositionConverter, VersionCodeConverter
 from app.api.inputs import CONTROL_CHARACTERS
 from app.validation import MAX_VERSION_CODE
 
@@ -277,7 +277,10 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "image_too_large": (422, "the image is larger than allowed (`details.width`, `details.height`)"),
     "bad_aspect_ratio": (422, "the screenshot's long side is too long for its short side"),
     "rate_limited": (429, "too many requests from this address (the edge's limit); slow down"),
-    "storage_unavailable": (503, "object storage is unreachable or failing; retry after `Retry-After`"),
+    "storage_unavailable": (503, "object storage is unreachable, not answering, or failing; retry after "
+                                 "`Retry-After`"),
+    "completion_in_progress": (503, "another completion of this version is still running; retry after "
+                                    "`Retry-After`"),
     "database_unavailable": (503, "the database is unreachable; retry after `Retry-After`"),
     "prices_unavailable": (503, "the operator's prices file broke after the start"),
 }
@@ -288,7 +291,7 @@ STATUS_TEXT = {400: "The request is invalid", 401: "No valid bearer token", 403:
                422: "The image is not acceptable", 429: "Too many requests",
                503: "A dependency is unavailable"}
 # 503 codes that always come with Retry-After (a dependency that comes back).
-RETRYABLE = {"storage_unavailable", "database_unavailable"}
+RETRYABLE = {"storage_unavailable", "database_unavailable", "completion_in_progress"}
 WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "`Bearer realm=\"mosis\"`", "required": True,
                                          "schema": {"type": "string"}}}
 
@@ -349,9 +352,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "so a failing dependency does not get a healthy process restarted; `checkReadiness` asks them.",
         answer(200, "Health"), tag="ops", database=False),
     ("ops.readyz", "GET"): Operation(
-        "checkReadiness", "Readiness: database and storage reachable",
-        "Checks the database and object storage. 200 when both answer; 503, with the same body "
-        "naming the failing check, when either does not: take this instance out of rotation.",
+        "checkReadiness", "Readiness: database and storage reachable, storage taking writes",
+        "The latest of the checks each API process runs in the background (MOSIS_HEALTH_PROBE_SECONDS): "
+        "the database and object storage answer, and storage takes a small write. 200 when all pass; "
+        "503, with the same body naming the failing check, when one does not: take this instance out "
+        "of rotation. It costs no database or storage request.",
         {**answer(200, "Readiness"), **answer(503, "Readiness", "Not ready: a check failed")},
         tag="ops", database=False),
     ("prometheus_metrics", "GET"): Operation(
@@ -477,10 +482,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "completeUpload", "The upload is done: check it and queue validation",
         "Checks that the upload is there with the declared size, moves it into place and queues "
         "validation; the version is then `validating`. Idempotent: completing a completed version "
-        "changes nothing.",
+        "changes nothing, and of calls made at once one completes while the others wait for it and "
+        "answer the same.",
         answer(202, "VersionResult", "Accepted: validation is queued"),
         errors=(*DEVELOPER_VERSION, "invalid_state", "upload_missing", "upload_incomplete", "size_mismatch",
-                "too_large", "storage_unavailable")),
+                "too_large", "storage_unavailable", "completion_in_progress")),
     ("developer.publish", "POST"): Operation(
         "publishVersion", "Make a draft the app's current version",
         "The draft becomes `published` and the previous published version `superseded`; devices "
@@ -544,7 +550,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 
 # -- building the document -------------------------------------------------------------
 
-PARAMETER_SCHEMAS = {HexIdConverter: HEX_ID, VersionCodeConverter: VERSION_CODE, PackageIdConverter: PACKAGE_ID}
+PARAMETER_SCHEMAS = {HexIdConverter: HEX_ID, VersionCodeConverter: VERSION_CODE, PackageIdConverter: PACKAGE_ID,
+                     PositionConverter: {"type": "integer", "minimum": 0, "maximum": MAX_VERSION_CODE}}
 PARAMETER_TEXT = {
     "app_id": "The app's id", "version_code": "The version's version_code",
     "version_id": "The version's id", "package_id": "The app's package_id, such as com.example.notes",

@@ -12,12 +12,13 @@ indexes keep version codes unique and one published version per app.
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import peewee as pw
 
 from app import metrics, uploads
-from app.db import Compiled
-from app.errors import Conflict, NotFound, TooLarge
+from app.db import Compiled, try_lock
+from app.errors import Conflict, NotFound, TooLarge, Unavailable
 from app.models import App, Developer, Version, VersionStatus as S, database, new_id, record_audit, utcnow
 from app.purge import public_read_keys
 from app.services import Services
@@ -150,17 +151,51 @@ def _fail(version: Version, code: str, message: str, expected_status: str) -> bo
 
 
 def complete_upload(svc: Services, app: App, version_code: int) -> Version:
-    """Move the uploaded bytes into place and queue validation. Idempotent."""
-    version = version_of(app, version_code)
-    if version.status != S.UPLOADING:
-        if version.status in (S.FAILED, S.ABANDONED, S.PURGED, S.PURGING):
-            raise Conflict(f"version {version_code} is {version.status}; create it again",
-                           code="invalid_state", details={"status": version.status})
-        # Already completed: completing again changes nothing, except that it
-        # finishes a completion cut off (storage gone) after the row changed,
-        # whose temp upload would otherwise wait for the orphan sweep.
+    """Move the uploaded bytes into place and queue validation. Idempotent,
+    also when called many times at once: one call completes (it holds the
+    version's completion lock), the others wait for it and answer what it
+    did. The lock ends with its holder's process or database session."""
+    deadline = time.monotonic() + COMPLETE_WAIT
+    waited = False
+    while True:
+        version = version_of(app, version_code)
+        if version.status != S.UPLOADING:
+            # After waiting on the call that completed it, its own clean-up is enough.
+            return _completed(svc, version, tidy=not waited)
+        with try_lock(f"complete:{version.id}") as held:
+            if held:
+                version = Version.get_by_id(version.id)  # as the last holder left it
+                if version.status != S.UPLOADING:
+                    return _completed(svc, version, tidy=not waited)
+                return _complete(svc, app, version)
+        waited = True
+        if time.monotonic() > deadline:
+            raise Unavailable("another completion of this version is still under way; retry shortly",
+                              code="completion_in_progress")
+        time.sleep(COMPLETE_POLL)
+
+
+# How long a completion waits for another one of the same version, and how
+# often it looks.
+COMPLETE_WAIT, COMPLETE_POLL = 20.0, 0.05
+
+
+def _completed(svc: Services, version: Version, tidy: bool = True) -> Version:
+    """What completing a version that is no longer uploading answers (and,
+    with `tidy`, the clean-up a completion cut off may have left)."""
+    if version.status in (S.FAILED, S.ABANDONED, S.PURGED, S.PURGING):
+        raise Conflict(f"version {version.version_code} is {version.status}; create it again",
+                       code="invalid_state", details={"status": version.status})
+    # Already completed: completing again changes nothing, except that it
+    # finishes a completion cut off (storage gone) after the row changed,
+    # whose temp upload would otherwise wait for the orphan sweep.
+    if tidy:
         svc.storage.delete(temp_key(version.upload_id))
-        return version
+    return version
+
+
+def _complete(svc: Services, app: App, version: Version) -> Version:
+    """Complete a version whose completion lock this call holds."""
     storage, limit = svc.storage, svc.settings.limits.max_package_bytes
     temp, final = temp_key(version.upload_id), keys_of(version)[0]
     try:

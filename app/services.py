@@ -17,6 +17,7 @@ from app.edge import link_secret, signed_link
 from app.config import Settings
 from app.cost import load_prices
 from app.db import bind_database
+from app.files import private_dir
 from app.errors import Unavailable
 from app.migrations import migrate_database
 from app.purge import purgers_for
@@ -35,6 +36,8 @@ class Services:
     cache_purgers: list[Callable[[list[str]], None]] = field(default_factory=list)
     # Shared with the edge, which checks the links signed with it.
     download_link_secret: str = ""
+    # The API's background checks of the database and storage (app.health.watch).
+    health: object = None
 
     def public_object_url(self, key: str) -> str:
         """Where anyone can fetch a public object (assets) through the edge."""
@@ -65,7 +68,7 @@ class Services:
 
 
 def build_services(settings: Settings, *, migrate: bool = True, ensure_bucket: bool = True) -> Services:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     db = bind_database(settings.resolved_database_url)
     if migrate:
         migrate_database()

@@ -9,19 +9,30 @@ the design contract lives in one place:
     assets/{app_id}/screenshots/{n}.png   (and {n}.webp when smaller)
     temp/{upload_id}/package.mosis
     backups/db/mosis-{YYYYmmddTHHMMSSZ}.{sqlite3.gz|pgdump}
+    health/canary-{host}-{pid}   (2 bytes, while the check that storage takes writes runs)
 
 Asset keys carry a number that is never reused within an app (see
 app/assets.py), so an asset's URL always names the same bytes.
+
+Every call is bounded in time (connect and read timeouts, few retries, and
+none after a read timed out). Transport failures leave as 503
+`storage_unavailable` whose message names no address. Under `watch` (the
+API), calls are refused at once while storage stalls, and only a few run at
+once, so a stalled storage never holds all of a process's threads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
 import logging
 import os
 import re
+import socket
+import threading
+import time
 from dataclasses import dataclass
 from typing import Iterator
 from urllib.parse import urlparse, urlunparse
@@ -41,6 +52,15 @@ from app.metrics import STORAGE_ERRORS
 log = logging.getLogger(__name__)
 
 PACKAGES, ASSETS, TEMP, BACKUPS = "packages", "assets", "temp", "backups"
+# Written (2 bytes) and deleted again by the health check that storage takes
+# writes, one key per process (writers of one key at once may be refused);
+# it asks this many times before it takes a 5xx for a refusal.
+CANARY_PREFIX = "health/canary-"
+CANARY_ATTEMPTS = 3
+
+
+def canary_key() -> str:
+    return f"{CANARY_PREFIX}{socket.gethostname()}-{os.getpid()}"
 PREFIXES = (PACKAGES, ASSETS, TEMP, BACKUPS)
 CHUNK = 1024 * 1024
 MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchVersion", "NotFound"}
@@ -62,12 +82,14 @@ def manifest_key(developer_id: str, app_id: str, version_code: int) -> str:
     return f"{package_dir(developer_id, app_id, version_code)}/manifest.json"
 
 
+# Key patterns also go into nginx's configuration, which takes `^…$`: in
+# Python they are used with fullmatch, so a trailing newline never passes.
 PACKAGE_KEY_RE = re.compile(rf"^{PACKAGES}/([0-9a-f]{{32}})/([0-9a-f]{{32}})/([1-9][0-9]{{0,9}})/package\.mosis$")
 
 
 def parse_package_key(key: str) -> tuple[str, str, int] | None:
     """(developer_id, app_id, version_code) of a package key, else None."""
-    m = PACKAGE_KEY_RE.match(key)
+    m = PACKAGE_KEY_RE.fullmatch(key)
     return (m.group(1), m.group(2), int(m.group(3))) if m else None
 
 
@@ -143,6 +165,8 @@ class ObjectInfo:
     etag: str
     last_modified: dt.datetime | None
     content_type: str | None = None
+    # As stored with the object (a client may send one with a presigned PUT).
+    content_encoding: str | None = None
 
 
 def _endpoint(url: str) -> tuple[str, bool]:
@@ -152,16 +176,23 @@ def _endpoint(url: str) -> tuple[str, bool]:
     return parsed.netloc, parsed.scheme == "https"
 
 
-def _http_client(ca_file: str = "") -> urllib3.PoolManager:
-    # Fail fast when storage is down (the API answers 503 and the caller
-    # retries) instead of the SDK's default of minutes of retries.
+def _http_client(settings: Settings, timeout: float | None = None) -> urllib3.PoolManager:
+    """Connections to storage, every call bounded in time: a stalled server
+    costs a request seconds, not minutes. Refused connections and 5xx
+    answers are retried (a few times, quickly); a read that timed out is
+    not: the server took the request and did not answer, so asking again
+    only doubles the wait. `timeout` (health checks): that bound for
+    everything, and no retry."""
+    ca_file = settings.s3_ca_file
     tls = {"cert_reqs": "CERT_REQUIRED", "ca_certs": ca_file} if ca_file and os.path.isfile(ca_file) else {}
-    return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=3, read=60),
-        retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
-        maxsize=16,
-        **tls,
-    )
+    if timeout is not None:
+        bounds, retries = urllib3.Timeout(connect=timeout, read=timeout), urllib3.Retry(0, read=0)
+    else:
+        n = settings.s3_retries
+        bounds = urllib3.Timeout(connect=settings.s3_connect_timeout, read=settings.s3_read_timeout)
+        retries = urllib3.Retry(total=n, connect=n, read=0, status=n, other=0, backoff_factor=0.2,
+                                status_forcelist=(500, 502, 503, 504))
+    return urllib3.PoolManager(timeout=bounds, retries=retries, maxsize=16, **tls)
 
 
 def _client(endpoint: str, settings: Settings, http_client=None) -> Minio:
@@ -204,7 +235,14 @@ class Storage:
     def __init__(self, settings: Settings):
         self.bucket = settings.bucket
         self.public_assets = settings.s3_public_assets
-        self.client = _client(settings.s3_endpoint, settings, _http_client(settings.s3_ca_file))
+        self.settings = settings
+        self.client = _client(settings.s3_endpoint, settings, _http_client(settings))
+        self._probe_clients: dict[float, Minio] = {}
+        # Set by `watch` (the API): calls fail at once while the probe says
+        # storage does not answer, and only so many run at once.
+        self.reachability = None
+        self._stalled_after = 0.0
+        self._slots: threading.BoundedSemaphore | None = None
         pub_host, pub_secure = _endpoint(settings.resolved_s3_public_endpoint)
         self._public_origin = ("https" if pub_secure else "http", pub_host)
 
@@ -278,6 +316,51 @@ class Storage:
     def ping(self) -> None:
         with self._guard("reach storage"):
             self.client.bucket_exists(bucket_name=self.bucket)
+
+    # -- health ------------------------------------------------------------------
+
+    def watch(self, reachability, slots: int, stalled_after: float) -> None:
+        """From now on, fail calls at once while `reachability` (an
+        app.health.Probe of check_reachable) has had no answer from storage
+        for `stalled_after` seconds, and make at most `slots` calls at once
+        (a call waits for a free slot as long as for a connection): a
+        stalled storage holds at most that many of the process's threads."""
+        self.reachability = reachability
+        self._stalled_after = stalled_after
+        self._slots = threading.BoundedSemaphore(slots)
+
+    def _probe_client(self, timeout: float) -> Minio:
+        client = self._probe_clients.get(timeout)
+        if client is None:
+            client = self._probe_clients[timeout] = _client(self.settings.s3_endpoint, self.settings,
+                                                            _http_client(self.settings, timeout))
+        return client
+
+    def check_reachable(self, timeout: float) -> None:
+        """Raise Unavailable unless storage answers for the bucket within
+        `timeout` seconds (its own connections: never queued behind calls)."""
+        with _StorageGuard("reach storage"):
+            if not self._probe_client(timeout).bucket_exists(bucket_name=self.bucket):
+                raise Unavailable(f"bucket {self.bucket!r} does not exist", code="storage_unavailable")
+
+    def check_writable(self, timeout: float) -> None:
+        """Raise Unavailable unless storage stores a small object (this
+        process's canary, deleted again) within `timeout` seconds: reachable
+        storage may still refuse writes (a full disk)."""
+        client, key = self._probe_client(timeout), canary_key()
+        with _StorageGuard("write the health canary"):
+            for attempt in range(CANARY_ATTEMPTS):
+                try:
+                    client.put_object(bucket_name=self.bucket, object_name=key, data=io.BytesIO(b"ok"),
+                                      length=2, content_type="text/plain")
+                    break
+                except S3Error as e:
+                    # A busy server's odd 5xx is not a refusal: asked again, it takes the write.
+                    if attempt + 1 == CANARY_ATTEMPTS or e.code not in TRANSIENT_CODES:
+                        raise Unavailable(f"storage refuses writes ({e.code})", code="storage_unavailable") from e
+                    time.sleep(0.2 * (attempt + 1))
+            with contextlib.suppress(S3Error):  # a canary left over costs 2 bytes
+                client.remove_object(bucket_name=self.bucket, object_name=key)
 
     # -- presigned URLs ------------------------------------------------------
 
@@ -387,7 +470,9 @@ class Storage:
                 if e.code in MISSING_CODES:
                     return None
                 raise
-        return ObjectInfo(key, st.size, (st.etag or "").strip('"'), st.last_modified, st.content_type)
+        encoding = (st.metadata or {}).get("Content-Encoding") or None
+        return ObjectInfo(key, st.size, (st.etag or "").strip('"'), st.last_modified, st.content_type,
+                          encoding)
 
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
@@ -423,13 +508,15 @@ class Storage:
         return b"".join(self.stream(key, offset=offset, length=length))
 
     def stream(self, key: str, offset: int = 0, length: int = 0, chunk: int = CHUNK) -> Iterator[bytes]:
-        """Yield the object's bytes in chunks; memory stays at one chunk."""
+        """Yield the object's bytes in chunks, exactly as stored (never
+        decoded by a Content-Encoding it was stored with); memory stays at
+        one chunk."""
         with self._guard("read an object"):
             resp = self.client.get_object(bucket_name=self.bucket, object_name=key,
                                           offset=offset, length=length)
         try:
             with self._guard("read an object"):
-                yield from resp.stream(chunk)
+                yield from resp.stream(chunk, decode_content=False)
         finally:
             resp.close()
             resp.release_conn()
@@ -453,7 +540,26 @@ class Storage:
                     yield ObjectInfo(o.object_name, o.size or 0, (o.etag or "").strip('"'), o.last_modified)
 
     def _guard(self, doing: str):
-        return _StorageGuard(doing)
+        return _StorageGuard(doing, self)
+
+
+class StorageStalled(Unavailable):
+    """Storage took the request and did not answer in time."""
+
+    stalled = True
+
+
+def _timed_out(exc: BaseException) -> bool:
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):  # refused (a ConnectTimeoutError by descent)
+        return False
+    reason = getattr(exc, "reason", None)  # MaxRetryError: the last attempt's error
+    return isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)) or (
+        reason is not None and _timed_out(reason))
+
+
+class ObjectUnreadable(Exception):
+    """Storage answers, but an object's bytes cannot be read as they are
+    stored (e.g. stored with a Content-Encoding that does not decode)."""
 
 
 class StorageSetupError(RuntimeError):
@@ -461,20 +567,50 @@ class StorageSetupError(RuntimeError):
 
 
 class _StorageGuard:
-    """Turn transport failures into 503 `storage_unavailable`, once, with context."""
+    """Turn transport failures into 503 `storage_unavailable`, once, with
+    context: what the client sees names no address (the log has the detail).
+    Under `Storage.watch`, refuse at once while storage does not answer, and
+    hold one of the call slots for the call."""
 
-    def __init__(self, doing: str):
+    def __init__(self, doing: str, storage: Storage | None = None):
         self.doing = doing
+        self.storage = storage
+        self._slot = None
 
     def __enter__(self):
+        storage = self.storage
+        if storage is None:
+            return self
+        probe = storage.reachability
+        stalled = probe.stalled(storage._stalled_after) if probe is not None else None
+        if stalled:
+            STORAGE_ERRORS.labels(self.doing).inc()
+            raise Unavailable(f"storage is not answering (could not {self.doing}); retry shortly",
+                              code="storage_unavailable")
+        if storage._slots is not None:
+            if not storage._slots.acquire(timeout=storage.settings.s3_connect_timeout):
+                STORAGE_ERRORS.labels(self.doing).inc()
+                raise Unavailable(f"storage is slow to answer (could not {self.doing}); retry shortly",
+                                  code="storage_unavailable")
+            self._slot = storage._slots
         return self
 
     def __exit__(self, exc_type, exc, tb):
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
         if exc is None or isinstance(exc, Unavailable):
             return False
+        if isinstance(exc, urllib3.exceptions.DecodeError):
+            raise ObjectUnreadable(f"the object cannot be read as stored: {exc}") from exc
         if isinstance(exc, (urllib3.exceptions.HTTPError, OSError)):
             STORAGE_ERRORS.labels(self.doing).inc()
-            raise Unavailable(f"storage is unreachable (could not {self.doing}): {exc}",
+            if self.storage is not None:  # a health check logs when its outcome changes, not each time
+                log.warning("storage call failed (%s): %s", self.doing, exc)
+            if _timed_out(exc):
+                raise StorageStalled(f"storage did not answer in time (could not {self.doing}); retry "
+                                     "shortly", code="storage_unavailable") from exc
+            raise Unavailable(f"storage is unreachable (could not {self.doing}); retry shortly",
                               code="storage_unavailable") from exc
         if isinstance(exc, S3Error) and exc.code in TRANSIENT_CODES:
             STORAGE_ERRORS.labels(self.doing).inc()

@@ -26,6 +26,7 @@ import hashlib
 import json
 import queue
 import re
+import struct
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from typing import Iterable, Iterator
 
 from app.config import PackageLimits
 from app.zipreader import (
-    DEFLATED, ENCRYPTION_FLAGS, FLAG_DESCRIPTOR, LOCAL_SIG, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
+    DEFLATED, ENCRYPTION_FLAGS, FLAG_DESCRIPTOR, LOCAL_SIG, LOCAL_SIZE, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG,
     STORED, ByteStream, Entry, PackageInvalid, RangeReader, invalid, read_central_directory,
     read_descriptor, read_local_header, unpack,
 )
@@ -416,55 +417,81 @@ def _check_local_header(local, e: Entry) -> None:
                       "(sizes or CRC-32)")
 
 
+# What a local header's fields hold in archives zip tools write; anything
+# else after the signature is data that merely contains its four bytes.
+KNOWN_METHODS = {STORED, 1, 2, 3, 4, 5, 6, DEFLATED, 9, 12, 14, 93, 95, 96, 97, 98, 99}
+UNUSED_FLAGS = 0xD780  # bits 7-10, 12, 14 and 15: unused or reserved by the format
+MAX_VERSION_NEEDED = 99
+
+
+def _looks_like_local_header(head: bytes) -> bool:
+    if len(head) < LOCAL_SIZE:
+        return False
+    version, flags, method = struct.unpack_from("<HHH", head, 4)
+    name_len = struct.unpack_from("<H", head, 26)[0]
+    return (version <= MAX_VERSION_NEEDED and not flags & UNUSED_FLAGS and method in KNOWN_METHODS
+            and 0 < name_len <= MAX_NAME_BYTES)
+
+
 def _inspect(name: str, chunks: Iterator[bytes], budget: _Budget, depth: int) -> None:
-    """Read an entry's bytes; if they are a ZIP archive, count what it unpacks to."""
+    """Read an entry's bytes; count what every ZIP archive in them unpacks to.
+
+    Archives are found by content, wherever their entries start, as a zip
+    reader that locates them through the central directory would open them:
+    junk before the first entry (a self-extracting stub), gaps between
+    entries, archives one after another. Each local header found is walked
+    (inflated and counted, nested archives in it one level deeper); the
+    signature followed by what is no local header is data, and the search
+    goes on after it. A header that is one but cannot be walked is refused.
+    """
     data = ByteStream(chunks, truncated=f"the archive {name!r} inside the package is truncated")
-    if data.peek(4) == LOCAL_SIG:
+    while data.find(LOCAL_SIG):
+        if not _looks_like_local_header(data.peek(LOCAL_SIZE)):
+            data.read(1)
+            continue
         if depth > budget.limits.max_nested_depth:
             raise PackageInvalid("compression_ratio", f"{name!r} is an archive nested {depth} "
                                  f"levels deep; at most {budget.limits.max_nested_depth} levels "
                                  "are accepted (deeper nesting is how recursive zip bombs work)")
-        _walk_nested(name, data, budget, depth)
-    data.drain()
+        _nested_entry(name, data, budget, depth)
 
 
-def _walk_nested(name: str, data: ByteStream, budget: _Budget, depth: int) -> None:
-    """Inflate the entries of an archive inside the package, as its bytes stream by."""
-    while data.peek(4) == LOCAL_SIG:
-        budget.count_entry(name)
-        local = read_local_header(data)
-        inner = f"{name} > {local.raw_name.decode('utf-8', 'replace')}"
-        sized = not local.flags & FLAG_DESCRIPTOR
-        start = data.pos
-        if local.flags & ENCRYPTION_FLAGS or local.method not in (STORED, DEFLATED):
-            if not sized:
-                raise invalid(f"{inner!r} cannot be checked (encrypted or unusual compression, "
-                              "with a data descriptor); store nested archives with plain entries")
-            for _ in data.pieces(local.compressed_size):
-                pass
-            if not local.flags & ENCRYPTION_FLAGS:
-                budget.add(local.size, inner)
-        elif local.method == STORED:
-            if not sized:
-                raise invalid(f"{inner!r} is stored with a data descriptor, so its end cannot be "
-                              "found; nested archives must give the sizes of stored entries")
-            _inspect(inner, _counted(unpack(STORED, data.pieces(local.compressed_size),
-                                            local.compressed_size, repr(inner)), budget, inner),
-                     budget, depth + 1)
-        else:
-            packed = data.pieces(local.compressed_size) if sized else data.rest()
-            out = unpack(DEFLATED, packed, budget.limits.max_unpacked_bytes, repr(inner),
-                         push_back=None if sized else data)
-            produced = _Produced(_counted(out, budget, inner))
-            _inspect(inner, produced, budget, depth + 1)
-            ratio, floor = budget.limits.max_compression_ratio, budget.limits.compression_ratio_floor
-            packed_len = data.pos - start
-            if produced.count > floor and produced.count > ratio * max(packed_len, 1):
-                raise PackageInvalid("compression_ratio", f"{inner!r} unpacks to {produced.count} "
-                                     f"bytes from {packed_len} (a ratio over {ratio:g}), which "
-                                     "looks like a zip bomb")
+def _nested_entry(name: str, data: ByteStream, budget: _Budget, depth: int) -> None:
+    """Inflate one entry of an archive inside the package as its bytes stream by."""
+    budget.count_entry(name)
+    local = read_local_header(data)
+    inner = f"{name} > {local.raw_name.decode('utf-8', 'replace')}"
+    sized = not local.flags & FLAG_DESCRIPTOR
+    start = data.pos
+    if local.flags & ENCRYPTION_FLAGS or local.method not in (STORED, DEFLATED):
         if not sized:
-            read_descriptor(data, local.zip64, None)
+            raise invalid(f"{inner!r} cannot be checked (encrypted or unusual compression, "
+                          "with a data descriptor); store nested archives with plain entries")
+        if not local.flags & ENCRYPTION_FLAGS:
+            budget.add(local.size, inner)
+        # Its data is not consumed: what it cannot unpack, it is searched for archives.
+        return
+    if local.method == STORED:
+        if not sized:
+            raise invalid(f"{inner!r} is stored with a data descriptor, so its end cannot be "
+                          "found; nested archives must give the sizes of stored entries")
+        _inspect(inner, _counted(unpack(STORED, data.pieces(local.compressed_size),
+                                        local.compressed_size, repr(inner)), budget, inner),
+                 budget, depth + 1)
+        return
+    packed = data.pieces(local.compressed_size) if sized else data.rest()
+    out = unpack(DEFLATED, packed, budget.limits.max_unpacked_bytes, repr(inner),
+                 push_back=None if sized else data)
+    produced = _Produced(_counted(out, budget, inner))
+    _inspect(inner, produced, budget, depth + 1)
+    ratio, floor = budget.limits.max_compression_ratio, budget.limits.compression_ratio_floor
+    packed_len = data.pos - start
+    if produced.count > floor and produced.count > ratio * max(packed_len, 1):
+        raise PackageInvalid("compression_ratio", f"{inner!r} unpacks to {produced.count} "
+                             f"bytes from {packed_len} (a ratio over {ratio:g}), which "
+                             "looks like a zip bomb")
+    if not sized:
+        read_descriptor(data, local.zip64, None)
 
 
 def _counted(chunks: Iterable[bytes], budget: _Budget, what: str) -> Iterator[bytes]:
@@ -541,7 +568,7 @@ def check_manifest_fields(m) -> None:
         if key not in m:
             bad(f"the required field {key!r} is missing")
     pid = m["package_id"]
-    if not isinstance(pid, str) or len(pid) > 128 or not PACKAGE_ID_RE.match(pid):
+    if not isinstance(pid, str) or len(pid) > 128 or not PACKAGE_ID_RE.fullmatch(pid):
         bad(f"package_id {pid!r} must look like com.example.app (lower-case segments of letters, "
             "digits and _ separated by dots, at most 128 characters)")
     code = m["version_code"]

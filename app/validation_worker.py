@@ -4,8 +4,15 @@ A worker claims one `validating` version by writing its name and a lease
 expiry into the row (a conditional UPDATE, so two workers never both win),
 validates the package straight from storage, then moves the version to
 `draft` or `failed`. A worker that dies leaves a lease that runs out, and
-the version is claimed again; storage trouble puts it back without using up
-one of its attempts.
+the version is claimed again.
+
+Storage trouble is not the package's fault: the version is put back without
+using up one of its attempts while it is younger than
+MOSIS_VALIDATION_STORAGE_WAIT_SECONDS; after that each postponement counts,
+and when the attempts are used up it fails with `storage_unreadable`. An
+object that storage serves but that cannot be read as a plain package (it
+was stored with a Content-Encoding) is the package's fault: it fails at once
+with `invalid_encoding`. See docs/validation.md.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from app.errors import Unavailable
 from app.models import App, Version, VersionStatus as S, record_audit, utcnow
 from app.packages import keys_of
 from app.services import Services
+from app.storage import ObjectUnreadable
 from app.validation import STREAM_CHUNK, Expected, PackageInvalid, validate_package
 
 log = logging.getLogger(__name__)
@@ -78,6 +86,10 @@ def validate_claimed(svc: Services, version: Version, owner: str) -> str:
         if info is None:
             return _fail(version, owner, "upload_missing", "the uploaded package is no longer in "
                          "storage; upload it again")
+        if (info.content_encoding or "identity").lower() != "identity":
+            return _fail(version, owner, "invalid_encoding", "the package was uploaded with "
+                         f"Content-Encoding: {info.content_encoding}; upload the .mosis file as it is, "
+                         "without a Content-Encoding header")
         report = validate_package(
             info.size,
             read_range=lambda offset, length: svc.storage.read_range(pkg_key, offset, length),
@@ -89,13 +101,11 @@ def validate_claimed(svc: Services, version: Version, owner: str) -> str:
         svc.storage.put(man_key, report.manifest_bytes, content_type="application/json")
     except PackageInvalid as e:
         return _fail(version, owner, e.code, e.message)
+    except ObjectUnreadable as e:
+        return _fail(version, owner, "invalid_encoding", f"{e}; upload the .mosis file as it is, "
+                     "without a Content-Encoding header")
     except Unavailable as e:
-        # Not the package's fault: give the attempt back and retry later.
-        log.warning("validation of %s postponed: %s", version.id, e.message)
-        (Version.update(attempts=Version.attempts - 1, lease_owner=None,
-                        lease_expires_at=utcnow() + dt.timedelta(seconds=settings.validation_retry_seconds))
-         .where((Version.id == version.id) & (Version.lease_owner == owner)).execute())
-        return "postponed"
+        return _postpone(version, owner, settings, e.message)
     finally:
         metrics.VALIDATION_SECONDS.observe(time.monotonic() - started)
     signature = svc.signing_key.sign_package(app.package_id, version.version_code, report.sha256,
@@ -105,6 +115,24 @@ def validate_claimed(svc: Services, version: Version, owner: str) -> str:
         metrics.VALIDATIONS.labels(result="ok").inc()
         record_audit("system", "version.validated", "version", version.id, sha256=report.sha256)
     return "ok"
+
+
+def _postpone(version: Version, owner: str, settings, why: str) -> str:
+    """Storage failed: try again later. While the version is young the
+    attempt is given back; then it counts, and the last one fails it."""
+    now = utcnow()
+    waited = (now - (version.uploaded_at or version.created_at)).total_seconds()
+    patient = waited < settings.validation_storage_wait_seconds
+    if not patient and version.attempts >= settings.validation_max_attempts:
+        log.warning("validation of %s given up after %d s of storage failures: %s", version.id, waited, why)
+        return _fail(version, owner, "storage_unreadable", f"storage could not be read for "
+                     f"{int(waited)} seconds ({why}); upload the package again, and tell the store "
+                     "admins if it keeps happening")
+    log.warning("validation of %s postponed: %s", version.id, why)
+    (Version.update(attempts=Version.attempts - (1 if patient else 0), lease_owner=None,
+                    lease_expires_at=now + dt.timedelta(seconds=settings.validation_retry_seconds))
+     .where((Version.id == version.id) & (Version.lease_owner == owner)).execute())
+    return "postponed"
 
 
 def _fail(version: Version, owner: str, code: str, message: str) -> str:

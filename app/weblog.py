@@ -18,7 +18,7 @@ import uuid
 
 from flask import Flask, g, has_request_context, request
 
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 access_log = logging.getLogger("mosis.access")
 
 # Browsers never need to render, frame or sniff API responses.

@@ -15,6 +15,7 @@ fault is a `PackageInvalid`, usually with the reason code `invalid_zip`.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -324,6 +325,9 @@ def other_names(raw: bytes, flags: int, extra: dict[int, bytes]) -> list[str]:
 
 # -- the sequential pass ------------------------------------------------------------
 
+_patterns: dict[bytes, re.Pattern] = {}
+
+
 class ByteStream:
     """Sequential reads over an iterator of chunks, with peek and push-back."""
 
@@ -360,6 +364,33 @@ class ByteStream:
 
     def read(self, n: int) -> bytes:
         return b"".join(bytes(p) for p in self.pieces(n))
+
+    def find(self, signature: bytes) -> bool:
+        """Skip to the next occurrence of `signature`, left unread; False
+        (everything read) if there is none. Nothing is copied but the few
+        bytes of a signature split between chunks."""
+        pattern = _patterns.get(signature)
+        if pattern is None:
+            pattern = _patterns[signature] = re.compile(re.escape(signature))
+        keep = len(signature) - 1
+        carry = b""  # the last bytes read (fewer than the signature): its start, maybe
+        while True:
+            if carry:
+                at = (carry + bytes(self._buf[:keep])).find(signature)
+                if 0 <= at < len(carry):
+                    self._buf = memoryview(carry[at:] + bytes(self._buf))
+                    self.pos -= len(carry) - at
+                    return True
+            found = pattern.search(self._buf)
+            if found:
+                self._buf = self._buf[found.start():]
+                self.pos += found.start()
+                return True
+            carry = bytes(self._buf[-keep:]) if len(self._buf) >= keep else (carry + bytes(self._buf))[-keep:]
+            self.pos += len(self._buf)
+            self._buf = memoryview(b"")
+            if not self._fill():
+                return False
 
     def peek(self, n: int) -> bytes:
         """Up to n next bytes, without consuming them (fewer only at the end)."""

@@ -27,7 +27,10 @@ def weed(tmp_path_factory):
     """A SeaweedFS S3 server on free loopback ports."""
     base = tmp_path_factory.mktemp("weed")
     ports = WeedPorts.free()
-    service = start_weed(base / "data", "mosis-test", "mosis-test-secret", ports, base / "logs")
+    # Small volumes: every test bucket is a collection of its own, and
+    # SeaweedFS has only as many volume slots as its disk holds volumes.
+    service = start_weed(base / "data", "mosis-test", "mosis-test-secret", ports, base / "logs",
+                         volume_size_mb=64)
     try:
         service.wait_ready(90)
     except Exception:

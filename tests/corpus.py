@@ -259,6 +259,14 @@ class Case:
         return dataclasses.replace(base or PackageLimits(), **self.limits)
 
 
+def _prefixed_levels(levels: int) -> bytes:
+    """An archive of an archive of ... (`levels` deep), each after 4 junk bytes."""
+    data = zip_bytes({"x.txt": b"x"})
+    for i in range(levels - 1):
+        data = zip_bytes([(f"layer{i}.zip", b"JUNK" + data)])
+    return b"JUNK" + data
+
+
 def _path_case(name: str, entry: str | bytes, says: str, **item) -> Case:
     return Case(name, "unsafe_path", lambda p, c: pkg(p, c, Item(entry, b"#!/bin/sh\nrm -rf ~\n", **item)),
                 says)
@@ -409,6 +417,10 @@ def cases() -> list[Case]:
         Case("valid_nested_archive", None, lambda p, c: pkg(p, c, Item(
             "assets/levels.zip", zip_bytes({"l1.json": text(20_000), "l2.json": text(20_000, 3)})))),
         Case("valid_nested_archive_with_descriptors", None, _nested_with_descriptors),
+        Case("valid_nested_archive_after_a_stub", None, lambda p, c: pkg(p, c, Item(
+            "tools/setup.exe", raw_zip([Item("readme.txt", text(5000))], prefix=b"MZ" + noise(2000))))),
+        Case("valid_signature_bytes_in_data", None, lambda p, c: pkg(p, c, Item(
+            "assets/blob.bin", noise(500) + b"PK\x03\x04" + b"\xff" * 40 + noise(500)))),
         Case("valid_zero_padded_local_extra", None, lambda p, c: pkg(  # as zipalign pads
             p, c, Item("lib/native.so", noise(3000), method=STORED, local_extra=bytes(11)))),
         Case("valid_no_unix_modes", None, lambda p, c: raw_zip(
@@ -432,6 +444,22 @@ def cases() -> list[Case]:
              "nested"),
         Case("bomb_nested_too_deep", "compression_ratio", lambda p, c: pkg(p, c, Item(
             "assets/deep.zip", nested(5, 1, {"x.txt": b"x"}))), "levels deep"),
+        # Archives a zip reader opens through their central directory, whose
+        # entries do not follow one another from the first byte.
+        Case("bomb_nested_junk_prefix", "compression_ratio", lambda p, c: pkg(p, c, Item(
+            "lib/inner.jar", b"JUNK" + zip_bytes({"huge.bin": bytes(big_zeros)}))), "zip bomb"),
+        Case("bomb_nested_gap", "compression_ratio", lambda p, c: pkg(p, c, Item(
+            "lib/inner.jar", raw_zip([Item("a.txt", b"small"),
+                                      Item("huge.bin", bytes(big_zeros), before=b"GAP!")]))), "zip bomb"),
+        Case("bomb_nested_sfx_stub", "compression_ratio", lambda p, c: pkg(p, c, Item(
+            "tools/setup.exe", raw_zip([Item("huge.bin", bytes(big_zeros))],
+                                       prefix=b"MZ\x90\x00" + noise(3000), prefix_in_offsets=True))),
+             "zip bomb"),
+        Case("bomb_nested_too_deep_prefixed", "compression_ratio", lambda p, c: pkg(p, c, Item(
+            "assets/deep.zip", _prefixed_levels(5))), "levels deep"),
+        Case("bomb_nested_hidden_in_unknown_method", "compression_ratio", lambda p, c: pkg(p, c, Item(
+            "lib/inner.jar", raw_zip([Item("x.bz2", b"", method=12, packed=zip_bytes(
+                {"huge.bin": bytes(big_zeros)}), size=10)]))), "zip bomb"),
         Case("bomb_quoted_overlap", "invalid_zip", quoted_overlap, "overlap"),
         Case("bomb_full_overlap", "invalid_zip", lambda p, c: pkg(
             p, c, *[Item(f"copy{i}.bin", bytes(1000), offset=0) for i in range(1, 4)]), "overlap"),

@@ -296,3 +296,42 @@ def test_a_chunked_json_body_within_the_limit_is_read(api, client):
     r = _chunked(client, "POST", "/v1/apps", body, dev["headers"])
     assert r.status_code == 201, r.json
     assert r.json["app"]["name"] == "Chunked"
+
+
+def test_hostile_inputs_get_a_4xx_never_a_500(api, client):
+    """Inputs built to crash a handler: JSON nested past the parser's
+    recursion limit, a screenshot position no database integer holds, and
+    names with a trailing newline (which `$` lets through and no URL can
+    address)."""
+    dev = api.new_developer()
+    app = api.create_app(dev)
+    deep = b"[" * 2000  # 2 KB: far below the body limit
+    for path in ("/v1/apps", f"/v1/apps/{app['id']}/versions"):
+        r = client.post(path, data=deep, content_type="application/json", headers=dev["headers"])
+        assert r.status_code == 400 and r.json["error"]["code"] == "invalid_json", (path, r.json)
+    r = client.post("/v1/admin/developers", data=b'{"name": ' + b"[" * 5000, content_type="application/json",
+                    headers=ADMIN)
+    assert r.status_code == 400 and r.json["error"]["code"] == "invalid_json"
+    for position in ("99999999999999999999", "2147483648", "9" * 400):
+        r = client.delete(f"/v1/apps/{app['id']}/screenshots/{position}", headers=dev["headers"])
+        assert r.status_code == 404 and r.is_json, (position, r.status_code, r.get_data(as_text=True)[:200])
+    r = client.delete(f"/v1/apps/{app['id']}/screenshots/2147483647", headers=dev["headers"])
+    assert r.status_code == 404 and r.is_json
+    r = client.post("/v1/apps", json={"package_id": "com.example.newline\n", "name": "N"}, headers=dev["headers"])
+    assert r.status_code == 400 and r.json["error"] == {
+        "code": "invalid_field", "message": r.json["error"]["message"], "details": {"field": "package_id"}}
+    r = client.post("/v1/admin/developers", json={"name": "N", "email": "n@example.com\n"}, headers=ADMIN)
+    assert r.status_code == 400 and r.json["error"]["details"] == {"field": "email"}
+    r = client.post(f"/v1/apps/{app['id']}/versions", headers=dev["headers"], json={
+        "version_code": 1, "version_name": "1", "size": 10, "sha256": "0" * 64 + "\n"})
+    assert r.status_code == 400 and r.json["error"]["details"] == {"field": "sha256"}
+
+
+def test_a_manifest_package_id_with_a_trailing_newline_is_refused():
+    from app.config import PackageLimits
+    from app.validation import PackageInvalid, parse_manifest
+
+    manifest = {"package_id": "com.example.notes\n", "version_code": 1, "version_name": "1", "name": "N"}
+    with pytest.raises(PackageInvalid) as failure:
+        parse_manifest(json.dumps(manifest).encode(), PackageLimits())
+    assert failure.value.code == "manifest_invalid" and "package_id" in failure.value.message

@@ -31,7 +31,7 @@ from app.edge import signed_link
 from app.purge import edge_cache_path
 from app.storage import Storage as Bucket, manifest_key, package_key
 from tests.conftest import _pg_admin, edge_settings, scratch_pg_database, stack_env, start_live_stack
-from tests.faults import Weed, children_of, frozen, query, wait_until
+from tests.faults import Weed, children_of, frozen, query, run_with_private_mounts, wait_until
 from tests.helpers import ADMIN, HttpApi, build_package
 
 # Every wait is bounded: a hang fails the test instead of stalling the suite.
@@ -620,22 +620,6 @@ def test_worker_killed_mid_request(weed, live, settings, database_url):
 # -- the edge's cache disk full --------------------------------------------------------------
 
 
-def private_mounts_argv() -> list[str] | None:
-    """How to run a command in mount and PID namespaces of its own (its
-    mounts seen by nobody else, everything it started killed with it), with
-    the right to mount there; None if this machine allows neither."""
-    argv = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--mount-proc",
-            "--kill-child"]
-    if os.geteuid() != 0:
-        argv[1:1] = ["--user", "--map-root-user"]  # an unprivileged user's own namespace
-    try:
-        probe = subprocess.run(argv + ["sh", "-c", "mount -t tmpfs -o size=64k probe /mnt"],
-                               capture_output=True, timeout=WAIT)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return argv if probe.returncode == 0 else None
-
-
 def test_edge_cache_disk_full(tmp_path, repo_root):
     """The disk under the edge's cache is full: downloads are still served,
     whole and ranged, from storage, and cached again once there is room.
@@ -651,15 +635,7 @@ def test_edge_cache_disk_full(tmp_path, repo_root):
     loop device needs the same right to mount as tmpfs. Only if the machine
     grants no namespace at all is the test skipped, saying so.
     """
-    argv = private_mounts_argv()
-    if argv is None:
-        pytest.skip("cannot mount a tmpfs here, not even in a user namespace (unshare refused)")
-    base = tmp_path / "scenario"
-    base.mkdir()
-    run = subprocess.run(argv + [sys.executable, "-m", "tests.faults", "edge-cache-full", str(base)],
-                         cwd=repo_root, capture_output=True, text=True, timeout=4 * WAIT)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = run_with_private_mounts("edge-cache-full", tmp_path, repo_root, timeout=4 * WAIT)
 
     for download in result["full"]:
         assert download["status"] == 200, result

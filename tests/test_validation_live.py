@@ -17,7 +17,7 @@ from tests.conftest import edge_settings, start_live_stack
 from tests.corpus import CASES
 from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
 
-LIVE_CASES = ["bomb_nested_recursive", "bomb_many_small_entries", "bomb_quoted_overlap",
+LIVE_CASES = ["bomb_nested_recursive", "bomb_nested_junk_prefix", "bomb_many_small_entries", "bomb_quoted_overlap",
               "path_fullwidth_solidus", "path_unicode_path_field", "symlink_unix_mode",
               "duplicate_unicode_forms", "local_name_differs", "encrypted_aes",
               "crc_mismatch_deflated", "manifest_deep_nesting", "manifest_missing",

@@ -12,17 +12,28 @@ class HexIdConverter(BaseConverter):
     regex = "[0-9a-f]{32}"
 
 
-class VersionCodeConverter(BaseConverter):
-    regex = "[1-9][0-9]{0,9}"
+class Int32Converter(BaseConverter):
+    """A number the database can hold: a larger one matches no route (404),
+    it never overflows a query."""
 
     def to_python(self, value: str) -> int:
-        code = int(value)
-        if code > MAX_VERSION_CODE:
+        number = int(value)
+        if number > MAX_VERSION_CODE:
             raise ValidationError()
-        return code
+        return number
 
     def to_url(self, value) -> str:
         return str(int(value))
+
+
+class VersionCodeConverter(Int32Converter):
+    regex = "[1-9][0-9]{0,9}"
+
+
+class PositionConverter(Int32Converter):
+    """A screenshot's position."""
+
+    regex = "[0-9]{1,10}"
 
 
 class PackageIdConverter(BaseConverter):
@@ -45,7 +56,7 @@ def register(app: Flask) -> None:
     # no database work and meets the same answer everywhere.
     app.before_request(lambda: limit_body(services().settings.max_json_bytes))
     app.url_map.converters.update(hexid=HexIdConverter, code=VersionCodeConverter,
-                                  package_id=PackageIdConverter)
+                                  package_id=PackageIdConverter, position=PositionConverter)
     for module in (ops, public, developer, uploads, assets, admin):
         app.register_blueprint(module.bp)
     app.register_blueprint(edge.bp)

@@ -77,7 +77,7 @@ def reorder_screenshots(app_id):
     return _screenshots(assets.reorder_screenshots(services(), app, positions, g.principal.actor))
 
 
-@bp.delete("/<hexid:app_id>/screenshots/<int:position>")
+@bp.delete("/<hexid:app_id>/screenshots/<position:position>")
 @require_developer
 def delete_screenshot(app_id, position):
     app = _app(app_id)

@@ -39,7 +39,7 @@ def origin(key):
     svc = services()
     if key.startswith(f"{ASSETS}/") and not svc.settings.s3_public_assets:
         # Checked before it becomes a storage URL: nothing but an asset's key.
-        if not ASSET_KEY_RE.match(key):
+        if not ASSET_KEY_RE.fullmatch(key):
             raise NotFound("no such asset", code="asset_not_found")
         return _redirect(ASSET_ORIGIN_LOCATION, svc.storage.presigned_get(key, ORIGIN_URL_TTL, internal=True))
     version = packages.servable_package(key)

@@ -12,9 +12,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from app.errors import ApiError, BadRequest, TooLarge
 from app.validation import MAX_VERSION_CODE, PACKAGE_ID_RE
 
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-HEX_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+HEX_ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
 # What neither database can store (NUL on PostgreSQL, a lone surrogate in
 # UTF-8) or no name should hold; tabs and line breaks stay allowed.
 # The OpenAPI document states the control characters (escapes both Python
@@ -57,7 +57,7 @@ class Field:
             if UNSTORABLE_RE.search(value):
                 raise BadRequest(f"{name} must not contain control characters or unpaired surrogates",
                                  code="invalid_field", details={"field": name})
-            if self.pattern is not None and not self.pattern.match(value):
+            if self.pattern is not None and not self.pattern.fullmatch(value):
                 raise BadRequest(f"{name} is not valid{': ' + self.hint if self.hint else ''}",
                                  code="invalid_field", details={"field": name})
         return value
@@ -146,6 +146,8 @@ def read_json(spec: dict[str, Field], max_bytes: int) -> dict:
         body = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError) as e:
         raise BadRequest(f"the body is not valid JSON: {e}", code="invalid_json") from None
+    except RecursionError:  # a few KiB of `[[[[` is enough
+        raise BadRequest("the body is not valid JSON: it is nested too deeply", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
     unknown = sorted(set(body) - set(spec))

@@ -507,7 +507,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         answer(200, "VersionResult"), errors=(*DEVELOPER_VERSION, "invalid_state", "storage_unavailable")),
     ("uploads.presign_parts", "POST"): Operation(
         "presignUploadParts", "Presigned PUT URLs for parts of a multipart upload",
-        "Up to `max_parts_per_request` part URLs at a time; PUT each part's bytes to its URL.",
+        "Up to `max_parts_per_request` part URLs at a time; PUT each part's bytes to its URL. "
+        "A part number past this upload's `part_count` is 400 `invalid_field`.",
         answer(200, "PartUrls"), errors=(*DEVELOPER_VERSION, "invalid_state", "not_multipart"),
         body=ref("PartNumbers")),
     # -- developer: assets -------------------------------------------------------------------

@@ -13,8 +13,8 @@ import re
 import tempfile
 
 
-from app.models import Version
-from app.storage import temp_key
+from app.platform.models import Version
+from app.platform.storage import temp_key
 from tests.corpus import CASES, Case
 from tests.helpers import build_package, bytes_behind_link, sha256
 

@@ -6,6 +6,9 @@ Command-line flags (--bind, --workers) override these.
 import multiprocessing
 import os
 
+from app.platform.config import Settings
+from app.platform.weblog import configure_logging
+
 bind = os.environ.get("MOSIS_APP_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("MOSIS_APP_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
 threads = int(os.environ.get("MOSIS_APP_THREADS", "4"))
@@ -41,9 +44,6 @@ _fresh_multiprocess_dir()
 
 
 def on_starting(server):
-    from app.platform.config import Settings
-    from app.platform.weblog import configure_logging
-
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
 

@@ -8,6 +8,7 @@ functions, so what the tests start is what an operator runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import secrets
@@ -22,6 +23,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.edge import nginx as edge
+from app.edge.nginx import create_secret_file
 from app.platform.config import Settings
 from app.platform.files import private_dir, private_file
 
@@ -218,10 +221,6 @@ def start_edge(settings, *, http_port: int, internal_port: int, app_bind: str, l
     """nginx from the OS package with the configuration rendered for this
     machine (app.edge), checked with `nginx -t` before it starts.
     `extra_locations` go into its public server (the benchmarks' own)."""
-    import dataclasses
-
-    from app.edge import nginx as edge
-
     target = edge.native_target(settings, http_port=http_port, internal_port=internal_port,
                                 app_bind=app_bind, prefix=prefix, log_dir=log_dir, tls_port=tls_port)
     target = dataclasses.replace(target, extra_locations=extra_locations)
@@ -241,8 +240,6 @@ def _secret(path: Path, make) -> str:
     """A generated secret kept under the data dir, so restarts keep it."""
     if path.exists():
         return path.read_text().strip()
-    from app.edge.nginx import create_secret_file
-
     return create_secret_file(path, make())
 
 

@@ -20,15 +20,14 @@ os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 from apscheduler.schedulers.blocking import BlockingScheduler
 from prometheus_client import start_http_server
 
-from app.platform.config import settings_for_process
-from app.platform.models import database
-from app.services import Services, build_services
-from app.platform.weblog import configure_logging
 from app.catalog import assets, packages, uploads, validation_worker
-from app.housekeeping import backup, integrity, retention
-from app.platform.jobs import Job, run_job
-from app.housekeeping import cost, monitoring, usage
 from app.edge import access_log as edge_log
+from app.housekeeping import backup, cost, integrity, monitoring, retention, usage
+from app.platform.config import settings_for_process
+from app.platform.jobs import Job, run_job
+from app.platform.models import database
+from app.platform.weblog import configure_logging
+from app.services import Services, build_services
 
 log = logging.getLogger("mosis.scheduler")
 
@@ -44,24 +43,14 @@ def with_db(job):
 
 
 # Housekeeping jobs, each run once per period across all schedulers (see
-# app.platform.jobs). The validation queue is not among them: it runs on every
-# scheduler, its rows are leased one by one.
-HOUSEKEEPING: list[Job] = []
-HOUSEKEEPING.append(Job("assets_orphan_sweep", assets.sweep_orphans, dt.timedelta(hours=6)))
-# Retention, orphan sweep, integrity scrub, metadata backup (docs/retention.md).
-HOUSEKEEPING += [retention.JOB, integrity.ORPHAN_JOB, integrity.SCRUB_JOB, backup.JOB]
-
-# Monitoring and cost tracking (docs/operations.md).
-HOUSEKEEPING.append(Job("storage_usage", usage.storage_usage_job, usage.SCAN_PERIOD))
-HOUSEKEEPING.append(Job("edge_log", edge_log.edge_log_job, edge_log.POLL_PERIOD,
-                        max_runtime=edge_log.MAX_RUNTIME))
-HOUSEKEEPING.append(Job("usage_snapshot", cost.snapshot_usage, cost.SNAPSHOT_PERIOD))
-# Unfinished multipart uploads that no version will complete any more.
-HOUSEKEEPING.append(Job("abort_stale_multipart_uploads", uploads.abort_stale_multipart_uploads,
-                        dt.timedelta(minutes=15)))
-# The edge may finish filling its cache for a download started just before a
-# pull: purge recent pulls again (app.catalog.packages.purge_recent_pulls).
-HOUSEKEEPING.append(Job("purge_recent_pulls", packages.purge_recent_pulls, dt.timedelta(minutes=1)))
+# app.platform.jobs); each module declares its own as JOBS. The validation
+# queue is not among them: it runs on every scheduler, its rows are leased
+# one by one.
+HOUSEKEEPING: list[Job] = [
+    *retention.JOBS, *integrity.JOBS, *backup.JOBS,  # docs/retention.md
+    *usage.JOBS, *edge_log.JOBS, *cost.JOBS,  # monitoring and cost (docs/operations.md)
+    *assets.JOBS, *uploads.JOBS, *packages.JOBS,
+]
 
 # How often each scheduler asks whether a housekeeping job is due.
 TICK_SECONDS = 30

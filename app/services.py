@@ -14,13 +14,13 @@ from typing import Callable
 from flask import current_app
 
 from app.edge.nginx import link_secret, signed_link
-from app.platform.config import Settings
-from app.housekeeping.cost import load_prices
-from app.platform.db import bind_database
-from app.platform.files import private_dir
-from app.platform.errors import Unavailable
-from app.platform.migrations import migrate_database
 from app.edge.purge import purgers_for
+from app.housekeeping.cost import load_prices
+from app.platform.config import Settings
+from app.platform.db import bind_database
+from app.platform.errors import Unavailable
+from app.platform.files import private_dir
+from app.platform.migrations import migrate_database
 from app.platform.signing import SigningKey, load_signing_key
 from app.platform.storage import Storage
 

@@ -16,8 +16,9 @@ from PIL import Image, PngImagePlugin
 
 from app.catalog import assets
 from app.platform.errors import Unavailable
-from app.platform.models import App, utcnow
+from app.platform.models import App
 from app.platform.storage import icon_key, screenshot_key
+from app.platform.clock import utcnow
 from tests import images as I
 from tests.helpers import Api
 

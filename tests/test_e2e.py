@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from app.platform.signing import signed_message, verify
+from mosis_format.signing import package_message, verify_raw
 from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
 
 
@@ -56,8 +56,8 @@ def test_developer_ships_and_device_downloads(live_stack):
     body = requests.get(info["download_url"], timeout=60).content
     assert body == data and sha256(body) == info["sha256"] and info["size"] == len(data)
     key = requests.get(f"{base}/v1/signing-key", timeout=10).json()
-    assert verify(key["public_key"], info["signature"],
-                  signed_message(package_id, 42, info["sha256"], info["size"]))
+    assert verify_raw(key["public_key"], info["signature"],
+                  package_message(package_id, 42, info["sha256"], info["size"]))
 
     metrics = requests.get(f"{live_stack.url}/metrics", timeout=10).text  # the API's own, not public
     assert "mosis_download_links_total 1.0" in metrics

@@ -23,6 +23,7 @@ from app.edge import nginx as edge
 from app.platform.config import ConfigError, Settings
 from app.native import free_ports, start_edge
 from app.edge.purge import CloudflarePurger, EdgePurger, PurgeError, edge_cache_path, public_read_keys, purgers_for
+from app.platform.clock import utcnow
 from tests.helpers import CloudflareStub
 
 SECRET = "s" * 43
@@ -307,7 +308,6 @@ def test_flask_believes_one_proxy_hop(services):
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_recent_pulls_are_purged_again(api, client, services):
-    from app.platform.models import utcnow
     from app.catalog.packages import purge_recent_pulls
     from tests.helpers import ADMIN
 
@@ -332,7 +332,7 @@ def test_recent_pulls_are_purged_again(api, client, services):
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_superseded_versions_retention_purged_are_purged_again(api, services):
-    from app.platform.models import Version, utcnow
+    from app.platform.models import Version
     from app.catalog.packages import keys_of, purge_recent_pulls
     from app.housekeeping.retention import run_retention
     from tests.housekeeping_helpers import version_in

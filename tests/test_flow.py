@@ -7,8 +7,8 @@ import base64
 import pytest
 
 from app.platform.models import Version
-from app.platform.signing import signed_message, verify
 from app.platform.storage import temp_key
+from mosis_format.signing import package_message, verify_raw
 from tests.helpers import ADMIN, build_package, bytes_behind_link, sha256
 
 
@@ -22,7 +22,7 @@ def test_upload_validate_publish_download(api, client):
     version, upload = r.json["version"], r.json["upload"]
     assert version["status"] == "uploading"
     assert upload["method"] == "PUT" and "X-Amz-Signature" in upload["url"]
-    assert f"/temp/" in upload["url"]
+    assert "/temp/" in upload["url"]
 
     assert api.upload(upload, data).status_code == 200
     r = api.complete(dev, app, 7)
@@ -47,9 +47,9 @@ def test_upload_validate_publish_download(api, client):
     key = client.get("/v1/signing-key").json
     assert key["algorithm"] == "ed25519"
     assert len(base64.b64decode(key["public_key"])) == 32
-    message = signed_message(app["package_id"], 7, sha256(data), len(data))
-    assert verify(key["public_key"], info["signature"], message)
-    assert not verify(key["public_key"], info["signature"], message + b"x")
+    message = package_message(app["package_id"], 7, sha256(data), len(data))
+    assert verify_raw(key["public_key"], info["signature"], message)
+    assert not verify_raw(key["public_key"], info["signature"], message + b"x")
 
     listing = client.get(f"/v1/packages/{app['package_id']}").json
     assert listing["name"] == "Test App" and listing["latest"]["version_code"] == 7

@@ -12,9 +12,10 @@ import requests
 
 from app.housekeeping.backup import list_backups
 from app.platform.jobs import run_job
-from app.platform.models import AuditEvent, JobState, Version, VersionStatus as S, utcnow
+from app.platform.models import AuditEvent, JobState, Version, VersionStatus as S
 from app.native import free_ports, start_scheduler
 from app.scheduler import HOUSEKEEPING
+from app.platform.clock import utcnow
 from tests.conftest import stack_env
 from tests.housekeeping_helpers import unique_bucket, version_in
 

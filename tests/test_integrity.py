@@ -17,9 +17,10 @@ from prometheus_client import REGISTRY
 from app.housekeeping import integrity
 from app.housekeeping.integrity import scrub, scrub_quota, sweep_orphans
 from app.platform.jobs import run_job
-from app.platform.models import AuditEvent, JobState, Version, VersionStatus as S, utcnow
+from app.platform.models import AuditEvent, JobState, Version, VersionStatus as S
 from app.catalog.packages import keys_of
 from app.platform.storage import Storage, temp_key
+from app.platform.clock import utcnow
 from tests.housekeeping_helpers import unique_bucket, version_in
 
 

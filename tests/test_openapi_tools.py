@@ -29,7 +29,7 @@ import requests
 import yaml
 
 from app.api.openapi import document
-from app.platform.signing import signed_message, verify
+from mosis_format.signing import package_message, verify_raw
 from tests.helpers import ADMIN_TOKEN, build_package, unique_package_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,4 +242,4 @@ def test_a_release_ships_through_a_client_generated_from_the_document(live_stack
     assert hashlib.sha256(body).hexdigest() == digest
     key = api("public", "get_signing_key").sync(client=anyone)
     assert key.key_id == info.key_id
-    assert verify(key.public_key, info.signature, signed_message(package_id, 7, info.sha256, info.size))
+    assert verify_raw(key.public_key, info.signature, package_message(package_id, 7, info.sha256, info.size))

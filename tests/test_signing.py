@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from app.platform.signing import KEY_FILE, load_signing_key, signed_message, verify
+from app.platform.signing import KEY_FILE, load_signing_key
+from mosis_format.signing import package_message, verify_raw
 
 # RFC 8032, section 7.1, test 1.
 RFC_SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
@@ -21,8 +22,8 @@ def test_a_given_seed_is_the_key(tmp_path):
     assert info["algorithm"] == "ed25519"
     assert base64.b64decode(info["public_key"]) == RFC_PUBLIC
     signature = key.sign_package("com.example.notes", 42, "ab" * 32, 402)
-    assert verify(info["public_key"], signature, signed_message("com.example.notes", 42, "ab" * 32, 402))
-    assert not verify(info["public_key"], signature, signed_message("com.example.notes", 43, "ab" * 32, 402))
+    assert verify_raw(info["public_key"], signature, package_message("com.example.notes", 42, "ab" * 32, 402))
+    assert not verify_raw(info["public_key"], signature, package_message("com.example.notes", 43, "ab" * 32, 402))
     assert not (tmp_path / KEY_FILE).exists()  # nothing written when the key is given
 
 

@@ -6,11 +6,10 @@ from decimal import Decimal, InvalidOperation
 
 from flask import Blueprint, request
 
-from app.catalog import accounts, packages
-
-from app.housekeeping import cost, retention, usage
-from app.api.inputs import EMAIL_RE, REASON, Field, read_json
 from app.api.auth import require_admin
+from app.api.inputs import EMAIL_RE, REASON, Field, read_json
+from app.catalog import accounts, packages
+from app.housekeeping import cost, retention, usage
 from app.platform.config import ConfigError
 from app.platform.errors import ApiError, BadRequest
 from app.services import services

@@ -9,33 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass
 
 from flask import g, request
 
+from app.catalog.accounts import hash_token
+from app.platform.clock import utcnow
 from app.platform.errors import Forbidden, Unauthorized
-from app.platform.models import ApiToken, Developer, utcnow
+from app.platform.models import ApiToken, Developer
+from app.services import services
 
-TOKEN_PREFIX = "mos_"
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)  # avoid a write on every request
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def issue_token(developer: Developer) -> tuple[str, ApiToken]:
-    """Create a token for `developer`; the plain token is returned only here."""
-    token = new_token()
-    row = ApiToken.create(developer=developer, token_hash=hash_token(token), prefix=token[:12])
-    return token, row
 
 
 @dataclass(frozen=True)
@@ -75,7 +60,6 @@ def _require(kind: str):
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            from app.services import services  # the app's configured services
             principal = authenticate(_bearer(), services().settings.admin_token)
             if principal is None:
                 raise Unauthorized("a valid bearer token is required",

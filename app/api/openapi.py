@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from werkzeug.routing import IntegerConverter
 
-from app.api import HexIdConverter, PackageIdConverter, PositionConverter, VersionCodeConverter
+from app.api.converters import HexIdConverter, PackageIdConverter, PositionConverter, VersionCodeConverter
 from app.api.inputs import CONTROL_CHARACTERS
 from mosis_format.validation import MAX_VERSION_CODE
 

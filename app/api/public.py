@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
+from app.api.openapi import document
 from app.catalog import assets, packages
 from app.edge.nginx import cache_has_room
+from app.platform.clock import iso
 from app.services import services
 
 bp = Blueprint("public", __name__, url_prefix="/v1")
@@ -52,7 +54,7 @@ def package(package_id):
             "version_code": version.version_code,
             "size": version.size,
             "sha256": version.sha256,
-            "published_at": packages.iso(version.published_at),
+            "published_at": iso(version.published_at),
             "manifest": version.manifest,
         },
         **assets.listing(services(), app),
@@ -71,8 +73,4 @@ def signing_key():
 
 @bp.get("/openapi.json")
 def openapi():
-    from flask import current_app
-
-    from app.api.openapi import document
-
     return shared(document(current_app, services().settings), services().settings.public_static_max_age)

@@ -1,13 +1,36 @@
-"""Developer accounts and their API tokens (issued, listed, revoked by the admin)."""
+"""Developer accounts and their API tokens (issued, listed, revoked by the admin).
+
+Tokens are random, shown once, and stored only as SHA-256 (they carry 256
+bits of entropy, so a slow hash adds nothing); app.api.auth checks them.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+
 import peewee as pw
 
-from app.api.auth import issue_token
+from app.platform.clock import iso, utcnow
 from app.platform.errors import Conflict, NotFound
-from app.platform.models import ApiToken, Developer, database, record_audit, utcnow
-from app.catalog.packages import iso
+from app.platform.models import ApiToken, Developer, database, record_audit
+
+TOKEN_PREFIX = "mos_"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _random_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def issue_token(developer: Developer) -> tuple[str, ApiToken]:
+    """Create a token for `developer`; the plain token is returned only here."""
+    token = _random_token()
+    row = ApiToken.create(developer=developer, token_hash=hash_token(token), prefix=token[:12])
+    return token, row
 
 
 def create_developer(name: str, email: str, actor: str = "admin") -> tuple[Developer, str, ApiToken]:

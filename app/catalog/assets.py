@@ -31,15 +31,20 @@ import re
 import struct
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageCms, ImageFile
 
-from app.platform import metrics
-from app.platform.errors import ApiError, Conflict, NotFound
-from app.platform.models import App, Screenshot, database, record_audit, utcnow
 from app.edge.purge import public_read_keys
-from app.services import Services
+from app.platform import metrics
+from app.platform.clock import naive_utc, utcnow
+from app.platform.errors import ApiError, Conflict, NotFound
+from app.platform.jobs import Job
+from app.platform.models import App, Screenshot, database, record_audit
 from app.platform.storage import ASSETS, icon_key, screenshot_key
+
+if TYPE_CHECKING:  # annotations only: the services are built above this layer
+    from app.services import Services
 
 # -- the rules -------------------------------------------------------------------
 
@@ -532,8 +537,7 @@ def sweep_orphans(svc: Services, now: dt.datetime) -> dict:
         number = int(m["icon"] or m["shot"])
         highest[app_id] = max(highest.get(app_id, 0), number)
         offered = (app_id, number) in (icons if m["icon"] else shots)
-        modified = (obj.last_modified.astimezone(dt.timezone.utc).replace(tzinfo=None)
-                    if obj.last_modified else now)
+        modified = naive_utc(obj.last_modified) or now
         if offered:
             kept += 1
         elif now - modified >= ORPHAN_GRACE:
@@ -543,3 +547,7 @@ def sweep_orphans(svc: Services, now: dt.datetime) -> dict:
     for start in range(0, len(orphans), 1000):
         svc.storage.delete(*orphans[start:start + 1000])
     return {"items": len(orphans), "deleted": orphans[:100], "kept": kept, "unknown": unknown}
+
+
+# Housekeeping (app.platform.jobs runs each once per period across schedulers).
+JOBS = (Job("assets_orphan_sweep", sweep_orphans, dt.timedelta(hours=6)),)

@@ -13,18 +13,23 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from typing import TYPE_CHECKING
 
 import peewee as pw
 
-from app.platform import metrics
-
 from app.catalog import uploads
+from app.edge.purge import public_read_keys
+from app.platform import metrics
+from app.platform.clock import iso, utcnow
 from app.platform.db import Compiled, try_lock
 from app.platform.errors import Conflict, NotFound, TooLarge, Unavailable
-from app.platform.models import App, Developer, Version, VersionStatus as S, database, new_id, record_audit, utcnow
-from app.edge.purge import public_read_keys
-from app.services import Services
+from app.platform.jobs import Job
+from app.platform.models import App, Developer, Version, database, new_id, record_audit
+from app.platform.models import VersionStatus as S
 from app.platform.storage import manifest_key, package_key, parse_package_key, temp_key
+
+if TYPE_CHECKING:  # annotations only: the services are built above this layer
+    from app.services import Services
 
 # -- apps ---------------------------------------------------------------------
 
@@ -386,10 +391,6 @@ def servable_package(key: str) -> Version:
 # -- representations ----------------------------------------------------------------
 
 
-def iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.replace(microsecond=0).isoformat() + "Z"
-
-
 def app_dict(app: App) -> dict:
     return {"id": app.id, "package_id": app.package_id, "name": app.name,
             "developer_id": app.developer_id, "created_at": iso(app.created_at)}
@@ -409,3 +410,8 @@ def version_dict(v: Version) -> dict:
         "superseded_at": iso(v.superseded_at), "purged_at": iso(v.purged_at),
         "purge_reason": v.purge_reason,
     }
+
+
+# The edge may finish filling its cache for a download started just before a
+# pull: purge recent pulls again.
+JOBS = (Job("purge_recent_pulls", purge_recent_pulls, dt.timedelta(minutes=1)),)

@@ -18,12 +18,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+from typing import TYPE_CHECKING
 
+from app.platform.clock import iso, naive_utc, utcnow
 from app.platform.config import MiB, Settings
 from app.platform.errors import BadRequest, Conflict
-from app.platform.models import Version, VersionStatus as S, record_audit, utcnow
-from app.services import Services
+from app.platform.jobs import Job
+from app.platform.models import Version, record_audit
+from app.platform.models import VersionStatus as S
 from app.platform.storage import TEMP, UploadedPart, temp_key, upload_id_of_temp_key
+
+if TYPE_CHECKING:  # annotations only: the services are built above this layer
+    from app.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +37,6 @@ MAX_PARTS = 10_000  # S3's limit on parts in one upload
 MAX_PARTS_PER_REQUEST = 100  # presigned part URLs handed out per request
 
 SINGLE, MULTIPART = "single", "multipart"
-
-
-def _iso(value: dt.datetime) -> str:
-    return value.replace(microsecond=0).isoformat() + "Z"
 
 
 # -- planning ----------------------------------------------------------------------
@@ -95,7 +97,7 @@ def multipart_instructions(svc: Services, version: Version) -> dict:
         "part_count": part_count(size, part_size),
         "max_parts_per_request": MAX_PARTS_PER_REQUEST,
         # After this, an unfinished upload is abandoned and its parts dropped.
-        "expires_at": _iso(version.created_at + dt.timedelta(seconds=svc.settings.retention.temp_upload)),
+        "expires_at": iso(version.created_at + dt.timedelta(seconds=svc.settings.retention.temp_upload)),
     }
 
 
@@ -133,12 +135,12 @@ def presign_parts(svc: Services, version: Version, numbers: list[int]) -> dict:
               "headers": {},
               "size": expected_part_size(version.declared_size, version.part_size, n)}
              for n in sorted(set(numbers))]
-    return {"parts": parts, "expires_at": _iso(utcnow() + dt.timedelta(seconds=ttl))}
+    return {"parts": parts, "expires_at": iso(utcnow() + dt.timedelta(seconds=ttl))}
 
 
 def _part_dict(p: UploadedPart) -> dict:
     return {"part_number": p.number, "size": p.size, "etag": p.etag,
-            "last_modified": _iso(p.last_modified.replace(tzinfo=None)) if p.last_modified else None}
+            "last_modified": iso(naive_utc(p.last_modified)) if p.last_modified else None}
 
 
 def multipart_state(svc: Services, version: Version) -> dict:
@@ -237,8 +239,7 @@ def abort_stale_multipart_uploads(svc: Services, now: dt.datetime) -> dict:
         upload_id = upload_id_of_temp_key(upload.key)
         version = Version.get_or_none(Version.upload_id == upload_id) if upload_id else None
         if version is None:
-            started = upload.initiated.astimezone(dt.timezone.utc).replace(tzinfo=None) \
-                if upload.initiated else None
+            started = naive_utc(upload.initiated)
             stale = started is None or started < cutoff
         else:
             stale = (version.status != S.UPLOADING or version.created_at < cutoff
@@ -249,3 +250,7 @@ def abort_stale_multipart_uploads(svc: Services, now: dt.datetime) -> dict:
             log.info("aborted stale multipart upload of %s (%s)", upload.key,
                      version.status if version else "no version")
     return {"items": aborted, "aborted": aborted, "seen": seen}
+
+
+# Unfinished multipart uploads that no version will complete any more.
+JOBS = (Job("abort_stale_multipart_uploads", abort_stale_multipart_uploads, dt.timedelta(minutes=15)),)

@@ -22,16 +22,21 @@ import logging
 import os
 import socket
 import time
+from typing import TYPE_CHECKING
 
 import peewee as pw
 
-from app.platform import metrics
-from app.platform.errors import Unavailable
-from app.platform.models import App, Version, VersionStatus as S, record_audit, utcnow
 from app.catalog.packages import keys_of
-from app.services import Services
+from app.platform import metrics
+from app.platform.clock import utcnow
+from app.platform.errors import Unavailable
+from app.platform.models import App, Version, record_audit
+from app.platform.models import VersionStatus as S
 from app.platform.storage import ObjectUnreadable
 from mosis_format.validation import STREAM_CHUNK, Expected, PackageInvalid, validate_package
+
+if TYPE_CHECKING:  # annotations only: the services are built above this layer
+    from app.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,20 @@ import requests
 
 from app.devcli import config
 from app.devcli.errors import CliError, Exit
-from app.devcli.http import (CHUNK, CONNECT_TIMEOUT, READ_TIMEOUT, USER_AGENT, Api, FileSlice,
-                             network_error, put_bytes, send_with_retries)
+from app.devcli.http import (
+    CHUNK,
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    USER_AGENT,
+    Api,
+    FileSlice,
+    network_error,
+    put_bytes,
+    send_with_retries,
+)
 from app.devcli.pack import Checked, check_package, pack, read_package_unchecked
 from app.devcli.progress import Progress, RateLimit, human_bytes
-from app.platform.signing import signed_message, verify
+from mosis_format.signing import package_message, verify_raw
 
 POLL_SECONDS = 0.5
 DOWNLOAD_ROUNDS_WITHOUT_PROGRESS = 3
@@ -426,8 +435,8 @@ def _verify_signature(ctx: Context, api: Api, package_id: str, info: dict) -> di
     if info.get("key_id") and info["key_id"] != key.get("key_id"):
         raise CliError(Exit.INTEGRITY, f"the package is signed with key {info['key_id']} but the "
                        f"store publishes key {key.get('key_id')}", code="unknown_signing_key")
-    message = signed_message(package_id, info["version_code"], info["sha256"], info["size"])
-    if not info.get("signature") or not verify(pinned or key["public_key"], info["signature"], message):
+    message = package_message(package_id, info["version_code"], info["sha256"], info["size"])
+    if not info.get("signature") or not verify_raw(pinned or key["public_key"], info["signature"], message):
         raise CliError(Exit.INTEGRITY, f"the signature of {package_id} {info['version']} does not "
                        "verify: do not install it", code="bad_signature")
     return key

@@ -16,9 +16,16 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.platform.config import PackageLimits
 from app.devcli.errors import CliError, Exit
-from mosis_format.validation import MANIFEST_NAME, Expected, PackageInvalid, Report, parse_manifest, validate_package
+from mosis_format.validation import (
+    MANIFEST_NAME,
+    Expected,
+    PackageInvalid,
+    PackageLimits,
+    Report,
+    parse_manifest,
+    validate_package,
+)
 
 # Never packed: version-control metadata and desktop litter.
 SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__"})

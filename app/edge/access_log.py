@@ -39,7 +39,9 @@ from pathlib import Path
 import peewee as pw
 from prometheus_client import Counter, Gauge, Histogram
 
-from app.platform.models import EdgeTraffic, LogCursor, database, utcnow
+from app.platform.clock import utcnow
+from app.platform.jobs import Job
+from app.platform.models import EdgeTraffic, LogCursor, database
 
 log = logging.getLogger(__name__)
 
@@ -334,3 +336,6 @@ def edge_log_job(svc, now: dt.datetime) -> int:
     except CursorMoved:
         log.info("edge log cursor moved by another scheduler; skipping this run")
         return 0
+
+
+JOBS = (Job("edge_log", edge_log_job, POLL_PERIOD, max_runtime=MAX_RUNTIME),)

@@ -25,15 +25,19 @@ import sqlite3
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse, urlunparse
 
 from prometheus_client import Gauge
 
+from app.platform.clock import utcnow
 from app.platform.db import is_postgres
 from app.platform.jobs import Job
-from app.platform.models import database, utcnow
-from app.services import Services
+from app.platform.models import database
 from app.platform.storage import BACKUPS, ObjectInfo, backup_key
+
+if TYPE_CHECKING:  # annotations only: the services are built above this layer
+    from app.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -214,3 +218,4 @@ def backup_job(svc: Services, now: dt.datetime) -> dict:
 
 
 JOB = Job("metadata_backup", backup_job, period=dt.timedelta(days=1), max_runtime=dt.timedelta(hours=6))
+JOBS = (JOB,)

@@ -30,8 +30,11 @@ from pathlib import Path
 
 import peewee as pw
 
+from app.housekeeping.usage import latest_scan, scan_and_store
+from app.platform.clock import iso, utcnow
 from app.platform.config import ConfigError
-from app.platform.models import EdgeTraffic, LogCursor, StorageScan, UsageSnapshot, database, utcnow
+from app.platform.jobs import Job
+from app.platform.models import EdgeTraffic, LogCursor, StorageScan, UsageSnapshot, database
 
 # Usage quantities a price can apply to, and the unit each is counted in.
 UNITS = {
@@ -177,8 +180,6 @@ def _billed_traffic(day: dt.date) -> tuple[int, int, int]:
 
 def monthly_usage(now: dt.datetime, days_per_month: int) -> Usage:
     """This month's usage, projected from what the appliance recorded."""
-    from app.housekeeping.usage import latest_scan
-
     scan = latest_scan()
     storage = scan.total_bytes if scan else 0
     today = now.date()
@@ -248,7 +249,6 @@ def estimate(prices: Prices, usage: Usage) -> list[dict]:
 
 def cost_report(settings, now: dt.datetime | None = None, overrides: dict | None = None) -> dict:
     """`GET /v1/admin/costs`: measured (or given) usage and the bill per option."""
-    from app.catalog.packages import iso
 
     now = now or utcnow()
     prices = load_prices(settings.resolved_prices_file)
@@ -295,8 +295,6 @@ def _first_day_with_data() -> dt.date | None:
 
 def snapshot_usage(svc, now: dt.datetime) -> int:
     """Housekeeping job: write a snapshot for every complete day not yet written."""
-    from app.housekeeping.usage import scan_and_store
-
     today = now.date()
     last = UsageSnapshot.select(pw.fn.MAX(UsageSnapshot.day)).scalar()
     if isinstance(last, str):
@@ -320,3 +318,6 @@ def snapshot_usage(svc, now: dt.datetime) -> int:
         written += 1
         day += dt.timedelta(days=1)
     return written
+
+
+JOBS = (Job("usage_snapshot", snapshot_usage, SNAPSHOT_PERIOD),)

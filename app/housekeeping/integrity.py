@@ -25,15 +25,20 @@ import json
 import logging
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge
 
+from app.catalog.packages import keys_of
 from app.platform import metrics
+from app.platform.clock import iso, naive_utc, utcnow
 from app.platform.jobs import Job
-from app.platform.models import App, Version, VersionStatus as S, record_audit, utcnow
-from app.catalog.packages import iso, keys_of
-from app.services import Services
+from app.platform.models import App, Version, record_audit
+from app.platform.models import VersionStatus as S
 from app.platform.storage import PACKAGES, TEMP, ObjectInfo
+
+if TYPE_CHECKING:  # annotations only: the services are built above this layer
+    from app.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +80,6 @@ class Finding:
                 "last_modified": iso(self.last_modified), "why": self.why}
 
 
-def _naive_utc(value: dt.datetime | None) -> dt.datetime | None:
-    if value is not None and value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value
-
-
 def _version_rows():
     return (Version.select(Version.id, Version.app, Version.version_code, Version.status,
                            Version.upload_id, Version.uploaded_at, Version.validated_at, App.id,
@@ -91,7 +90,7 @@ def _version_rows():
 def classify(obj: ObjectInfo, holders: set[tuple], uploads: dict[str, str]) -> Finding | None:
     """What is wrong with an object, or None if a version knows it."""
     parts = obj.key.split("/")
-    modified = _naive_utc(obj.last_modified)
+    modified = naive_utc(obj.last_modified)
     if parts[0] == PACKAGES:
         if (len(parts) == 5 and parts[4] in ("package.mosis", "manifest.json")
                 and parts[3].isdigit() and (parts[1], parts[2], int(parts[3])) in holders):
@@ -272,3 +271,4 @@ def scrub_job(svc: Services, now: dt.datetime) -> dict:
 ORPHAN_JOB = Job("orphan_sweep", orphan_job, period=dt.timedelta(days=1),
                  max_runtime=dt.timedelta(hours=2))
 SCRUB_JOB = Job("integrity_scrub", scrub_job, period=SCRUB_PERIOD, max_runtime=dt.timedelta(hours=2))
+JOBS = (ORPHAN_JOB, SCRUB_JOB)

@@ -21,9 +21,11 @@ import peewee as pw
 from prometheus_client import Gauge
 
 from app.housekeeping.cost import estimate, load_prices, monthly_usage
-from app.platform.jobs import JOB_DURATION, JOB_ERRORS, JOB_ITEMS, JOB_LAST_RUN, JOB_LAST_SUCCESS
-from app.platform.models import JobState, Version, VersionStatus as S, utcnow
 from app.housekeeping.usage import latest_scan, versions_by_status
+from app.platform.clock import unix, utcnow
+from app.platform.jobs import JOB_DURATION, JOB_ERRORS, JOB_ITEMS, JOB_LAST_RUN, JOB_LAST_SUCCESS
+from app.platform.models import JobState, Version
+from app.platform.models import VersionStatus as S
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +57,6 @@ DATA_DISK_FREE = Gauge("mosis_data_disk_free_bytes",
                        "Free bytes on the disk of MOSIS_DATA_DIR (the SQLite database, logs, keys)")
 DATA_DISK_SIZE = Gauge("mosis_data_disk_size_bytes", "Size of the disk of MOSIS_DATA_DIR")
 JOB_PERIOD = Gauge("mosis_job_period_seconds", "How often a housekeeping job is meant to run", ["job"])
-
-
-def _ts(value: dt.datetime) -> float:
-    return value.replace(tzinfo=dt.timezone.utc).timestamp()
 
 
 def _check_storage(svc) -> None:
@@ -104,7 +102,7 @@ def _storage(settings) -> None:
         STORAGE_STATUS_BYTES.labels(status).set(v["bytes"])
         STORAGE_STATUS_OBJECTS.labels(status).set(v["objects"])
     STORAGE_USED.set(scan.total_bytes)
-    STORAGE_SCANNED.set(_ts(scan.scanned_at))
+    STORAGE_SCANNED.set(unix(scan.scanned_at))
 
 
 def _costs(settings, now: dt.datetime) -> None:
@@ -131,7 +129,7 @@ def _jobs(jobs) -> None:
                              (JOB_DURATION, state.last_duration), (JOB_ITEMS, state.last_items),
                              (JOB_ERRORS, state.last_errors)):
             if value is not None:
-                gauge.labels(job.name).set(_ts(value) if isinstance(value, dt.datetime) else value)
+                gauge.labels(job.name).set(unix(value) if isinstance(value, dt.datetime) else value)
 
 
 def refresh(svc, jobs=()) -> None:

@@ -40,16 +40,21 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import peewee as pw
 from prometheus_client import Counter
 
+from app.catalog.packages import keys_of
+from app.platform.clock import iso, utcnow
 from app.platform.config import RetentionPolicy
 from app.platform.jobs import Job
-from app.platform.models import App, Version, VersionStatus as S, database, record_audit, utcnow
-from app.catalog.packages import iso, keys_of
-from app.services import Services
+from app.platform.models import App, Version, database, record_audit
+from app.platform.models import VersionStatus as S
 from app.platform.storage import temp_key
+
+if TYPE_CHECKING:  # annotations only: the services are built above this layer
+    from app.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -312,3 +317,4 @@ def retention_job(svc: Services, now: dt.datetime) -> dict:
 
 # Every 10 minutes, so an abandoned upload goes within 1 h 10 min.
 JOB = Job("retention", retention_job, period=dt.timedelta(minutes=10))
+JOBS = (JOB,)

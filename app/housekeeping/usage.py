@@ -20,7 +20,10 @@ import time
 
 import peewee as pw
 
-from app.platform.models import StorageScan, Version, VersionStatus as S, database, utcnow
+from app.platform.clock import iso, utcnow
+from app.platform.jobs import Job
+from app.platform.models import StorageScan, Version, database
+from app.platform.models import VersionStatus as S
 from app.platform.storage import PACKAGES, PREFIXES, TEMP
 
 OTHER = "other"
@@ -108,7 +111,6 @@ def versions_by_status() -> dict[str, int]:
 
 def storage_report(svc) -> dict:
     """`GET /v1/admin/storage`: the latest scan (made now if there is none yet)."""
-    from app.catalog.packages import iso
 
     scan = latest_scan() or scan_and_store(svc)
     budget = svc.settings.storage_budget_bytes
@@ -122,3 +124,6 @@ def storage_report(svc) -> dict:
         "by_status": scan.by_status,
         "versions_by_status": versions_by_status(),
     }
+
+
+JOBS = (Job("storage_usage", storage_usage_job, SCAN_PERIOD),)

@@ -28,6 +28,9 @@ import weakref
 from dataclasses import dataclass
 from typing import Callable
 
+from app.platform import db
+from app.platform.models import database
+
 log = logging.getLogger(__name__)
 
 
@@ -154,9 +157,6 @@ class Health:
 
 def watch(svc) -> Health:
     """Start watching the database and storage for this API (a Services)."""
-    from app.platform import db
-    from app.platform.models import database
-
     settings = svc.settings
     interval = settings.health_probe_seconds
     # Readiness says 503 once a check has had no answer this long; the check

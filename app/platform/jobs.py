@@ -26,7 +26,8 @@ from typing import Callable
 
 from prometheus_client import Counter, Gauge
 
-from app.platform.models import JobState, database, utcnow
+from app.platform.clock import iso, utcnow
+from app.platform.models import JobState, database
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,6 @@ def run_job(job: Job, svc, owner: str, now: dt.datetime | None = None, force: bo
 
 
 def job_states() -> list[dict]:
-    from app.catalog.packages import iso
-
     return [{"name": s.name, "last_started_at": iso(s.last_started_at),
              "last_success_at": iso(s.last_success_at), "last_duration_seconds": s.last_duration,
              "last_items": s.last_items, "last_errors": s.last_errors, "last_error": s.last_error, "runs": s.runs,

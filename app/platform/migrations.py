@@ -15,7 +15,16 @@ from typing import Callable
 import peewee as pw
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-from app.platform.models import ALL_MODELS, MONITORING_MODELS, App, SchemaMigration, Screenshot, database
+from app.platform.models import (
+    ALL_MODELS,
+    MONITORING_MODELS,
+    App,
+    JobState,
+    SchemaMigration,
+    Screenshot,
+    Version,
+    database,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +48,11 @@ def _initial_schema() -> None:
 
 
 def _retention_columns() -> None:
-    from app.platform.models import Version
-
     add_column_if_missing(Version, "purged_from")
     add_column_if_missing(Version, "verified_at")
 
 
 def _job_item_errors() -> None:
-    from app.platform.models import JobState
-
     add_column_if_missing(JobState, "last_errors")
 
 
@@ -56,8 +61,6 @@ def _monitoring_tables() -> None:
 
 
 def _multipart_uploads() -> None:
-    from app.platform.models import Version
-
     add_column_if_missing(Version, "multipart_upload_id")
     add_column_if_missing(Version, "part_size")
 

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 
 import peewee as pw
 
+from app.platform.clock import utcnow
+
 database = pw.DatabaseProxy()
-
-
-def utcnow() -> dt.datetime:
-    """Naive UTC: stored the same way on SQLite and PostgreSQL."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 def new_id() -> str:

@@ -7,40 +7,23 @@ message is `mosis-package-v1\\n{package_id}\\n{version_code}\\n{sha256}\\n{size}
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from mosis_format.signing import key_id_of, package_message
 
 ALGORITHM = "ed25519"
 KEY_FILE = "signing-key.pem"
 
 
-def signed_message(package_id: str, version_code: int, sha256: str, size: int) -> bytes:
-    return f"mosis-package-v1\n{package_id}\n{int(version_code)}\n{sha256}\n{int(size)}".encode()
-
-
 def raw_public_key(public: Ed25519PublicKey) -> bytes:
     return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def key_id_of(public: Ed25519PublicKey) -> str:
-    return hashlib.sha256(raw_public_key(public)).hexdigest()[:16]
-
-
-def verify(public_key_b64: str, signature_b64: str, message: bytes) -> bool:
-    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_key_b64))
-    try:
-        public.verify(base64.b64decode(signature_b64), message)
-        return True
-    except (InvalidSignature, ValueError):
-        return False
 
 
 @dataclass(frozen=True)
@@ -54,14 +37,14 @@ class SigningKey:
 
     @cached_property
     def key_id(self) -> str:
-        return key_id_of(self.public)
+        return key_id_of(raw_public_key(self.public))
 
     def public_info(self) -> dict:
         return {"algorithm": ALGORITHM, "key_id": self.key_id,
                 "public_key": base64.b64encode(raw_public_key(self.public)).decode()}
 
     def sign_package(self, package_id: str, version_code: int, sha256: str, size: int) -> str:
-        sig = self.private.sign(signed_message(package_id, version_code, sha256, size))
+        sig = self.private.sign(package_message(package_id, version_code, sha256, size))
         return base64.b64encode(sig).decode()
 
 

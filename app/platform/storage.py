@@ -38,16 +38,16 @@ from typing import Iterator
 from urllib.parse import urlparse, urlunparse
 
 import urllib3
-from minio import Minio
 from minio.commonconfig import CopySource, Filter
+from minio.datatypes import Part
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
-from minio.datatypes import Part
 from minio.lifecycleconfig import AbortIncompleteMultipartUpload, Expiration, LifecycleConfig, Rule
 
 from app.platform.config import Settings
 from app.platform.errors import Unavailable
 from app.platform.metrics import STORAGE_ERRORS
+from minio import Minio
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from app.backup import BackupError, create_backup, list_backups, restore_backup
 from app.jobs import run_job
 from app.models import ALL_MODELS, AuditEvent, JobState, VersionStatus as S, utcnow
 from app.storage import backup_key
-from tests.conftest import scratch_pg_database
 from tests.housekeeping_helpers import unique_bucket, version_in
+from tests.stack import scratch_pg_database
 
 
 @pytest.fixture

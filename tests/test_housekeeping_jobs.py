@@ -15,8 +15,8 @@ from app.jobs import run_job
 from app.models import AuditEvent, JobState, Version, VersionStatus as S, utcnow
 from app.native import free_ports, start_scheduler
 from app.scheduler import HOUSEKEEPING
-from tests.conftest import stack_env
 from tests.housekeeping_helpers import unique_bucket, version_in
+from tests.stack import stack_env
 
 JOB_NAMES = {"retention", "orphan_sweep", "integrity_scrub", "metadata_backup"}
 

@@ -37,8 +37,8 @@ import requests
 
 from tests.compose_cli import Engine, Project
 from tests.compose_model import Stack, read_dotenv
-from tests.conftest import scratch_pg_database
 from tests.helpers import bearer, build_package, sha256
+from tests.stack import scratch_pg_database
 
 pytestmark = [
     pytest.mark.skipif(not os.environ.get("MOSIS_TEST_IMAGE"),

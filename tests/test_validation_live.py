@@ -13,9 +13,9 @@ import time
 import pytest
 import requests
 
-from tests.conftest import edge_settings, start_live_stack
 from tests.corpus import CASES
 from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
+from tests.stack import edge_settings, start_live_stack
 
 LIVE_CASES = ["bomb_nested_recursive", "bomb_nested_junk_prefix", "bomb_many_small_entries", "bomb_quoted_overlap",
               "path_fullwidth_solidus", "path_unicode_path_field", "symlink_unix_mode",

@@ -120,6 +120,13 @@ def copy(tmp_path) -> Path:
     return tmp_path
 
 
+def break_file(path: Path, text: str, replacement: str) -> None:
+    """Replace the first `text` in the file; the text must still be there."""
+    original = path.read_text()
+    assert text in original, f"the breakage no longer applies to {path.name}: {text!r} is gone"
+    path.write_text(original.replace(text, replacement, 1))
+
+
 def test_a_faithful_copy_passes(copy):
     assert {k: v for k, v in run_checks(copy).items() if v} == {}
 
@@ -213,10 +220,7 @@ BREAKAGES = [
 @pytest.mark.parametrize("check, file, text, replacement, expected", BREAKAGES,
                          ids=[f"{b[0]}-{i}" for i, b in enumerate(BREAKAGES)])
 def test_each_check_notices_a_breakage(copy, check, file, text, replacement, expected):
-    path = copy / file
-    original = path.read_text()
-    assert text in original, f"the breakage no longer applies to {file}: {text!r} is gone"
-    path.write_text(original.replace(text, replacement, 1))
+    break_file(copy / file, text, replacement)
     problems = run_checks(copy)[check]
     assert any(expected in p for p in problems), f"{check} missed the breakage; it said: {problems}"
 
@@ -230,11 +234,8 @@ def composecheck(compose: Path) -> subprocess.CompletedProcess:
 def test_the_command_line_passes_the_repository_and_names_a_breakage(copy):
     proc = composecheck(ROOT / "compose.yaml")
     assert (proc.returncode, proc.stdout) == (0, ""), proc.stdout + proc.stderr
-    path = copy / "compose.yaml"
-    text = "image: postgres:17.6-bookworm"
-    assert text in path.read_text(), f"the breakage no longer applies: {text!r} is gone"
-    path.write_text(path.read_text().replace(text, "image: postgres:latest", 1))
-    proc = composecheck(path)
+    break_file(copy / "compose.yaml", "image: postgres:17.6-bookworm", "image: postgres:latest")
+    proc = composecheck(copy / "compose.yaml")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "images: postgres: 'postgres:latest' is not pinned to a version (tag 'latest' moves)" \
         in proc.stdout.splitlines(), proc.stdout
@@ -279,8 +280,6 @@ def test_compose_yaml_passes_a_compose_parser():
     ("image: grafana/grafana:11.3.1", "image: grafana/grafana", "service-image-require-explicit-tag"),
 ])
 def test_the_compose_parser_refuses_a_broken_compose_yaml(copy, text, replacement, expected):
-    path = copy / "compose.yaml"
-    assert text in path.read_text(), f"the breakage no longer applies: {text!r} is gone"
-    path.write_text(path.read_text().replace(text, replacement, 1))
+    break_file(copy / "compose.yaml", text, replacement)
     proc = dclint(copy)
     assert proc.returncode != 0 and expected in proc.stdout, proc.stdout + proc.stderr

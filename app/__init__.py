@@ -9,9 +9,9 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.config import Settings, settings_for_process
-from app.errors import ApiError
-from app.models import database
+from app.platform.config import Settings, settings_for_process
+from app.platform.errors import ApiError
+from app.platform.models import database
 
 log = logging.getLogger(__name__)
 
@@ -20,11 +20,12 @@ def create_app(settings: Settings | None = None, *, services=None) -> Flask:
     """The API. Without `settings` (gunicorn, `flask --app app`), they come
     from the environment, and a value the appliance cannot run with stops
     the process with one line naming it."""
-    from app import api, cli, health, metrics, weblog
+    from app import api, cli
+    from app.platform import health, metrics, weblog
     from app.services import build_services
 
     settings = settings or settings_for_process()
-    # No static files: every route is the API's (and documented in app/openapi.py).
+    # No static files: every route is the API's (and documented in app/api/openapi.py).
     flask_app = Flask(__name__, static_folder=None)
     flask_app.config["JSON_SORT_KEYS"] = False
     flask_app.json.sort_keys = False

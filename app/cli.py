@@ -11,9 +11,9 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from app import accounts
-from app.errors import ApiError
-from app.models import database
+from app.catalog import accounts
+from app.platform.errors import ApiError
+from app.platform.models import database
 
 developers = AppGroup("developers", help="Manage developer accounts.")
 tokens = AppGroup("tokens", help="Issue and revoke developers' API tokens.")
@@ -80,7 +80,7 @@ retention_cli = AppGroup("retention", help="Apply or forecast the retention poli
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
 def retention_run(dry_run: bool, now_text: str | None, as_json: bool) -> None:
     """Purge (or list, with --dry-run) the versions whose retention ran out."""
-    from app import retention
+    from app.housekeeping import retention
     from app.services import services
 
     now = None
@@ -117,7 +117,7 @@ storage_cli = AppGroup("storage", help="Check that storage and the database agre
               help="Delete orphans past the grace period (default: MOSIS_ORPHAN_DELETE).")
 def storage_orphans(dry_run: bool, delete: bool | None) -> None:
     """Find objects no version knows, and versions whose objects are missing."""
-    from app.integrity import sweep_orphans
+    from app.housekeeping.integrity import sweep_orphans
     from app.services import services
 
     with database.connection_context():
@@ -128,7 +128,7 @@ def storage_orphans(dry_run: bool, delete: bool | None) -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="Packages to re-read (default: the hourly share).")
 def storage_scrub(limit: int | None) -> None:
     """Re-read packages and re-check their sha256 against the database."""
-    from app.integrity import scrub
+    from app.housekeeping.integrity import scrub
     from app.services import services
 
     with database.connection_context():
@@ -142,7 +142,7 @@ backup_cli = AppGroup("backup", help="Database backups in the bucket.")
 
 
 def _backup_call(fn, *args, connect: bool = True):
-    from app.backup import BackupError
+    from app.housekeeping.backup import BackupError
     from app.services import services
 
     try:
@@ -157,7 +157,7 @@ def _backup_call(fn, *args, connect: bool = True):
 @backup_cli.command("create")
 def backup_create() -> None:
     """Write a database backup to the bucket now."""
-    from app.backup import create_backup
+    from app.housekeeping.backup import create_backup
 
     _echo(_backup_call(create_backup))
 
@@ -165,7 +165,7 @@ def backup_create() -> None:
 @backup_cli.command("list")
 def backup_list() -> None:
     """The stored backups, newest first."""
-    from app.backup import list_backups
+    from app.housekeeping.backup import list_backups
 
     for o in _backup_call(list_backups):
         click.echo(f"{o.key}\t{o.size}\t{o.last_modified.isoformat() if o.last_modified else ''}")
@@ -177,7 +177,7 @@ def backup_list() -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def backup_restore(key: str | None, database_url: str | None, yes: bool) -> None:
     """Restore backup KEY (default: the newest). Stop the API and scheduler first."""
-    from app.backup import restore_backup
+    from app.housekeeping.backup import restore_backup
 
     if not yes:
         click.confirm(f"Replace the contents of {'that' if database_url else 'the configured'} database "

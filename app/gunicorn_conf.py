@@ -41,8 +41,8 @@ _fresh_multiprocess_dir()
 
 
 def on_starting(server):
-    from app.config import Settings
-    from app.weblog import configure_logging
+    from app.platform.config import Settings
+    from app.platform.weblog import configure_logging
 
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)

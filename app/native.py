@@ -22,8 +22,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.config import Settings
-from app.files import private_dir, private_file
+from app.platform.config import Settings
+from app.platform.files import private_dir, private_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -220,7 +220,7 @@ def start_edge(settings, *, http_port: int, internal_port: int, app_bind: str, l
     `extra_locations` go into its public server (the benchmarks' own)."""
     import dataclasses
 
-    from app import edge
+    from app.edge import nginx as edge
 
     target = edge.native_target(settings, http_port=http_port, internal_port=internal_port,
                                 app_bind=app_bind, prefix=prefix, log_dir=log_dir, tls_port=tls_port)
@@ -241,7 +241,7 @@ def _secret(path: Path, make) -> str:
     """A generated secret kept under the data dir, so restarts keep it."""
     if path.exists():
         return path.read_text().strip()
-    from app.edge import create_secret_file
+    from app.edge.nginx import create_secret_file
 
     return create_secret_file(path, make())
 

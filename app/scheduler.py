@@ -20,13 +20,15 @@ os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 from apscheduler.schedulers.blocking import BlockingScheduler
 from prometheus_client import start_http_server
 
-from app.config import settings_for_process
-from app.models import database
+from app.platform.config import settings_for_process
+from app.platform.models import database
 from app.services import Services, build_services
-from app.weblog import configure_logging
-from app import assets, backup, integrity, packages, retention, uploads, validation_worker
-from app.jobs import Job, run_job
-from app import cost, edge_log, monitoring, usage
+from app.platform.weblog import configure_logging
+from app.catalog import assets, packages, uploads, validation_worker
+from app.housekeeping import backup, integrity, retention
+from app.platform.jobs import Job, run_job
+from app.housekeeping import cost, monitoring, usage
+from app.edge import access_log as edge_log
 
 log = logging.getLogger("mosis.scheduler")
 
@@ -42,7 +44,7 @@ def with_db(job):
 
 
 # Housekeeping jobs, each run once per period across all schedulers (see
-# app.jobs). The validation queue is not among them: it runs on every
+# app.platform.jobs). The validation queue is not among them: it runs on every
 # scheduler, its rows are leased one by one.
 HOUSEKEEPING: list[Job] = []
 HOUSEKEEPING.append(Job("assets_orphan_sweep", assets.sweep_orphans, dt.timedelta(hours=6)))
@@ -58,7 +60,7 @@ HOUSEKEEPING.append(Job("usage_snapshot", cost.snapshot_usage, cost.SNAPSHOT_PER
 HOUSEKEEPING.append(Job("abort_stale_multipart_uploads", uploads.abort_stale_multipart_uploads,
                         dt.timedelta(minutes=15)))
 # The edge may finish filling its cache for a download started just before a
-# pull: purge recent pulls again (app.packages.purge_recent_pulls).
+# pull: purge recent pulls again (app.catalog.packages.purge_recent_pulls).
 HOUSEKEEPING.append(Job("purge_recent_pulls", packages.purge_recent_pulls, dt.timedelta(minutes=1)))
 
 # How often each scheduler asks whether a housekeeping job is due.
@@ -72,7 +74,7 @@ def build_scheduler(svc: Services, jobs: list[Job] | None = None) -> BlockingSch
                       name="validation queue")
     owner = validation_worker.worker_name()
     jobs = HOUSEKEEPING if jobs is None else jobs
-    # Gauges of shared state, on every scheduler (app.monitoring).
+    # Gauges of shared state, on every scheduler (app.housekeeping.monitoring).
     scheduler.add_job(with_db(monitoring.refresh), "interval", seconds=monitoring.REFRESH_SECONDS,
                       args=[svc, jobs], id="gauges", name="gauges",
                       next_run_time=dt.datetime.now(dt.timezone.utc))

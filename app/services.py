@@ -13,16 +13,16 @@ from typing import Callable
 
 from flask import current_app
 
-from app.edge import link_secret, signed_link
-from app.config import Settings
-from app.cost import load_prices
-from app.db import bind_database
-from app.files import private_dir
-from app.errors import Unavailable
-from app.migrations import migrate_database
-from app.purge import purgers_for
-from app.signing import SigningKey, load_signing_key
-from app.storage import Storage
+from app.edge.nginx import link_secret, signed_link
+from app.platform.config import Settings
+from app.housekeeping.cost import load_prices
+from app.platform.db import bind_database
+from app.platform.files import private_dir
+from app.platform.errors import Unavailable
+from app.platform.migrations import migrate_database
+from app.edge.purge import purgers_for
+from app.platform.signing import SigningKey, load_signing_key
+from app.platform.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class Services:
     cache_purgers: list[Callable[[list[str]], None]] = field(default_factory=list)
     # Shared with the edge, which checks the links signed with it.
     download_link_secret: str = ""
-    # The API's background checks of the database and storage (app.health.watch).
+    # The API's background checks of the database and storage (app.platform.health.watch).
     health: object = None
 
     def public_object_url(self, key: str) -> str:

@@ -5,11 +5,11 @@
 Cases, each timed side by side in one run (interleaved, median of N):
 
 - icon: a 1024x1024 RGBA PNG (and the same as a JPEG) into the 32/64/128
-  PNGs (`app.assets.process_icon`) against the limit, Pillow decoding it and
+  PNGs (`app.catalog.assets.process_icon`) against the limit, Pillow decoding it and
   resizing it to the three sizes with LANCZOS; "floor" is a full decode plus
   exactly our resampling steps, to show what checks, colour handling and PNG
   encoding cost on top (for the JPEG, draft-mode decoding puts ours below it).
-- screenshot: a 1080x2340 PNG (`app.assets.process_screenshot`, PNG only, and
+- screenshot: a 1080x2340 PNG (`app.catalog.assets.process_screenshot`, PNG only, and
   with the WebP variant) against the limit, Pillow decoding it and writing it
   once as PNG with its default settings (a screenshot keeps its size: the
   re-encode is the unavoidable work). Two contents: app UI with a photo, and

@@ -40,11 +40,11 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.config import PackageLimits, Settings  # noqa: E402
-from app.edge import TEMPLATE, nginx_binary  # noqa: E402
+from app.platform.config import PackageLimits, Settings  # noqa: E402
+from app.edge.nginx import TEMPLATE, nginx_binary  # noqa: E402
 from app.native import (Service, WeedPorts, free_ports, spawn, start_api, start_edge,  # noqa: E402
                         start_scheduler, start_weed)
-from app.storage import Storage, icon_key  # noqa: E402
+from app.platform.storage import Storage, icon_key  # noqa: E402
 from tests.helpers import ADMIN_TOKEN, HttpApi, build_package  # noqa: E402
 from bench.workspace import Workspace  # noqa: E402
 

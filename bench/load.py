@@ -56,11 +56,11 @@ import urllib3  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.config import Settings  # noqa: E402
-from app.edge import nginx_binary  # noqa: E402
+from app.platform.config import Settings  # noqa: E402
+from app.edge.nginx import nginx_binary  # noqa: E402
 from app.native import (WeedPorts, free_ports, start_api, start_edge,  # noqa: E402
                         start_scheduler, start_weed)
-from app.storage import Storage, package_key  # noqa: E402
+from app.platform.storage import Storage, package_key  # noqa: E402
 from bench.edge import group_cpu_seconds  # noqa: E402
 from tests.helpers import ADMIN, ADMIN_TOKEN, bearer, build_package, unique_package_id  # noqa: E402
 from bench.workspace import Workspace  # noqa: E402

@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.config import MiB, Settings  # noqa: E402
+from app.platform.config import MiB, Settings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "validate.json"
 ACCESS, SECRET, BUCKET = "bench", "bench-secret-key", "bench"
@@ -104,7 +104,7 @@ def build_package(path: Path, size: int, shares: dict[str, float]) -> dict:
 # -- the measured operations (each in a fresh process) --------------------------------
 
 def _storage(endpoint: str):
-    from app.storage import Storage
+    from app.platform.storage import Storage
 
     return Storage(Settings(s3_endpoint=endpoint, s3_access_key=ACCESS, s3_secret_key=SECRET,
                             bucket=BUCKET, public_url=endpoint))
@@ -123,7 +123,7 @@ def _cpu_wait() -> float:
 
 
 def child(mode: str, endpoint: str, key: str) -> None:
-    from app.validation import STREAM_CHUNK, Expected, validate_package
+    from mosis_format.validation import STREAM_CHUNK, Expected, validate_package
 
     storage = _storage(endpoint)
     size = storage.stat(key).size

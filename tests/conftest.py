@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings
+from app.platform.config import Settings
 from app.native import WeedPorts, start_weed
 from tests.helpers import ADMIN_TOKEN
 from tests.stack import PG_DSN, edge_settings, empty_pg, pg_admin, scratch_pg_database, start_live_stack
@@ -81,7 +81,7 @@ def settings(weed, database_url, tmp_path) -> Settings:
 
 @pytest.fixture
 def services(settings):
-    from app.models import database
+    from app.platform.models import database
     from app.services import build_services
 
     svc = build_services(settings)

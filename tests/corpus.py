@@ -25,7 +25,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from app.config import MiB, PackageLimits
+from app.platform.config import MiB, PackageLimits
 
 STORED, DEFLATED = 0, 8
 UTF8 = 0x800

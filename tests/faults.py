@@ -157,7 +157,7 @@ def edge_cache_full(base: Path) -> dict:
 
     import requests
 
-    from app.config import Settings
+    from app.platform.config import Settings
     from app.native import free_ports
     from tests.helpers import ADMIN_TOKEN, HttpApi, build_package
 
@@ -236,7 +236,7 @@ def data_disk_full(base: Path) -> dict:
     (see test_resilience.py). Returns what was seen."""
     import requests
 
-    from app.config import Settings
+    from app.platform.config import Settings
     from app.native import free_ports
     from tests.helpers import ADMIN_TOKEN, HttpApi, unique_package_id
     from tests.images import encode, icon

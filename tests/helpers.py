@@ -90,7 +90,7 @@ class Api:
         return self.client.post(f"/v1/apps/{app['id']}/versions/{code}/publish", headers=dev["headers"])
 
     def validate_queue(self) -> list[str]:
-        from app.validation_worker import run_pending
+        from app.catalog.validation_worker import run_pending
 
         return run_pending(self.services)
 
@@ -217,7 +217,7 @@ def bytes_behind_link(services, info: dict) -> bytes:
     import time
     from urllib.parse import parse_qs, urlsplit
 
-    from app.edge import signed_link
+    from app.edge.nginx import signed_link
 
     link, cdn = info["download_url"], services.settings.resolved_cdn_url
     key = link[len(cdn) + 1:].split("?")[0]

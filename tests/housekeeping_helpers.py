@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from app.models import Version, VersionStatus as S
-from app.packages import keys_of
-from app.storage import temp_key
+from app.platform.models import Version, VersionStatus as S
+from app.catalog.packages import keys_of
+from app.platform.storage import temp_key
 from tests.helpers import ADMIN, build_package
 
 

@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
-from app.config import Settings
+from app.platform.config import Settings
 from app.native import free_ports, start_api, start_edge, start_scheduler
 
 PG_DSN = os.environ.get("MOSIS_TEST_PG", "postgresql://postgres@127.0.0.1:5432")

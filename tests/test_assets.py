@@ -14,10 +14,10 @@ import pytest
 import requests
 from PIL import Image, PngImagePlugin
 
-from app import assets
-from app.errors import Unavailable
-from app.models import App, utcnow
-from app.storage import icon_key, screenshot_key
+from app.catalog import assets
+from app.platform.errors import Unavailable
+from app.platform.models import App, utcnow
+from app.platform.storage import icon_key, screenshot_key
 from tests import images as I
 from tests.helpers import Api
 
@@ -481,7 +481,7 @@ def test_concurrent_uploads_keep_the_limit_and_leave_no_stray_objects(api, app, 
 def test_two_uploads_cannot_both_take_the_last_place(api, services, monkeypatch):
     """The room check and the insert happen under the app's row lock: hold the
     first upload between them and the second must wait, then find no room."""
-    from app.models import database
+    from app.platform.models import database
 
     dev = api.new_developer()
     application = api.create_app(dev)
@@ -626,8 +626,8 @@ def test_a_number_already_in_storage_is_skipped(api, services):
 
 
 def test_assets_migration_step_upgrades_an_older_schema(services):
-    from app.migrations import migrate_database
-    from app.models import SchemaMigration, Screenshot, database
+    from app.platform.migrations import migrate_database
+    from app.platform.models import SchemaMigration, Screenshot, database
 
     with database.connection_context():
         database.drop_tables([Screenshot])

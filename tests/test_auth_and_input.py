@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from app.models import ApiToken, App, Version
+from app.platform.models import ApiToken, App, Version
 from tests.helpers import ADMIN, bearer, build_package, unique_package_id
 from tests.monitoring_helpers import scraped
 
@@ -210,7 +210,7 @@ def test_access_log_is_json_with_request_id_and_no_secrets(client, api, capsys):
     import json
     import logging
 
-    from app.weblog import configure_logging
+    from app.platform.weblog import configure_logging
 
     dev = api.new_developer()
     root = logging.getLogger()
@@ -339,8 +339,8 @@ def test_hostile_inputs_get_a_4xx_never_a_500(api, client):
 
 
 def test_a_manifest_package_id_with_a_trailing_newline_is_refused():
-    from app.config import PackageLimits
-    from app.validation import PackageInvalid, parse_manifest
+    from app.platform.config import PackageLimits
+    from mosis_format.validation import PackageInvalid, parse_manifest
 
     manifest = {"package_id": "com.example.notes\n", "version_code": 1, "version_name": "1", "name": "N"}
     with pytest.raises(PackageInvalid) as failure:

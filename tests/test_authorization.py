@@ -16,7 +16,7 @@ import uuid
 import pytest
 from PIL import Image
 
-from app.openapi import document
+from app.api.openapi import document
 from tests.helpers import ADMIN, bearer, build_package, unique_package_id
 
 ROLES = ("anonymous", "revoked", "other", "admin", "owner")

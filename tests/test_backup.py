@@ -9,11 +9,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from app import backup
-from app.backup import BackupError, create_backup, list_backups, restore_backup
-from app.jobs import run_job
-from app.models import ALL_MODELS, AuditEvent, JobState, VersionStatus as S, utcnow
-from app.storage import backup_key
+from app.housekeeping import backup
+from app.housekeeping.backup import BackupError, create_backup, list_backups, restore_backup
+from app.platform.jobs import run_job
+from app.platform.models import ALL_MODELS, AuditEvent, JobState, VersionStatus as S, utcnow
+from app.platform.storage import backup_key
 from tests.housekeeping_helpers import unique_bucket, version_in
 from tests.stack import scratch_pg_database
 

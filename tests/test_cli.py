@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from app.config import MiB, S3_MIN_PART_BYTES
-from app.db import bind_database
-from app.models import Version, database
-from app.purge import EdgePurger
-from app.storage import Storage, package_key, temp_key
+from app.platform.config import MiB, S3_MIN_PART_BYTES
+from app.platform.db import bind_database
+from app.platform.models import Version, database
+from app.edge.purge import EdgePurger
+from app.platform.storage import Storage, package_key, temp_key
 from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
 
 on_sqlite = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

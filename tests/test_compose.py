@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from app import edge
-from app.config import Settings
+from app.edge import nginx as edge
+from app.platform.config import Settings
 from tools.composecheck import CHECKS, run_checks
 from tools.composecheck.checks import MINIO_IMAGE_TOOLS, edge_path_problems
 from tools.composecheck.model import InterpolationError, Stack, interpolate

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import peewee as pw
 import pytest
 
-from app.models import App, Version, VersionStatus, database
+from app.platform.models import App, Version, VersionStatus, database
 from tests.helpers import build_package
 
 

@@ -1,4 +1,4 @@
-"""docs/configuration.md states the defaults and limits app/config.py applies."""
+"""docs/configuration.md states the defaults and limits app/platform/config.py applies."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ConfigError, Settings
+from app.platform.config import ConfigError, Settings
 
 DOCS = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
 

@@ -252,8 +252,8 @@ def test_dashboard_and_provisioning_fit_together():
     operations = (ROOT / "docs" / "operations.md").read_text()
     assert [t for t in sorted(titles) if f"**{t}**" not in operations] == []
     # The egress the docs call billed is the cost estimate's.
-    from app.cost import BILLED_AREAS
-    from app.edge_log import AREAS
+    from app.housekeeping.cost import BILLED_AREAS
+    from app.edge.access_log import AREAS
 
     egress = operations.split("**Egress per day**", 1)[1].split("\n- **", 1)[0]
     billed = egress.split("are what the cost estimate prices", 1)[0]

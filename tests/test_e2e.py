@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from app.signing import signed_message, verify
+from app.platform.signing import signed_message, verify
 from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
 from tests.monitoring_helpers import scraped
 

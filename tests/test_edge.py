@@ -17,11 +17,11 @@ import pytest
 import requests
 from minio.datatypes import Part
 
-from app.config import PackageLimits, Settings
-from app.edge import signed_link
+from app.platform.config import PackageLimits, Settings
+from app.edge.nginx import signed_link
 from app.native import WeedPorts, free_ports, start_edge, start_weed
-from app.purge import EdgePurger
-from app.storage import Storage, icon_key, temp_key
+from app.edge.purge import EdgePurger
+from app.platform.storage import Storage, icon_key, temp_key
 from tests.helpers import ADMIN, ADMIN_TOKEN, CloudflareStub, HttpApi, build_package, sha256
 from tests.stack import edge_settings, start_live_stack
 

@@ -19,10 +19,10 @@ import pytest
 import requests
 from flask import request
 
-from app import edge
-from app.config import ConfigError, Settings
+from app.edge import nginx as edge
+from app.platform.config import ConfigError, Settings
 from app.native import free_ports, start_edge
-from app.purge import CloudflarePurger, EdgePurger, PurgeError, edge_cache_path, public_read_keys, purgers_for
+from app.edge.purge import CloudflarePurger, EdgePurger, PurgeError, edge_cache_path, public_read_keys, purgers_for
 from tests.helpers import CloudflareStub
 
 SECRET = "s" * 43
@@ -307,8 +307,8 @@ def test_flask_believes_one_proxy_hop(services):
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_recent_pulls_are_purged_again(api, client, services):
-    from app.models import utcnow
-    from app.packages import purge_recent_pulls
+    from app.platform.models import utcnow
+    from app.catalog.packages import purge_recent_pulls
     from tests.helpers import ADMIN
 
     dev = api.new_developer()
@@ -332,9 +332,9 @@ def test_recent_pulls_are_purged_again(api, client, services):
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_superseded_versions_retention_purged_are_purged_again(api, services):
-    from app.models import Version, utcnow
-    from app.packages import keys_of, purge_recent_pulls
-    from app.retention import run_retention
+    from app.platform.models import Version, utcnow
+    from app.catalog.packages import keys_of, purge_recent_pulls
+    from app.housekeeping.retention import run_retention
     from tests.housekeeping_helpers import version_in
 
     _, _, superseded = version_in(api, "superseded")
@@ -395,7 +395,7 @@ def test_the_edge_drops_idle_app_connections_before_gunicorn_does(tmp_path):
     # nginx must give up an idle upstream connection before gunicorn closes
     # it; otherwise a request sent at that moment meets a closed socket.
     import runpy
-    gunicorn_keepalive = runpy.run_path(str(Path(edge.__file__).parent / "gunicorn_conf.py"))["keepalive"]
+    gunicorn_keepalive = runpy.run_path(str(Path(edge.__file__).parents[1] / "gunicorn_conf.py"))["keepalive"]
     settings = settings_for(tmp_path, s3_endpoint="http://127.0.0.1:18333")
     text = edge.write_config(settings, native(settings, tmp_path), SECRET).read_text()
     app_upstream = re.search(r"upstream mosis_app \{(.*?)\}", text, re.S).group(1)

@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from app import edge_log
-from app.edge_log import area_of, parse_line, tail
-from app.models import EdgeTraffic, LogCursor, database
+from app.edge import access_log as edge_log
+from app.edge.access_log import area_of, parse_line, tail
+from app.platform.models import EdgeTraffic, LogCursor, database
 from tests.monitoring_helpers import edge_line, sample
 
 DAY = dt.date(2026, 11, 30)
@@ -212,7 +212,7 @@ def test_a_killed_scheduler_resumes_where_it_stopped(services, lines_before_star
     """Real scheduler processes: lines read before a crash are not read again."""
     import time
 
-    from app.models import JobState
+    from app.platform.models import JobState
     from app.native import start_scheduler
 
     path = lines_before_start

@@ -22,9 +22,9 @@ from urllib.parse import unquote, urlparse
 import pytest
 import requests
 
-from app.edge import signed_link
+from app.edge.nginx import signed_link
 from app.native import free_ports, start_edge
-from app.storage import Storage, icon_key, screenshot_key, temp_key
+from app.platform.storage import Storage, icon_key, screenshot_key, temp_key
 from tests.helpers import ADMIN, HttpApi, build_package, sha256
 from tests.stack import edge_settings, start_live_stack
 from tests.test_edge import base_settings, package_key_of, reached_upstream

@@ -27,9 +27,9 @@ import pytest
 import requests
 
 from app import native
-from app.edge import signed_link
-from app.purge import edge_cache_path
-from app.storage import Storage as Bucket, manifest_key, package_key
+from app.edge.nginx import signed_link
+from app.edge.purge import edge_cache_path
+from app.platform.storage import Storage as Bucket, manifest_key, package_key
 from tests.faults import Weed, children_of, frozen, query, run_with_private_mounts, wait_until
 from tests.helpers import ADMIN, HttpApi, build_package
 from tests.stack import edge_settings, pg_admin, scratch_pg_database, stack_env, start_live_stack

@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from app.models import Version
-from app.signing import signed_message, verify
-from app.storage import temp_key
+from app.platform.models import Version
+from app.platform.signing import signed_message, verify
+from app.platform.storage import temp_key
 from tests.helpers import ADMIN, build_package, bytes_behind_link, sha256
 
 
@@ -185,7 +185,7 @@ def test_download_of_unknown_or_unpublished_package_is_404(api, client):
 def test_download_answers_when_its_prepared_statement_is_gone(api, client):
     """PostgreSQL sessions prepare the download's query once; a session
     that lost it (DEALLOCATE ALL, DISCARD ALL) prepares it again."""
-    from app.models import database
+    from app.platform.models import database
 
     dev = api.new_developer()
     app = api.create_app(dev)

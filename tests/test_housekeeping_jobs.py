@@ -9,9 +9,9 @@ import time
 import pytest
 import requests
 
-from app.backup import list_backups
-from app.jobs import run_job
-from app.models import AuditEvent, JobState, Version, VersionStatus as S, utcnow
+from app.housekeeping.backup import list_backups
+from app.platform.jobs import run_job
+from app.platform.models import AuditEvent, JobState, Version, VersionStatus as S, utcnow
 from app.native import free_ports, start_scheduler
 from app.scheduler import HOUSEKEEPING
 from tests.housekeeping_helpers import unique_bucket, version_in

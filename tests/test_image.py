@@ -200,8 +200,8 @@ def test_edge_config_renders_a_configuration_nginx_accepts(project, edge_config)
 
 
 def test_app_starts_as_compose_runs_it(project):
-    from app.migrations import STEPS
-    from app.models import SchemaMigration
+    from app.platform.migrations import STEPS
+    from app.platform.models import SchemaMigration
 
     wait_healthy(project, "app")
     uid, name = container_user(project, "app")

@@ -13,12 +13,12 @@ import pytest
 from minio.commonconfig import Filter
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
-from app import integrity
-from app.integrity import scrub, scrub_quota, sweep_orphans
-from app.jobs import run_job
-from app.models import AuditEvent, JobState, Version, VersionStatus as S, utcnow
-from app.packages import keys_of
-from app.storage import Storage, temp_key
+from app.housekeeping import integrity
+from app.housekeeping.integrity import scrub, scrub_quota, sweep_orphans
+from app.platform.jobs import run_job
+from app.platform.models import AuditEvent, JobState, Version, VersionStatus as S, utcnow
+from app.catalog.packages import keys_of
+from app.platform.storage import Storage, temp_key
 from tests.housekeeping_helpers import unique_bucket, version_in
 from tests.monitoring_helpers import sample
 

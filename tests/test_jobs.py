@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from app.jobs import Job, run_job
-from app.models import JobState, utcnow
+from app.platform.jobs import Job, run_job
+from app.platform.models import JobState, utcnow
 
 
 def _counting_job(name="count", period=dt.timedelta(hours=1)):
@@ -41,8 +41,8 @@ def test_two_schedulers_started_together_run_a_job_once(services):
 def test_a_crashed_run_is_taken_over_when_its_lease_runs_out(services):
     job, calls = _counting_job("crashy")
     now = utcnow()
-    from app.jobs import try_acquire
-    from app.models import database
+    from app.platform.jobs import try_acquire
+    from app.platform.models import database
 
     with database.connection_context():
         assert try_acquire(job, "dead-scheduler", now)  # took it and died
@@ -104,7 +104,8 @@ def test_a_failed_run_counts_as_an_error(services):
 
 def test_a_fresh_scheduler_reports_each_jobs_last_run_from_the_database(services):
     """The gauges come from `job_state`, not from the process that ran the job."""
-    from app import jobs, monitoring
+    from app.platform import jobs
+    from app.housekeeping import monitoring
     from tests.monitoring_helpers import sample
 
     def partly(svc, now):

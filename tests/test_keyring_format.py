@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.signing import SigningKey, signed_message
+from app.platform.signing import SigningKey, signed_message
 from mosis_format import canonical, index, keyring
 from mosis_format.index import Index
 from mosis_format.keyring import Keyring, NewKey, Role, Status

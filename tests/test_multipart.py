@@ -10,10 +10,10 @@ import zipfile
 import pytest
 import requests
 
-from app import uploads
-from app.config import MiB, S3_MIN_PART_BYTES, ConfigError, Settings
-from app.models import Version, database
-from app.storage import temp_key
+from app.catalog import uploads
+from app.platform.config import MiB, S3_MIN_PART_BYTES, ConfigError, Settings
+from app.platform.models import Version, database
+from app.platform.storage import temp_key
 from tests.helpers import build_package, sha256
 
 PART = S3_MIN_PART_BYTES
@@ -248,8 +248,8 @@ def test_cleanup_job_aborts_uploads_no_version_will_finish(api, services):
 
 
 def test_the_cleanup_job_runs_as_a_recorded_housekeeping_job(api, services):
-    from app.jobs import run_job
-    from app.models import JobState
+    from app.platform.jobs import run_job
+    from app.platform.models import JobState
     from app.scheduler import HOUSEKEEPING
 
     job = next(j for j in HOUSEKEEPING if j.fn is uploads.abort_stale_multipart_uploads)
@@ -289,8 +289,8 @@ def test_part_size_setting():
 
 
 def test_migration_adds_the_multipart_columns_to_an_older_schema(services):
-    from app.migrations import migrate_database
-    from app.models import SchemaMigration
+    from app.platform.migrations import migrate_database
+    from app.platform.models import SchemaMigration
 
     db = database.obj
     with db.connection_context():

@@ -1,6 +1,6 @@
 """The OpenAPI document matches the routes, and the API matches the document.
 
-The document is built from the Flask app's URL map and app/openapi.py's
+The document is built from the Flask app's URL map and app/api/openapi.py's
 table; these tests hold the table to the code: every route described,
 every error its code can raise declared (read statically by
 tools/errorcodes.py), nothing declared that it cannot raise, and the
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from app import openapi
-from app.openapi import ERROR_CODES, OPERATIONS, TAGS, document, operations
+from app.api import openapi
+from app.api.openapi import ERROR_CODES, OPERATIONS, TAGS, document, operations
 from tests.helpers import ADMIN_TOKEN
 from tools.errorcodes import Reader, route_errors
 
@@ -63,7 +63,7 @@ def test_every_route_is_documented_and_every_documented_route_exists(app, full, 
 @SQLITE
 def test_every_route_has_an_entry_and_every_entry_a_route(app):
     endpoints = {(rule.endpoint, method) for _, method, rule in operations(app)}
-    assert endpoints - set(OPERATIONS) == set(), "routes without an entry in app/openapi.py OPERATIONS"
+    assert endpoints - set(OPERATIONS) == set(), "routes without an entry in app/api/openapi.py OPERATIONS"
     assert set(OPERATIONS) - endpoints == set(), "entries in OPERATIONS without a route"
 
 
@@ -190,13 +190,13 @@ def test_the_reader_follows_calls_and_drops_what_is_caught():
         return {r.code for r in reader.errors_of(key)}
 
     # Through a module call, a context manager's __exit__ and a typed attribute.
-    assert {"upload_missing", "size_mismatch", "storage_unavailable"} <= codes("app.packages:complete_upload")
+    assert {"upload_missing", "size_mismatch", "storage_unavailable"} <= codes("app.catalog.packages:complete_upload")
     # A callback handed to another function counts as called.
-    assert "image_not_square" in codes("app.assets:set_icon")
+    assert "image_not_square" in codes("app.catalog.assets:set_icon")
     # `except ApiError: pass` swallows what storage raises; `except Exception: ...; raise` does not.
-    assert "storage_unavailable" in codes("app.storage:Storage.delete")
-    assert "storage_unavailable" not in codes("app.assets:_retire")
-    assert "storage_unavailable" in codes("app.assets:_put_all")
+    assert "storage_unavailable" in codes("app.platform.storage:Storage.delete")
+    assert "storage_unavailable" not in codes("app.catalog.assets:_retire")
+    assert "storage_unavailable" in codes("app.catalog.assets:_put_all")
 
 
 def test_the_reader_finds_a_new_raise_deep_below_a_route(tmp_path):

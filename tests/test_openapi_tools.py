@@ -28,8 +28,8 @@ import pytest
 import requests
 import yaml
 
-from app.openapi import document
-from app.signing import signed_message, verify
+from app.api.openapi import document
+from app.platform.signing import signed_message, verify
 from tests.helpers import ADMIN_TOKEN, build_package, unique_package_id
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from urllib.parse import urlparse, urlunparse
 import pytest
 import requests
 
-from app.config import MiB
+from app.platform.config import MiB
 from tests.faults import query, run_with_private_mounts, wait_until
 from tests.helpers import HttpApi, build_package, sha256 as sha256_of
 from tests.test_faults import (  # noqa: F401 (fixtures)

@@ -11,13 +11,13 @@ import time
 import pytest
 import requests
 
-from app import retention
-from app.models import AuditEvent, Version, VersionStatus as S
-from app.edge import signed_link
+from app.housekeeping import retention
+from app.platform.models import AuditEvent, Version, VersionStatus as S
+from app.edge.nginx import signed_link
 from app.native import free_ports
-from app.packages import keys_of
-from app.purge import EdgePurger
-from app.retention import RULE_BY_STATUS, run_retention
+from app.catalog.packages import keys_of
+from app.edge.purge import EdgePurger
+from app.housekeeping.retention import RULE_BY_STATUS, run_retention
 from tests.helpers import ADMIN, build_package
 from tests.housekeeping_helpers import objects_of, version_in
 from tests.stack import edge_settings, stack_env, start_live_stack
@@ -365,7 +365,7 @@ def app_version_line(version_id) -> str:
 
 
 def test_housekeeping_settings_come_from_the_environment():
-    from app.config import ConfigError, Settings
+    from app.platform.config import ConfigError, Settings
 
     s = Settings.from_env({"MOSIS_RETENTION_DRAFT_SECONDS": "120", "MOSIS_ORPHAN_DELETE": "true",
                            "MOSIS_ORPHAN_GRACE_SECONDS": "600", "MOSIS_SCRUB_SHARE_PER_DAY": "0.5",

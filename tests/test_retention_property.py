@@ -9,11 +9,11 @@ import uuid
 
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from app.config import DAY, HOUR, RetentionPolicy
-from app.models import App, Developer, Version, VersionStatus as S, utcnow
-from app.packages import download_info, keys_of
-from app.retention import run_retention
-from app.storage import temp_key
+from app.platform.config import DAY, HOUR, RetentionPolicy
+from app.platform.models import App, Developer, Version, VersionStatus as S, utcnow
+from app.catalog.packages import download_info, keys_of
+from app.housekeeping.retention import run_retention
+from app.platform.storage import temp_key
 
 POLICY = RetentionPolicy()
 # The oracle, written out from the contract's table: status -> (clock columns, limit, outcome).

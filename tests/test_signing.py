@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from app.signing import KEY_FILE, load_signing_key, signed_message, verify
+from app.platform.signing import KEY_FILE, load_signing_key, signed_message, verify
 
 # RFC 8032, section 7.1, test 1.
 RFC_SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")

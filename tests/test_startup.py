@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import MIN_SECRET_CHARS, ConfigError, Settings
+from app.platform.config import MIN_SECRET_CHARS, ConfigError, Settings
 from tools.composecheck.model import SECRET_NAME, Stack, filled_in, read_dotenv
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,10 +27,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from app.edge import nginx_binary
-from app.errors import Unavailable
+from app.edge.nginx import nginx_binary
+from app.platform.errors import Unavailable
 from app.native import free_port, free_ports, spawn, start_edge
-from app.storage import Storage, StorageSetupError, assets_public_policy
+from app.platform.storage import Storage, StorageSetupError, assets_public_policy
 from tests.helpers import HttpApi
 from tests.images import encode, icon
 from tests.stack import edge_settings, start_live_stack
@@ -331,7 +331,7 @@ def test_ensure_bucket_tolerates_refused_policy_and_lifecycle(settings, refusing
     proxy = refusing({"policy": NOT_IMPLEMENTED, "lifecycle": NOT_IMPLEMENTED})
     bucket = f"mosis-hosted-{uuid.uuid4().hex[:8]}"
     storage = Storage(settings.replace(s3_endpoint=proxy.url, bucket=bucket))
-    with caplog.at_level(logging.WARNING, logger="app.storage"):
+    with caplog.at_level(logging.WARNING, logger="app.platform.storage"):
         storage.ensure_bucket()
     assert "policy" in proxy.refused and "lifecycle" in proxy.refused
     text = caplog.text
@@ -346,7 +346,7 @@ def test_private_assets_mode_sets_no_policy(settings, refusing, caplog):
     proxy = refusing({"policy": NOT_IMPLEMENTED})
     storage = Storage(settings.replace(s3_endpoint=proxy.url, s3_public_assets=False,
                                        bucket=f"mosis-hosted-{uuid.uuid4().hex[:8]}"))
-    with caplog.at_level(logging.WARNING, logger="app.storage"):
+    with caplog.at_level(logging.WARNING, logger="app.platform.storage"):
         storage.ensure_bucket()
     assert "policy" not in proxy.refused and "bucket policy" not in caplog.text
 

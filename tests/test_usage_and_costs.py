@@ -9,14 +9,14 @@ import uuid
 
 import pytest
 
-from app import monitoring
-from app.config import ConfigError
-from app.cost import cost_report, load_prices, snapshot_usage
-from app.jobs import Job, run_job
-from app.models import EdgeTraffic, StorageScan, UsageSnapshot, Version, utcnow
+from app.housekeeping import monitoring
+from app.platform.config import ConfigError
+from app.housekeeping.cost import cost_report, load_prices, snapshot_usage
+from app.platform.jobs import Job, run_job
+from app.platform.models import EdgeTraffic, StorageScan, UsageSnapshot, Version, utcnow
 from app.native import free_port
-from app.storage import Storage, package_key
-from app.usage import scan_and_store, scan_bucket
+from app.platform.storage import Storage, package_key
+from app.housekeeping.usage import scan_and_store, scan_bucket
 from tests.helpers import ADMIN, build_package
 from tests.monitoring_helpers import sample
 

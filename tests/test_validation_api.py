@@ -12,8 +12,8 @@ from __future__ import annotations
 import tempfile
 
 
-from app.models import Version
-from app.storage import temp_key
+from app.platform.models import Version
+from app.platform.storage import temp_key
 from tests.corpus import CASES, Case
 from tests.helpers import build_package, bytes_behind_link, sha256
 from tests.monitoring_helpers import scraped_by

@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from app.config import PackageLimits
-from app.validation import Expected, PackageInvalid, validate_package
+from app.platform.config import PackageLimits
+from mosis_format.validation import Expected, PackageInvalid, validate_package
 from tests.corpus import HOSTILE, VALID, Case, pkg
 
 PID, CODE = "com.corpus.app", 7
@@ -114,7 +114,7 @@ def test_bombs_stop_early_without_inflating_their_payload():
     Of its body, only what the read-ahead fetched meanwhile is read: never
     more than the read-ahead holds.
     """
-    from app.validation import READ_AHEAD_CHUNKS
+    from mosis_format.validation import READ_AHEAD_CHUNKS
 
     case = next(c for c in HOSTILE if c.name == "bomb_single_entry")
     data = case.build(PID, CODE)

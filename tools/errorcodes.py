@@ -3,7 +3,7 @@
 A static reading: from a function, every call that resolves to a function or
 class of app/ is followed (through imports, `self`, annotated parameters,
 return annotations and dataclass fields); every construction of an
-`app.errors.ApiError` subclass met on the way is an error the route can
+`app.platform.errors.ApiError` subclass met on the way is an error the route can
 answer with, at the status and code of that construction (or its class's).
 What an `except` clause swallows is dropped; what it re-raises is kept. A
 route that references a model or the database can meet the database's error
@@ -24,7 +24,7 @@ import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ERRORS_BASE = "app.errors:ApiError"
+ERRORS_BASE = "app.platform.errors:ApiError"
 CATCH_ALL = {"Exception", "BaseException"}
 # The exceptions peewee raises when the database is down (app/__init__.py
 # turns them into one error answer).
@@ -35,8 +35,8 @@ DATABASE_ERRORS = {"OperationalError", "InterfaceError", "DatabaseError", "Peewe
 class Raised:
     status: int | None  # None: not a literal where it is raised
     code: str | None
-    cls: str  # "app.errors:Conflict", or "database" for the database's handler
-    where: str  # "app/packages.py:110"
+    cls: str  # "app.platform.errors:Conflict", or "database" for the database's handler
+    where: str  # "app/catalog/packages.py:110"
 
     @property
     def known(self) -> bool:
@@ -209,7 +209,7 @@ class Reader:
         return ERRORS_BASE in self._bases(cls)
 
     def is_model(self, cls: str) -> bool:
-        return cls.startswith("app.models:") and "Model" in self._external_bases(cls)
+        return cls.startswith("app.platform.models:") and "Model" in self._external_bases(cls)
 
     def _class_default(self, cls: str, attr: str):
         for key in self._bases(cls):
@@ -417,7 +417,7 @@ class Reader:
         elif isinstance(node, (ast.Name, ast.Attribute)) and isinstance(node.ctx, ast.Load):
             found = self._expr_symbol(node, func.module)
             if found and (found[0] == "class" and self.is_model(found[1]) or found[0] == "value"
-                          and found[1][0].name == "app.models" and found[1][1] == "database"):
+                          and found[1][0].name == "app.platform.models" and found[1][1] == "database"):
                 out |= self.database_handler
         return out
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.routing import BaseConverter, ValidationError
 
-from app.validation import MAX_VERSION_CODE
+from mosis_format.validation import MAX_VERSION_CODE
 
 
 class HexIdConverter(BaseConverter):

@@ -6,11 +6,13 @@ from decimal import Decimal, InvalidOperation
 
 from flask import Blueprint, request
 
-from app import accounts, cost, packages, retention, usage
+from app.catalog import accounts, packages
+
+from app.housekeeping import cost, retention, usage
 from app.api.inputs import EMAIL_RE, REASON, Field, read_json
-from app.auth import require_admin
-from app.config import ConfigError
-from app.errors import ApiError, BadRequest
+from app.api.auth import require_admin
+from app.platform.config import ConfigError
+from app.platform.errors import ApiError, BadRequest
 from app.services import services
 
 bp = Blueprint("admin", __name__, url_prefix="/v1/admin")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, g
 
-from app import assets, packages
+from app.catalog import assets, packages
 from app.api.inputs import Field, integers, read_json, read_upload, takes_upload
-from app.auth import require_developer
+from app.api.auth import require_developer
 from app.services import services
 
 bp = Blueprint("assets", __name__, url_prefix="/v1/apps")

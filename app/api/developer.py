@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, g
 
-from app import packages
+from app.catalog import packages
 from app.api.inputs import APP_NAME, PACKAGE_ID, SHA256_RE, VERSION_CODE, VERSION_NAME, Field, read_json
-from app.auth import require_developer
+from app.api.auth import require_developer
 from app.services import services
 
 bp = Blueprint("developer", __name__, url_prefix="/v1/apps")

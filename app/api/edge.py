@@ -19,12 +19,14 @@ import logging
 
 from flask import Blueprint, Response
 
-from app import metrics, packages
-from app.edge import (ASSET_ORIGIN_LOCATION, ORIGIN_LOCATION, ORIGIN_QUERY_HEADER, ORIGIN_UNCACHED_LOCATION,
+from app.platform import metrics
+
+from app.catalog import packages
+from app.edge.nginx import (ASSET_ORIGIN_LOCATION, ORIGIN_LOCATION, ORIGIN_QUERY_HEADER, ORIGIN_UNCACHED_LOCATION,
                       cache_has_room)
 from app.services import services
-from app.errors import NotFound
-from app.storage import ASSET_KEY_RE, ASSETS
+from app.platform.errors import NotFound
+from app.platform.storage import ASSET_KEY_RE, ASSETS
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from flask import current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from app.errors import ApiError, BadRequest, TooLarge
-from app.validation import MAX_VERSION_CODE, PACKAGE_ID_RE
+from app.platform.errors import ApiError, BadRequest, TooLarge
+from mosis_format.validation import MAX_VERSION_CODE, PACKAGE_ID_RE
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")

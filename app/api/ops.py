@@ -19,7 +19,7 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    # From the background checks (app/health.py): a flood of these costs
+    # From the background checks (app/platform/health.py): a flood of these costs
     # nothing, and a stalled dependency cannot hold the request.
     checks = services().health.checks(wait=READY_WAIT)
     ready = all(v == "ok" for v in checks.values())

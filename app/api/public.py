@@ -16,8 +16,8 @@ import hashlib
 
 from flask import Blueprint, Response, jsonify, request
 
-from app import assets, packages
-from app.edge import cache_has_room
+from app.catalog import assets, packages
+from app.edge.nginx import cache_has_room
 from app.services import services
 
 bp = Blueprint("public", __name__, url_prefix="/v1")
@@ -73,6 +73,6 @@ def signing_key():
 def openapi():
     from flask import current_app
 
-    from app.openapi import document
+    from app.api.openapi import document
 
     return shared(document(current_app, services().settings), services().settings.public_static_max_age)

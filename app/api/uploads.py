@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, g, request
 
-from app import packages, uploads
+from app.catalog import packages, uploads
 from app.api.inputs import Field, integers, read_json
-from app.auth import require_developer
+from app.api.auth import require_developer
 from app.services import services
 
 bp = Blueprint("uploads", __name__, url_prefix="/v1/apps/<hexid:app_id>/versions/<code:version_code>")

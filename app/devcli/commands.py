@@ -22,7 +22,7 @@ from app.devcli.http import (CHUNK, CONNECT_TIMEOUT, READ_TIMEOUT, USER_AGENT, A
                              network_error, put_bytes, send_with_retries)
 from app.devcli.pack import Checked, check_package, pack, read_package_unchecked
 from app.devcli.progress import Progress, RateLimit, human_bytes
-from app.signing import signed_message, verify
+from app.platform.signing import signed_message, verify
 
 POLL_SECONDS = 0.5
 DOWNLOAD_ROUNDS_WITHOUT_PROGRESS = 3

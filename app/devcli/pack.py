@@ -1,6 +1,6 @@
 """Building `.mosis` packages from a folder, and checking packages locally.
 
-Both run the appliance's own validator (app.validation) over the package's
+Both run the appliance's own validator (mosis_format.validation) over the package's
 bytes, so the tool refuses exactly what the store would refuse, with the
 same reason codes, before anything is uploaded. The store's limits are the
 defaults; a store configured tighter may still refuse what passes here.
@@ -16,9 +16,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.config import PackageLimits
+from app.platform.config import PackageLimits
 from app.devcli.errors import CliError, Exit
-from app.validation import MANIFEST_NAME, Expected, PackageInvalid, Report, parse_manifest, validate_package
+from mosis_format.validation import MANIFEST_NAME, Expected, PackageInvalid, Report, parse_manifest, validate_package
 
 # Never packed: version-control metadata and desktop litter.
 SKIPPED_DIRS = frozenset({".git", ".hg", ".svn", "__pycache__"})

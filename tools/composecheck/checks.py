@@ -22,8 +22,8 @@ from urllib.parse import urlparse
 
 import yaml
 
-from app import edge
-from app.config import ConfigError, Settings
+from app.edge import nginx as edge
+from app.platform.config import ConfigError, Settings
 from tools.composecheck.model import (SECRET_NAME, Stack, apt_packages, arg_defaults, expand_args, image_problem,
                                       image_tag, parse_dockerfile)
 
@@ -41,7 +41,7 @@ MOSIS_NAME = re.compile(r"\bMOSIS_[A-Z0-9_]*[A-Z0-9]\b")
 # What the MinIO image carries besides the server: a shell, coreutils and mc;
 # no curl, wget, sed or awk.
 MINIO_IMAGE_TOOLS = {"sh", "cat", "dirname", "sleep", "mc"}
-# Helpers of app/config.py that return a default when the variable is unset.
+# Helpers of app/platform/config.py that return a default when the variable is unset.
 CONFIG_READERS = {"_int", "_float", "_bool", "_words"}
 
 

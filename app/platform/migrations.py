@@ -15,7 +15,7 @@ from typing import Callable
 import peewee as pw
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-from app.models import ALL_MODELS, MONITORING_MODELS, App, SchemaMigration, Screenshot, database
+from app.platform.models import ALL_MODELS, MONITORING_MODELS, App, SchemaMigration, Screenshot, database
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +39,14 @@ def _initial_schema() -> None:
 
 
 def _retention_columns() -> None:
-    from app.models import Version
+    from app.platform.models import Version
 
     add_column_if_missing(Version, "purged_from")
     add_column_if_missing(Version, "verified_at")
 
 
 def _job_item_errors() -> None:
-    from app.models import JobState
+    from app.platform.models import JobState
 
     add_column_if_missing(JobState, "last_errors")
 
@@ -56,7 +56,7 @@ def _monitoring_tables() -> None:
 
 
 def _multipart_uploads() -> None:
-    from app.models import Version
+    from app.platform.models import Version
 
     add_column_if_missing(Version, "multipart_upload_id")
     add_column_if_missing(Version, "part_size")

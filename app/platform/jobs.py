@@ -26,7 +26,7 @@ from typing import Callable
 
 from prometheus_client import Counter, Gauge
 
-from app.models import JobState, database, utcnow
+from app.platform.models import JobState, database, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def run_job(job: Job, svc, owner: str, now: dt.datetime | None = None, force: bo
 
 
 def job_states() -> list[dict]:
-    from app.packages import iso
+    from app.catalog.packages import iso
 
     return [{"name": s.name, "last_started_at": iso(s.last_started_at),
              "last_success_at": iso(s.last_success_at), "last_duration_seconds": s.last_duration,

@@ -1,6 +1,6 @@
 """Retention: versions whose time ran out lose their objects; rows stay as history.
 
-The policy (app.config.RetentionPolicy, each limit configurable):
+The policy (app.platform.config.RetentionPolicy, each limit configurable):
 
     uploading   created_at    + temp_upload (1 h)  -> abandoned
     failed      failed_at     + failed      (24 h) -> purged
@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 import peewee as pw
 from prometheus_client import Counter
 
-from app.config import RetentionPolicy
-from app.jobs import Job
-from app.models import App, Version, VersionStatus as S, database, record_audit, utcnow
-from app.packages import iso, keys_of
+from app.platform.config import RetentionPolicy
+from app.platform.jobs import Job
+from app.platform.models import App, Version, VersionStatus as S, database, record_audit, utcnow
+from app.catalog.packages import iso, keys_of
 from app.services import Services
-from app.storage import temp_key
+from app.platform.storage import temp_key
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ import shutil
 import peewee as pw
 from prometheus_client import Gauge
 
-from app.cost import estimate, load_prices, monthly_usage
-from app.jobs import JOB_DURATION, JOB_ERRORS, JOB_ITEMS, JOB_LAST_RUN, JOB_LAST_SUCCESS
-from app.models import JobState, Version, VersionStatus as S, utcnow
-from app.usage import latest_scan, versions_by_status
+from app.housekeeping.cost import estimate, load_prices, monthly_usage
+from app.platform.jobs import JOB_DURATION, JOB_ERRORS, JOB_ITEMS, JOB_LAST_RUN, JOB_LAST_SUCCESS
+from app.platform.models import JobState, Version, VersionStatus as S, utcnow
+from app.housekeeping.usage import latest_scan, versions_by_status
 
 log = logging.getLogger(__name__)
 

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
 
-from app import metrics
-from app.jobs import Job
-from app.models import App, Version, VersionStatus as S, record_audit, utcnow
-from app.packages import iso, keys_of
+from app.platform import metrics
+from app.platform.jobs import Job
+from app.platform.models import App, Version, VersionStatus as S, record_audit, utcnow
+from app.catalog.packages import iso, keys_of
 from app.services import Services
-from app.storage import PACKAGES, TEMP, ObjectInfo
+from app.platform.storage import PACKAGES, TEMP, ObjectInfo
 
 log = logging.getLogger(__name__)
 

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageCms, ImageFile
 
-from app import metrics
-from app.errors import ApiError, Conflict, NotFound
-from app.models import App, Screenshot, database, record_audit, utcnow
-from app.purge import public_read_keys
+from app.platform import metrics
+from app.platform.errors import ApiError, Conflict, NotFound
+from app.platform.models import App, Screenshot, database, record_audit, utcnow
+from app.edge.purge import public_read_keys
 from app.services import Services
-from app.storage import ASSETS, icon_key, screenshot_key
+from app.platform.storage import ASSETS, icon_key, screenshot_key
 
 # -- the rules -------------------------------------------------------------------
 

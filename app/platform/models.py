@@ -1,4 +1,4 @@
-"""Database models. The schema is created and upgraded by app.migrations."""
+"""Database models. The schema is created and upgraded by app.platform.migrations."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class App(BaseModel):
     max_published_code = pw.BigIntegerField(default=0)
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
-    # Assets (app.assets): every stored icon set or screenshot takes the next
+    # Assets (app.catalog.assets): every stored icon set or screenshot takes the next
     # number, which names its objects; numbers are never reused, so a URL
     # always names the same bytes and caches may keep it forever.
     asset_seq = pw.BigIntegerField(default=0)

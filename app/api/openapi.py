@@ -35,7 +35,7 @@ from werkzeug.routing import IntegerConverter
 
 from app.api import HexIdConverter, PackageIdConverter, PositionConverter, VersionCodeConverter
 from app.api.inputs import CONTROL_CHARACTERS
-from app.validation import MAX_VERSION_CODE
+from mosis_format.validation import MAX_VERSION_CODE
 
 HEX_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
 PACKAGE_ID = {"type": "string", "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", "maxLength": 128}

@@ -2,9 +2,9 @@
 
 Usage comes from the appliance's own records:
 
-- storage: the latest bucket scan (app.usage), billed as GB-months;
+- storage: the latest bucket scan (app.housekeeping.usage), billed as GB-months;
 - requests and egress: what the edge served for packages, assets and uploads
-  (app.edge_log), the traffic a storage/CDN provider would carry. API calls
+  (app.edge.access_log), the traffic a storage/CDN provider would carry. API calls
   are served by the appliance's own host under every option, so they are
   not billed here.
 
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import peewee as pw
 
-from app.config import ConfigError
-from app.models import EdgeTraffic, LogCursor, StorageScan, UsageSnapshot, database, utcnow
+from app.platform.config import ConfigError
+from app.platform.models import EdgeTraffic, LogCursor, StorageScan, UsageSnapshot, database, utcnow
 
 # Usage quantities a price can apply to, and the unit each is counted in.
 UNITS = {
@@ -40,7 +40,7 @@ UNITS = {
     "egress_gb": "GB",
     "month": "month",
 }
-# Edge areas a storage/CDN provider carries (see app.edge_log).
+# Edge areas a storage/CDN provider carries (see app.edge.access_log).
 BILLED_AREAS = ("packages", "assets", "uploads")
 WINDOW_DAYS = 30
 SNAPSHOT_PERIOD = dt.timedelta(days=1)
@@ -177,7 +177,7 @@ def _billed_traffic(day: dt.date) -> tuple[int, int, int]:
 
 def monthly_usage(now: dt.datetime, days_per_month: int) -> Usage:
     """This month's usage, projected from what the appliance recorded."""
-    from app.usage import latest_scan
+    from app.housekeeping.usage import latest_scan
 
     scan = latest_scan()
     storage = scan.total_bytes if scan else 0
@@ -248,7 +248,7 @@ def estimate(prices: Prices, usage: Usage) -> list[dict]:
 
 def cost_report(settings, now: dt.datetime | None = None, overrides: dict | None = None) -> dict:
     """`GET /v1/admin/costs`: measured (or given) usage and the bill per option."""
-    from app.packages import iso
+    from app.catalog.packages import iso
 
     now = now or utcnow()
     prices = load_prices(settings.resolved_prices_file)
@@ -295,7 +295,7 @@ def _first_day_with_data() -> dt.date | None:
 
 def snapshot_usage(svc, now: dt.datetime) -> int:
     """Housekeeping job: write a snapshot for every complete day not yet written."""
-    from app.usage import scan_and_store
+    from app.housekeeping.usage import scan_and_store
 
     today = now.date()
     last = UsageSnapshot.select(pw.fn.MAX(UsageSnapshot.day)).scalar()

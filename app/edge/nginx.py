@@ -11,7 +11,7 @@ not HMAC-SHA256 in njs.
 
 Invariants of the rendered configuration: what goes to storage is built only
 from captures of the raw request line checked against the app's own key
-patterns (rendered in from app/storage.py and app/validation.py), never
+patterns (rendered in from app/platform/storage.py and format/mosis_format/validation.py), never
 from nginx's decoded $uri or the client's query and headers; only the
 allow-listed response headers of storage reach a client (nginx/headers.js,
 written beside the configuration); every error the edge raises is JSON; no
@@ -42,11 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from app.config import LINK_SECRET_RE, ConfigError, MiB, Settings
-from app.storage import ASSET_KEY_RE, PACKAGE_KEY_RE, TEMP_KEY_RE, signed_host
-from app.validation import PACKAGE_ID_RE
+from app.platform.config import LINK_SECRET_RE, ConfigError, MiB, Settings
+from app.platform.storage import ASSET_KEY_RE, PACKAGE_KEY_RE, TEMP_KEY_RE, signed_host
+from mosis_format.validation import PACKAGE_ID_RE
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NGINX_DIR = ROOT / "nginx"
 TEMPLATE = NGINX_DIR / "nginx.conf.template"
 # The allow-list of storage's response headers (njs), written beside the
@@ -67,7 +67,7 @@ ORIGIN_UNCACHED_LOCATION = "@mosis_origin_uncached"
 # The same for assets when the bucket is not public (MOSIS_S3_PUBLIC_ASSETS=false).
 ASSET_ORIGIN_LOCATION = "@mosis_asset_origin"
 ORIGIN_QUERY_HEADER = "X-Mosis-Origin-Query"
-# An asset's key is never reused (app/assets.py numbers them), so its bytes
+# An asset's key is never reused (app/catalog/assets.py numbers them), so its bytes
 # never change: browsers and Cloudflare may keep it a year.
 ASSET_MAX_AGE = 31536000
 CACHE_KEYS_ZONE = "32m"  # about 250,000 cached objects

@@ -18,8 +18,8 @@ import urllib.error
 import urllib.request
 from typing import Callable
 
-from app import metrics
-from app.config import Settings
+from app.platform import metrics
+from app.platform.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ import datetime as dt
 import logging
 import math
 
-from app.config import MiB, Settings
-from app.errors import BadRequest, Conflict
-from app.models import Version, VersionStatus as S, record_audit, utcnow
+from app.platform.config import MiB, Settings
+from app.platform.errors import BadRequest, Conflict
+from app.platform.models import Version, VersionStatus as S, record_audit, utcnow
 from app.services import Services
-from app.storage import TEMP, UploadedPart, temp_key, upload_id_of_temp_key
+from app.platform.storage import TEMP, UploadedPart, temp_key, upload_id_of_temp_key
 
 log = logging.getLogger(__name__)
 

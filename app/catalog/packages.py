@@ -16,13 +16,15 @@ import time
 
 import peewee as pw
 
-from app import metrics, uploads
-from app.db import Compiled, try_lock
-from app.errors import Conflict, NotFound, TooLarge, Unavailable
-from app.models import App, Developer, Version, VersionStatus as S, database, new_id, record_audit, utcnow
-from app.purge import public_read_keys
+from app.platform import metrics
+
+from app.catalog import uploads
+from app.platform.db import Compiled, try_lock
+from app.platform.errors import Conflict, NotFound, TooLarge, Unavailable
+from app.platform.models import App, Developer, Version, VersionStatus as S, database, new_id, record_audit, utcnow
+from app.edge.purge import public_read_keys
 from app.services import Services
-from app.storage import manifest_key, package_key, parse_package_key, temp_key
+from app.platform.storage import manifest_key, package_key, parse_package_key, temp_key
 
 # -- apps ---------------------------------------------------------------------
 

@@ -29,11 +29,11 @@ from urllib.parse import urlparse, urlunparse
 
 from prometheus_client import Gauge
 
-from app.db import is_postgres
-from app.jobs import Job
-from app.models import database, utcnow
+from app.platform.db import is_postgres
+from app.platform.jobs import Job
+from app.platform.models import database, utcnow
 from app.services import Services
-from app.storage import BACKUPS, ObjectInfo, backup_key
+from app.platform.storage import BACKUPS, ObjectInfo, backup_key
 
 log = logging.getLogger(__name__)
 

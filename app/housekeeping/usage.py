@@ -20,8 +20,8 @@ import time
 
 import peewee as pw
 
-from app.models import StorageScan, Version, VersionStatus as S, database, utcnow
-from app.storage import PACKAGES, PREFIXES, TEMP
+from app.platform.models import StorageScan, Version, VersionStatus as S, database, utcnow
+from app.platform.storage import PACKAGES, PREFIXES, TEMP
 
 OTHER = "other"
 ORPHANED = "orphaned"
@@ -108,7 +108,7 @@ def versions_by_status() -> dict[str, int]:
 
 def storage_report(svc) -> dict:
     """`GET /v1/admin/storage`: the latest scan (made now if there is none yet)."""
-    from app.packages import iso
+    from app.catalog.packages import iso
 
     scan = latest_scan() or scan_and_store(svc)
     budget = svc.settings.storage_budget_bytes

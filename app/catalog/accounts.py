@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import peewee as pw
 
-from app.auth import issue_token
-from app.errors import Conflict, NotFound
-from app.models import ApiToken, Developer, database, record_audit, utcnow
-from app.packages import iso
+from app.api.auth import issue_token
+from app.platform.errors import Conflict, NotFound
+from app.platform.models import ApiToken, Developer, database, record_audit, utcnow
+from app.catalog.packages import iso
 
 
 def create_developer(name: str, email: str, actor: str = "admin") -> tuple[Developer, str, ApiToken]:

@@ -171,7 +171,7 @@ STORAGE_ERRORS = Counter("mosis_storage_errors_total",
                          ["operation"])
 
 # Metrics that only the scheduler exports (storage usage, queue, costs, edge
-# traffic) live in app.monitoring and app.edge_log: defined here, the API's
+# traffic) live in app.housekeeping.monitoring and app.edge.access_log: defined here, the API's
 # workers would each export a zero for them.
 
 

@@ -20,8 +20,8 @@ import psycopg2.extensions
 from playhouse.db_url import connect
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
-from app.files import private_file
-from app.models import database
+from app.platform.files import private_file
+from app.platform.models import database
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",  # readers never block the writer

@@ -25,13 +25,13 @@ import time
 
 import peewee as pw
 
-from app import metrics
-from app.errors import Unavailable
-from app.models import App, Version, VersionStatus as S, record_audit, utcnow
-from app.packages import keys_of
+from app.platform import metrics
+from app.platform.errors import Unavailable
+from app.platform.models import App, Version, VersionStatus as S, record_audit, utcnow
+from app.catalog.packages import keys_of
 from app.services import Services
-from app.storage import ObjectUnreadable
-from app.validation import STREAM_CHUNK, Expected, PackageInvalid, validate_package
+from app.platform.storage import ObjectUnreadable
+from mosis_format.validation import STREAM_CHUNK, Expected, PackageInvalid, validate_package
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from pathlib import Path
 import peewee as pw
 from prometheus_client import Counter, Gauge, Histogram
 
-from app.models import EdgeTraffic, LogCursor, database, utcnow
+from app.platform.models import EdgeTraffic, LogCursor, database, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ readiness requests costs nothing; storage's reachability probe also lets
 routes that need storage answer 503 at once while it stalls (takes requests
 and does not answer; a storage that refuses connections fails calls quickly
 by itself, and is not kept from the first call after it is back)
-(app/storage.py). An exception from a check is a failed outcome with its
+(app/platform/storage.py). An exception from a check is a failed outcome with its
 message; the probe's thread never dies of it, and it ends when its probe is
 garbage.
 """
@@ -154,8 +154,8 @@ class Health:
 
 def watch(svc) -> Health:
     """Start watching the database and storage for this API (a Services)."""
-    from app import db
-    from app.models import database
+    from app.platform import db
+    from app.platform.models import database
 
     settings = svc.settings
     interval = settings.health_probe_seconds

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-MiB = 1024 * 1024
+from mosis_format.validation import MiB, PackageLimits
+
 # S3 refuses parts smaller than this, except the last part of an upload.
 S3_MIN_PART_BYTES = 5 * MiB
 HOUR = 3600
@@ -138,23 +139,6 @@ class HousekeepingPolicy:
     # A job's lease (how long a dead scheduler keeps it from the others);
     # 0: each job's own (an hour or more).
     job_lease: int = 0  # MOSIS_JOB_LEASE_SECONDS
-
-
-@dataclass(frozen=True)
-class PackageLimits:
-    """What a `.mosis` archive may contain; see docs/validation.md."""
-
-    max_package_bytes: int = 512 * MiB  # MOSIS_MAX_PACKAGE_BYTES
-    max_entries: int = 10_000  # MOSIS_MAX_PACKAGE_ENTRIES
-    max_unpacked_bytes: int = 2048 * MiB  # MOSIS_MAX_UNPACKED_BYTES
-    # An entry whose unpacked size is above the floor and whose ratio is above
-    # the maximum is refused as a likely zip bomb (Warehouse's rule, tightened).
-    max_compression_ratio: float = 50.0  # MOSIS_MAX_COMPRESSION_RATIO
-    compression_ratio_floor: int = 16 * MiB  # MOSIS_COMPRESSION_RATIO_FLOOR_BYTES
-    max_manifest_bytes: int = 64 * 1024  # fixed by the package format
-    # Archives inside the package are inflated as they stream by and count
-    # towards the limits above; deeper nesting is refused.
-    max_nested_depth: int = 3  # MOSIS_MAX_NESTED_ARCHIVE_DEPTH
 
 
 @dataclass(frozen=True)

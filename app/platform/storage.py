@@ -12,7 +12,7 @@ the design contract lives in one place:
     health/canary-{host}-{pid}   (2 bytes, while the check that storage takes writes runs)
 
 Asset keys carry a number that is never reused within an app (see
-app/assets.py), so an asset's URL always names the same bytes.
+app/catalog/assets.py), so an asset's URL always names the same bytes.
 
 Every call is bounded in time (connect and read timeouts, few retries, and
 none after a read timed out). Transport failures leave as 503
@@ -45,9 +45,9 @@ from minio.error import S3Error
 from minio.datatypes import Part
 from minio.lifecycleconfig import AbortIncompleteMultipartUpload, Expiration, LifecycleConfig, Rule
 
-from app.config import Settings
-from app.errors import Unavailable
-from app.metrics import STORAGE_ERRORS
+from app.platform.config import Settings
+from app.platform.errors import Unavailable
+from app.platform.metrics import STORAGE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ class Storage:
 
     def watch(self, reachability, slots: int, stalled_after: float) -> None:
         """From now on, fail calls at once while `reachability` (an
-        app.health.Probe of check_reachable) has had no answer from storage
+        app.platform.health.Probe of check_reachable) has had no answer from storage
         for `stalled_after` seconds, and make at most `slots` calls at once
         (a call waits for a free slot as long as for a connection): a
         stalled storage holds at most that many of the process's threads."""

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from flask import g, request
 
-from app.errors import Forbidden, Unauthorized
-from app.models import ApiToken, Developer, utcnow
+from app.platform.errors import Forbidden, Unauthorized
+from app.platform.models import ApiToken, Developer, utcnow
 
 TOKEN_PREFIX = "mos_"
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)  # avoid a write on every request

@@ -3,7 +3,7 @@
 Compose itself is not to be had on these machines, and what the image tests
 need of it is small: a service's container made from its image with the
 command, environment and mounts compose.yaml gives it (read by
-tests/compose_model.py with the test's .env), named as Compose names them
+tools/composecheck/model.py with the test's .env), named as Compose names them
 (`mosis-app-1`, volume `mosis_app-data`). The engine has no bridge network,
 so every container uses the host's and every compose service name resolves
 to this host (`--add-host`).
@@ -25,7 +25,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from tests.compose_model import Stack
+from tools.composecheck.model import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 

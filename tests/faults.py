@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from app.native import Service, WeedPorts, start_weed
+from tests.stack import edge_settings, start_live_stack
 
 WEED_KEY, WEED_SECRET = "mosis-fault", "mosis-fault-secret"
 
@@ -158,7 +159,6 @@ def edge_cache_full(base: Path) -> dict:
 
     from app.platform.config import Settings
     from app.native import free_ports
-    from tests.conftest import edge_settings, start_live_stack
     from tests.helpers import ADMIN_TOKEN, HttpApi, build_package
 
     storage = Weed(base / "weed")
@@ -238,7 +238,6 @@ def data_disk_full(base: Path) -> dict:
 
     from app.platform.config import Settings
     from app.native import free_ports
-    from tests.conftest import edge_settings, start_live_stack
     from tests.helpers import ADMIN_TOKEN, HttpApi, unique_package_id
     from tests.images import encode, icon
 

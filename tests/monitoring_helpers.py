@@ -6,6 +6,7 @@ import json
 import uuid
 
 from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def edge_line(uri: str = "/packages/d/a/1/package.mosis", status: int = 200, bytes_sent: int = 1000,
@@ -24,6 +25,20 @@ def edge_line(uri: str = "/packages/d/a/1/package.mosis", status: int = 200, byt
 def sample(metric: str, /, **labels) -> float:
     """A metric's current value in this process (0 when it has no such series)."""
     return REGISTRY.get_sample_value(metric, labels) or 0.0
+
+
+def scraped(text: str, metric: str, /, **labels) -> float:
+    """The sum of the samples named `metric` in a /metrics text whose labels
+    include `labels` (0 when it has none): one series' value, or a family's total."""
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == metric and labels.items() <= s.labels.items())
+
+
+def scraped_by(text: str, metric: str, label: str, /, **labels) -> dict[str, float]:
+    """The samples of `metric` in a /metrics text whose labels include
+    `labels`, by the value of their label `label`."""
+    return {s.labels[label]: s.value for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name == metric and label in s.labels and labels.items() <= s.labels.items()}
 
 
 # -- a real Prometheus ------------------------------------------------------------------

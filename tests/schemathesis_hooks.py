@@ -1,7 +1,7 @@
 """A schemathesis check of ours (loaded through SCHEMATHESIS_HOOKS): the
 error code of an answer is one its operation declares for that status
 (`x-error-codes`), so a code a route gives but does not declare fails the
-fuzzing run even where the static reading (tests/raised_errors.py) missed it."""
+fuzzing run even where the static reading (tools/errorcodes.py) missed it."""
 
 from __future__ import annotations
 

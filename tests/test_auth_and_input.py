@@ -10,6 +10,7 @@ import pytest
 
 from app.platform.models import ApiToken, App, Version
 from tests.helpers import ADMIN, bearer, build_package, unique_package_id
+from tests.monitoring_helpers import scraped
 
 
 def test_anonymous_callers_get_401(client):
@@ -171,14 +172,24 @@ def test_readyz_reports_storage_down(settings, tmp_path):
     r = client.get("/readyz")
     assert r.status_code == 503 and r.json["checks"]["storage"].startswith("error")
     # and an API call that needs storage says so with a retry hint
-    assert client.get("/healthz").status_code == 200
+    r = client.get("/v1/admin/storage", headers=ADMIN)
+    assert r.status_code == 503 and r.json["error"]["code"] == "storage_unavailable", r.json
+    assert int(r.headers.get("Retry-After", "0")) > 0, r.headers
+    assert client.get("/healthz").status_code == 200  # liveness does not depend on storage
 
 
 def test_metrics_endpoint(client, api):
-    api.new_developer()
+    def started() -> float:
+        return scraped(client.get("/metrics").get_data(as_text=True), "mosis_uploads_started_total")
+
+    dev = api.new_developer()
+    app = api.create_app(dev)
+    before = started()
+    data = build_package(app["package_id"], 1)
+    assert api.create_version(dev, app, 1, data).status_code == 201  # an upload URL issued
+    assert started() == before + 1
     text = client.get("/metrics").get_data(as_text=True)
-    assert "mosis_uploads_started_total" in text
-    assert 'flask_http_request_total{method="POST",status="201"}' in text
+    assert scraped(text, "flask_http_request_total", method="POST", status="201") >= 3
 
 
 def test_request_ids_and_security_headers(client):

@@ -11,12 +11,13 @@ import pytest
 
 from app.housekeeping import backup
 from app.housekeeping.backup import BackupError, create_backup, list_backups, restore_backup
-from app.platform.jobs import run_job
-from app.platform.models import ALL_MODELS, AuditEvent, JobState, VersionStatus as S
-from app.platform.storage import backup_key
 from app.platform.clock import utcnow
-from tests.conftest import scratch_pg_database
+from app.platform.jobs import run_job
+from app.platform.models import ALL_MODELS, AuditEvent, JobState
+from app.platform.models import VersionStatus as S
+from app.platform.storage import backup_key
 from tests.housekeeping_helpers import unique_bucket, version_in
+from tests.stack import scratch_pg_database
 
 
 @pytest.fixture

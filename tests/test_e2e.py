@@ -9,6 +9,7 @@ import requests
 
 from mosis_format.signing import package_message, verify_raw
 from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
+from tests.monitoring_helpers import scraped
 
 
 def wait_for_status(url, headers, wanted, timeout=30):
@@ -60,6 +61,9 @@ def test_developer_ships_and_device_downloads(live_stack):
                   package_message(package_id, 42, info["sha256"], info["size"]))
 
     metrics = requests.get(f"{live_stack.url}/metrics", timeout=10).text  # the API's own, not public
-    assert "mosis_download_links_total 1.0" in metrics
+    assert scraped(metrics, "mosis_download_links_total") == 1
     assert requests.get(f"{base}/readyz", timeout=10).status_code == 200
-    assert "mosis_validations_total" in requests.get(f"{live_stack.scheduler_url}/metrics", timeout=10).text
+    # The scheduler validated this stack's one version, and counted it as passed.
+    scheduler = requests.get(f"{live_stack.scheduler_url}/metrics", timeout=10).text
+    assert scraped(scheduler, "mosis_validations_total", result="ok") == 1
+    assert scraped(scheduler, "mosis_validations_total") == 1  # and nothing else

@@ -22,8 +22,8 @@ from app.edge.nginx import signed_link
 from app.native import WeedPorts, free_ports, start_edge, start_weed
 from app.edge.purge import EdgePurger
 from app.platform.storage import Storage, icon_key, temp_key
-from tests.conftest import edge_settings, start_live_stack
 from tests.helpers import ADMIN, ADMIN_TOKEN, CloudflareStub, HttpApi, build_package, sha256
+from tests.stack import edge_settings, start_live_stack
 
 LIMIT = 6 * 1024 * 1024  # the package size limit of this module's stack
 IMMUTABLE = "public, max-age=86400, immutable"

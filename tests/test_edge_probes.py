@@ -25,8 +25,8 @@ import requests
 from app.edge.nginx import signed_link
 from app.native import free_ports, start_edge
 from app.platform.storage import Storage, icon_key, screenshot_key, temp_key
-from tests.conftest import edge_settings, start_live_stack
 from tests.helpers import ADMIN, HttpApi, build_package, sha256
+from tests.stack import edge_settings, start_live_stack
 from tests.test_edge import base_settings, package_key_of, reached_upstream
 
 # What a storage response may carry to a client, and what the edge adds itself.

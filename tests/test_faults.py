@@ -30,9 +30,9 @@ from app import native
 from app.edge.nginx import signed_link
 from app.edge.purge import edge_cache_path
 from app.platform.storage import Storage as Bucket, manifest_key, package_key
-from tests.conftest import _pg_admin, edge_settings, scratch_pg_database, stack_env, start_live_stack
 from tests.faults import Weed, children_of, frozen, query, run_with_private_mounts, wait_until
 from tests.helpers import ADMIN, HttpApi, build_package
+from tests.stack import edge_settings, pg_admin, scratch_pg_database, stack_env, start_live_stack
 
 # Every wait is bounded: a hang fails the test instead of stalling the suite.
 WAIT = 60
@@ -299,7 +299,7 @@ def test_sqlite_database_taken_away(live, database_url, tmp_path):
 def pg_backends(database_url: str) -> list[tuple]:
     """(pid, wait_event_type, query) of the sessions on the test's database."""
     name = urlparse(database_url).path.lstrip("/")
-    with contextlib.closing(_pg_admin()) as admin, admin.cursor() as cur:
+    with contextlib.closing(pg_admin()) as admin, admin.cursor() as cur:
         cur.execute("SELECT pid, wait_event_type, query FROM pg_stat_activity "
                     "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
         return cur.fetchall()
@@ -326,7 +326,7 @@ def table_locked(database_url: str, table: str):
 def set_connections_allowed(database_url: str, allowed: bool) -> None:
     """Let sessions into the test's own database, or close it and end every session in it."""
     name = urlparse(database_url).path.lstrip("/")
-    with contextlib.closing(_pg_admin()) as admin, admin.cursor() as cur:
+    with contextlib.closing(pg_admin()) as admin, admin.cursor() as cur:
         cur.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allowed else "false"}')
         if not allowed:
             cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "

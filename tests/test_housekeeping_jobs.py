@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 import threading
 import time
 
@@ -11,13 +10,15 @@ import pytest
 import requests
 
 from app.housekeeping.backup import list_backups
-from app.platform.jobs import run_job
-from app.platform.models import AuditEvent, JobState, Version, VersionStatus as S
 from app.native import free_ports, start_scheduler
-from app.scheduler import HOUSEKEEPING
 from app.platform.clock import utcnow
-from tests.conftest import stack_env
+from app.platform.jobs import run_job
+from app.platform.models import AuditEvent, JobState, Version
+from app.platform.models import VersionStatus as S
+from app.scheduler import HOUSEKEEPING
 from tests.housekeeping_helpers import unique_bucket, version_in
+from tests.monitoring_helpers import scraped_by
+from tests.stack import stack_env
 
 JOB_NAMES = {"retention", "orphan_sweep", "integrity_scrub", "metadata_backup"}
 
@@ -59,11 +60,7 @@ def test_each_job_runs_once_when_schedulers_race(api, services):
 
 
 def _job_runs(metrics_url: str) -> dict[str, float]:
-    text = requests.get(metrics_url, timeout=10).text
-    runs = {}
-    for job, value in re.findall(r'^mosis_job_runs_total\{job="([^"]+)",result="ok"\} (\S+)$', text, re.M):
-        runs[job] = float(value)
-    return runs
+    return scraped_by(requests.get(metrics_url, timeout=10).text, "mosis_job_runs_total", "job", result="ok")
 
 
 def test_two_scheduler_processes_started_together_run_each_job_once(services, settings):

@@ -36,9 +36,9 @@ import pytest
 import requests
 
 from tests.compose_cli import Engine, Project
-from tests.compose_model import Stack, read_dotenv
-from tests.conftest import scratch_pg_database
 from tests.helpers import bearer, build_package, sha256
+from tests.stack import scratch_pg_database
+from tools.composecheck.model import Stack, read_dotenv
 
 pytestmark = [
     pytest.mark.skipif(not os.environ.get("MOSIS_TEST_IMAGE"),

@@ -12,7 +12,6 @@ import uuid
 import pytest
 from minio.commonconfig import Filter
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
-from prometheus_client import REGISTRY
 
 from app.housekeeping import integrity
 from app.housekeeping.integrity import scrub, scrub_quota, sweep_orphans
@@ -22,15 +21,12 @@ from app.catalog.packages import keys_of
 from app.platform.storage import Storage, temp_key
 from app.platform.clock import utcnow
 from tests.housekeeping_helpers import unique_bucket, version_in
+from tests.monitoring_helpers import sample
 
 
 @pytest.fixture
 def settings(settings):
     return settings.replace(bucket=unique_bucket())
-
-
-def _metric(name, **labels) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def _past_grace(services) -> dt.datetime:
@@ -89,9 +85,9 @@ def test_sweep_reports_orphans_and_deletes_leftovers(services, messy_bucket):
     events = _audits("storage.objects_missing")
     assert len(events) == 2 and events[-1].details["missing"] == report["missing"]
     assert _audits("storage.orphans_deleted")[0].details["keys"] == [messy_bucket["leftover"]]
-    assert _metric("mosis_storage_orphan_objects", kind="orphan") == 3
-    assert _metric("mosis_storage_orphan_objects", kind="stale_temp") == 1
-    assert _metric("mosis_storage_missing_objects", status="draft") == 1
+    assert sample("mosis_storage_orphan_objects", kind="orphan") == 3
+    assert sample("mosis_storage_orphan_objects", kind="stale_temp") == 1
+    assert sample("mosis_storage_missing_objects", status="draft") == 1
 
 
 def test_sweep_deletes_orphans_when_configured(services, messy_bucket):
@@ -123,8 +119,8 @@ def test_orphan_job_records_its_run(services, messy_bucket):
     assert result == {"items": 4, "errors": 1}
     state = JobState.get_by_id("orphan_sweep")
     assert state.runs == 1 and state.last_items == 4 and state.last_errors == 1
-    assert _metric("mosis_job_last_items", job="orphan_sweep") == 4
-    assert _metric("mosis_job_last_errors", job="orphan_sweep") == 1
+    assert sample("mosis_job_last_items", job="orphan_sweep") == 4
+    assert sample("mosis_job_last_errors", job="orphan_sweep") == 1
 
 
 def test_cli_reports_orphans(app, services):
@@ -156,7 +152,7 @@ def test_scrub_finds_bit_rot_and_tampering(api, services):
     st.put(grown_key, b"".join(st.stream(grown_key)) + b"!")
     st.put(keys_of(Version.get_by_id(rewritten))[1], json.dumps({"package_id": "com.evil.app"}).encode())
     st.delete(keys_of(Version.get_by_id(lost))[0])
-    before = {k: _metric("mosis_integrity_mismatches_total", kind=k) for k in ("sha256", "size", "manifest",
+    before = {k: sample("mosis_integrity_mismatches_total", kind=k) for k in ("sha256", "size", "manifest",
                                                                               "missing")}
     now = utcnow()
     report = scrub(services, now, limit=10)
@@ -164,8 +160,8 @@ def test_scrub_finds_bit_rot_and_tampering(api, services):
     kinds = {f["version_id"]: f["kind"] for f in report["failures"]}
     assert kinds == {flipped: "sha256", grown: "size", rewritten: "manifest", lost: "missing"}
     for kind in before:
-        assert _metric("mosis_integrity_mismatches_total", kind=kind) == before[kind] + 1
-    assert _metric("mosis_integrity_last_failures") == 4
+        assert sample("mosis_integrity_mismatches_total", kind=kind) == before[kind] + 1
+    assert sample("mosis_integrity_last_failures") == 4
     events = {e.subject_id: e.details for e in _audits("integrity.mismatch")}
     assert set(events) == set(kinds) and events[flipped]["expected"] == Version.get_by_id(flipped).sha256
     assert events[flipped]["actual"] != events[flipped]["expected"]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.parser import text_string_to_metric_families
+
+from tests.monitoring_helpers import scraped
 
 ROUTE = "/v1/signing-key"
 SCHEDULER_ONLY = ("mosis_storage_up", "mosis_validation_queue_depth", "mosis_cost_estimate_usd",
@@ -18,8 +19,7 @@ SCHEDULER_ONLY = ("mosis_storage_up", "mosis_validation_queue_depth", "mosis_cos
 
 
 def route_count(text: str) -> float:
-    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-               if s.name == "flask_http_request_duration_seconds_count" and s.labels.get("url_rule") == ROUTE)
+    return scraped(text, "flask_http_request_duration_seconds_count", url_rule=ROUTE)
 
 
 def counts_by_process(multiproc_dir: Path) -> dict[int, float]:

@@ -3,7 +3,7 @@
 The document is built from the Flask app's URL map and app/api/openapi.py's
 table; these tests hold the table to the code: every route described,
 every error its code can raise declared (read statically by
-tests/raised_errors.py), nothing declared that it cannot raise, and the
+tools/errorcodes.py), nothing declared that it cannot raise, and the
 API's answers (schemathesis) within the document, error codes included.
 """
 
@@ -22,7 +22,7 @@ import requests
 from app.api import openapi
 from app.api.openapi import ERROR_CODES, OPERATIONS, TAGS, document, operations
 from tests.helpers import ADMIN_TOKEN
-from tests.raised_errors import Reader, route_errors
+from tools.errorcodes import Reader, route_errors
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = {"get", "put", "post", "delete", "patch"}

@@ -18,9 +18,9 @@ from app.native import free_ports
 from app.catalog.packages import keys_of
 from app.edge.purge import EdgePurger
 from app.housekeeping.retention import RULE_BY_STATUS, run_retention
-from tests.conftest import edge_settings, stack_env, start_live_stack
 from tests.helpers import ADMIN, build_package
 from tests.housekeeping_helpers import objects_of, version_in
+from tests.stack import edge_settings, stack_env, start_live_stack
 
 SECOND = dt.timedelta(seconds=1)
 

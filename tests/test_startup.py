@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from app.platform.config import MIN_SECRET_CHARS, ConfigError, Settings
-from tests.compose_model import SECRET_NAME, Stack, filled_in, read_dotenv
+from tools.composecheck.model import SECRET_NAME, Stack, filled_in, read_dotenv
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_IMAGE_SERVICES = ("app", "scheduler", "edge-config")

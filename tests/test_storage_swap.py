@@ -31,9 +31,9 @@ from app.edge.nginx import nginx_binary
 from app.platform.errors import Unavailable
 from app.native import free_port, free_ports, spawn, start_edge
 from app.platform.storage import Storage, StorageSetupError, assets_public_policy
-from tests.conftest import edge_settings, start_live_stack
 from tests.helpers import HttpApi
 from tests.images import encode, icon
+from tests.stack import edge_settings, start_live_stack
 from tests.test_edge import shipped
 
 # Storage is what differs here; one database is enough.

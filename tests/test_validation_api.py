@@ -9,7 +9,6 @@ the local temporary directory, and leave every other version as it was.
 
 from __future__ import annotations
 
-import re
 import tempfile
 
 
@@ -17,13 +16,10 @@ from app.platform.models import Version
 from app.platform.storage import temp_key
 from tests.corpus import CASES, Case
 from tests.helpers import build_package, bytes_behind_link, sha256
-
-COUNTER = re.compile(r'^mosis_validations_total\{result="([a-z0-9_]+)"\} ([0-9.e+]+)$', re.M)
-
+from tests.monitoring_helpers import scraped_by
 
 def validation_counts(client) -> dict[str, float]:
-    body = client.get("/metrics").get_data(as_text=True)
-    return {code: float(n) for code, n in COUNTER.findall(body)}
+    return scraped_by(client.get("/metrics").get_data(as_text=True), "mosis_validations_total", "result")
 
 
 def downloaded(client, services, package_id: str) -> bytes:

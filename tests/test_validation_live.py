@@ -7,15 +7,15 @@ all of it, count each outcome in its /metrics, and write no temporary file.
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
 import requests
 
-from tests.conftest import edge_settings, start_live_stack
 from tests.corpus import CASES
 from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
+from tests.monitoring_helpers import scraped_by
+from tests.stack import edge_settings, start_live_stack
 
 LIVE_CASES = ["bomb_nested_recursive", "bomb_nested_junk_prefix", "bomb_many_small_entries", "bomb_quoted_overlap",
               "path_fullwidth_solidus", "path_unicode_path_field", "symlink_unix_mode",
@@ -45,9 +45,7 @@ def stack(settings, tmp_path):
 
 
 def counts(url: str) -> dict[str, float]:
-    body = requests.get(f"{url}/metrics", timeout=10).text
-    return {c: float(n) for c, n in
-            re.findall(r'^mosis_validations_total\{result="([a-z0-9_]+)"\} (\S+)$', body, re.M)}
+    return scraped_by(requests.get(f"{url}/metrics", timeout=10).text, "mosis_validations_total", "result")
 
 
 def settle(base: str, app_id: str, code: int, dev: dict, timeout: float = 60) -> dict:

@@ -4,8 +4,8 @@ YAML anchors and merge keys resolved, `${VAR:-default}` and `${VAR:?message}`
 interpolated against a dotenv file (.env.example, the file operators copy to
 .env, unless another is given), env_file and `environment` merged as compose
 merges them, the Dockerfile split into its stages with its global build
-arguments' defaults substituted. tests/test_compose.py checks the files with
-it; tests/test_image.py starts the services from it.
+arguments' defaults substituted. The checks (tools/composecheck/checks.py)
+read the files with it; tests/test_image.py starts the services from it.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ has them too, marked `x-internal: true`.
 
 tests/test_openapi.py holds this to the code: every route has an entry with
 an operationId, tag, summary and description; every error code the code
-below a route can raise (a static reading of app/, tests/raised_errors.py)
+below a route can raise (a static reading of app/, tools/errorcodes.py)
 is declared for it, and none that it cannot. tests/test_openapi_tools.py
 lints it with Redocly and Spectral and drives the release journey through a
 client generated from it. A route without an entry is still listed (so the

@@ -15,8 +15,10 @@ from app.catalog import accounts
 from app.housekeeping import retention
 from app.housekeeping.backup import BackupError, create_backup, list_backups, restore_backup
 from app.housekeeping.integrity import scrub, sweep_orphans
+from app.platform import conformance
 from app.platform.errors import ApiError
 from app.platform.models import database
+from app.platform.storage import Storage
 from app.services import services
 
 developers = AppGroup("developers", help="Manage developer accounts.")
@@ -109,7 +111,7 @@ def retention_run(dry_run: bool, now_text: str | None, as_json: bool) -> None:
         raise SystemExit(1)
 
 
-storage_cli = AppGroup("storage", help="Check that storage and the database agree.")
+storage_cli = AppGroup("storage", help="Check storage: the provider, and that it agrees with the database.")
 
 
 @storage_cli.command("orphans")
@@ -130,6 +132,42 @@ def storage_scrub(limit: int | None) -> None:
         report = scrub(services(), limit=limit)
     _echo(report)
     if report["failures"]:
+        raise SystemExit(1)
+
+
+@storage_cli.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def storage_check(as_json: bool) -> None:
+    """Ask the configured S3 provider for everything the appliance relies on.
+
+    Works under a throw-away prefix, removes what it wrote, and exits 1 when
+    a required check fails (docs/deploy.md, Checking a provider).
+    """
+    settings = services().settings
+    web = conformance.Web.for_settings(settings)
+    try:
+        report = conformance.run(Storage(settings), web)
+    finally:
+        web.close()
+    if as_json:
+        _echo({"endpoint": settings.s3_endpoint, "bucket": settings.bucket, **report.as_dict()})
+    else:
+        click.echo(f"storage check of bucket {settings.bucket} at {settings.s3_endpoint} "
+                   f"(under {report.prefix})")
+        rows = [("check", "need", "result", "provider's answer")] + [
+            (r.name, "required" if r.required else "advisory", r.status.upper(), r.answer) for r in report.results]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        for row in rows:
+            click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+        cleanup = report.cleanup
+        click.echo(f"cleanup: {cleanup['removed']} objects removed"
+                   + "".join(f"; {problem}" for problem in cleanup["problems"]))
+        failing = [r for r in report.results if r.status == "fail"]
+        for r in failing:
+            click.echo(f"{'FAILED' if r.required else 'advisory'}: {r.name}: {r.what}", err=True)
+        click.echo("the appliance can run on this storage" if report.ok else
+                   "the appliance cannot run on this storage: a required check failed")
+    if not report.ok:
         raise SystemExit(1)
 
 

@@ -21,6 +21,7 @@ from app.platform.db import bind_database
 from app.platform.errors import Unavailable
 from app.platform.files import private_dir
 from app.platform.migrations import migrate_database
+from app.platform.objectstore import ObjectStore
 from app.platform.signing import SigningKey, load_signing_key
 from app.platform.storage import Storage
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Services:
     settings: Settings
-    storage: Storage
+    storage: ObjectStore  # the minio adapter (app.platform.storage.Storage)
     signing_key: SigningKey
     # Called with the object keys whose cached copies must go (edge, CDN).
     cache_purgers: list[Callable[[list[str]], None]] = field(default_factory=list)
@@ -72,7 +73,7 @@ def build_services(settings: Settings, *, migrate: bool = True, ensure_bucket: b
     db = bind_database(settings.resolved_database_url)
     if migrate:
         migrate_database()
-    storage = Storage(settings)
+    storage: ObjectStore = Storage(settings)
     if ensure_bucket:
         try:
             storage.ensure_bucket()

@@ -112,6 +112,27 @@ def api(client, services):
     return Api(client, services)
 
 
+@pytest.fixture
+def refusing(weed):
+    """Start proxies in front of SeaweedFS that refuse some calls (tests/s3_proxy.py)."""
+    import threading
+
+    from tests.s3_proxy import RefusingProxy
+
+    servers = []
+
+    def start(refuse: dict[str, tuple[int, str]]):
+        server = RefusingProxy(weed.ports.s3, refuse)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

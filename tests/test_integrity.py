@@ -18,6 +18,7 @@ from app.housekeeping.integrity import scrub, scrub_quota, sweep_orphans
 from app.platform.jobs import run_job
 from app.platform.models import AuditEvent, JobState, Version, VersionStatus as S
 from app.catalog.packages import keys_of
+from app.platform.objectstore import LifecycleRule
 from app.platform.storage import Storage, temp_key
 from app.platform.clock import utcnow
 from tests.housekeeping_helpers import unique_bucket, version_in
@@ -230,10 +231,10 @@ def test_lifecycle_rules_are_set_and_operator_rules_kept(services):
     storage.ensure_bucket()  # again: nothing doubles
     rules = {r.rule_id: r for r in storage.lifecycle_rules()}
     assert set(rules) == {"temp-expiry", "operator-exports"}
-    temp = rules["temp-expiry"]
-    assert temp.status == "Enabled" and temp.rule_filter.prefix == "temp/" and temp.expiration.days == 1
-    assert temp.abort_incomplete_multipart_upload.days_after_initiation == 1
-    assert rules["operator-exports"].expiration.days == 30
+    assert rules["temp-expiry"] == LifecycleRule("temp-expiry", enabled=True, prefix="temp/", expire_days=1,
+                                                 abort_multipart_days=1)
+    exports = rules["operator-exports"]
+    assert exports.prefix == "exports/" and exports.expire_days == 30 and exports.abort_multipart_days is None
 
 
 def test_packages_of_a_new_version_are_not_orphans(api, services):

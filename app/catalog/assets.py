@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import re
 import struct
 import time
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from app.platform.clock import naive_utc, utcnow
 from app.platform.errors import ApiError, Conflict, NotFound
 from app.platform.jobs import Job
 from app.platform.models import App, Screenshot, database, record_audit
-from app.platform.storage import ASSETS, icon_key, screenshot_key
+from app.platform.storage import ASSETS, icon_key, parse_asset_key, screenshot_key
 
 if TYPE_CHECKING:  # annotations only: the services are built above this layer
     from app.services import Services
@@ -510,11 +509,6 @@ def listing(svc: Services, app: App) -> dict:
 
 # -- housekeeping -------------------------------------------------------------------
 
-_ASSET_KEY_RE = re.compile(
-    rf"^{ASSETS}/(?P<app>[0-9a-f]{{32}})/(?:icons/(?P<icon>\d+)/icon-\d+\.png"
-    r"|screenshots/(?P<shot>\d+)\.(?:png|webp))\Z")
-
-
 def sweep_orphans(svc: Services, now: dt.datetime) -> dict:
     """Delete asset objects no row offers (left by a crash or a failed delete).
 
@@ -529,14 +523,13 @@ def sweep_orphans(svc: Services, now: dt.datetime) -> dict:
     highest: dict[str, int] = {}
     orphans, unknown, kept = [], 0, 0
     for obj in svc.storage.list(f"{ASSETS}/"):
-        m = _ASSET_KEY_RE.match(obj.key)
-        if m is None:
+        asset = parse_asset_key(obj.key)
+        if asset is None:
             unknown += 1
             continue
-        app_id = m["app"]
-        number = int(m["icon"] or m["shot"])
+        app_id, number = asset.app_id, asset.number
         highest[app_id] = max(highest.get(app_id, 0), number)
-        offered = (app_id, number) in (icons if m["icon"] else shots)
+        offered = (app_id, number) in (icons if asset.kind == "icon" else shots)
         modified = naive_utc(obj.last_modified) or now
         if offered:
             kept += 1

@@ -26,7 +26,8 @@ from app.platform.errors import BadRequest, Conflict
 from app.platform.jobs import Job
 from app.platform.models import Version, record_audit
 from app.platform.models import VersionStatus as S
-from app.platform.storage import TEMP, UploadedPart, temp_key, upload_id_of_temp_key
+from app.platform.objectstore import UploadedPart
+from app.platform.storage import TEMP, temp_key, upload_id_of_temp_key
 
 if TYPE_CHECKING:  # annotations only: the services are built above this layer
     from app.services import Services

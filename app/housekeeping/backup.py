@@ -34,7 +34,8 @@ from app.platform.clock import utcnow
 from app.platform.db import is_postgres
 from app.platform.jobs import Job
 from app.platform.models import database
-from app.platform.storage import BACKUPS, ObjectInfo, backup_key
+from app.platform.objectstore import ObjectInfo
+from app.platform.storage import BACKUPS, backup_key
 
 if TYPE_CHECKING:  # annotations only: the services are built above this layer
     from app.services import Services

@@ -35,7 +35,8 @@ from app.platform.clock import iso, naive_utc, utcnow
 from app.platform.jobs import Job
 from app.platform.models import App, Version, record_audit
 from app.platform.models import VersionStatus as S
-from app.platform.storage import PACKAGES, TEMP, ObjectInfo
+from app.platform.objectstore import ObjectInfo
+from app.platform.storage import PACKAGES, TEMP, VERSION_FILES, split_package_path, upload_id_of_temp_key
 
 if TYPE_CHECKING:  # annotations only: the services are built above this layer
     from app.services import Services
@@ -89,15 +90,13 @@ def _version_rows():
 
 def classify(obj: ObjectInfo, holders: set[tuple], uploads: dict[str, str]) -> Finding | None:
     """What is wrong with an object, or None if a version knows it."""
-    parts = obj.key.split("/")
     modified = naive_utc(obj.last_modified)
-    if parts[0] == PACKAGES:
-        if (len(parts) == 5 and parts[4] in ("package.mosis", "manifest.json")
-                and parts[3].isdigit() and (parts[1], parts[2], int(parts[3])) in holders):
+    if obj.key.split("/", 1)[0] == PACKAGES:
+        found = split_package_path(obj.key)
+        if found and found[3] in VERSION_FILES and found[:3] in holders:
             return None
         return Finding("orphan", obj.key, obj.size, modified, "no version holding objects knows it")
-    upload_id = parts[1] if len(parts) == 3 and parts[2] == "package.mosis" else None
-    status = uploads.get(upload_id)
+    status = uploads.get(upload_id_of_temp_key(obj.key))
     if status == S.UPLOADING:
         return None
     if status is None:

@@ -24,7 +24,8 @@ from app.platform.clock import iso, utcnow
 from app.platform.jobs import Job
 from app.platform.models import StorageScan, Version, database
 from app.platform.models import VersionStatus as S
-from app.platform.storage import PACKAGES, PREFIXES, TEMP
+from app.platform.objectstore import ObjectStore
+from app.platform.storage import PREFIXES, split_package_path, split_temp_path
 
 OTHER = "other"
 ORPHANED = "orphaned"
@@ -49,11 +50,12 @@ def _version_index() -> tuple[dict, dict]:
 
 
 def _status_of(key: str, by_code: dict, by_upload: dict) -> str | None:
-    parts = key.split("/")
-    if parts[0] == PACKAGES and len(parts) >= 5 and parts[3].isdigit():
-        return by_code.get((parts[2], int(parts[3])), ORPHANED)
-    if parts[0] == TEMP and len(parts) >= 3:
-        return by_upload.get(parts[1], ORPHANED)
+    package = split_package_path(key)
+    if package is not None:
+        return by_code.get((package[1], package[2]), ORPHANED)
+    upload = split_temp_path(key)
+    if upload is not None:
+        return by_upload.get(upload[0], ORPHANED)
     return None
 
 
@@ -63,7 +65,7 @@ def _add(table: dict, name: str, size: int) -> None:
     entry["objects"] += 1
 
 
-def scan_bucket(storage) -> dict:
+def scan_bucket(storage: ObjectStore) -> dict:
     """List the bucket and total it by prefix and by version status."""
     by_code, by_upload = _version_index()
     by_prefix = {p: {"bytes": 0, "objects": 0} for p in PREFIXES}

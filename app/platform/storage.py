@@ -1,7 +1,12 @@
 """Object storage: the one module that talks S3 (through the minio SDK).
 
-Every object key the appliance uses is built here, so the bucket layout of
-the design contract lives in one place:
+`Storage` is the adapter of the ObjectStore port (app/platform/objectstore.py):
+no other module imports the SDK or sees its errors. A refusal (an S3 error
+that is not a busy server) leaves as `StorageRefused` with the provider's
+code, status and message.
+
+Every object key the appliance uses is built, and parsed, here, so the
+bucket layout of the design contract lives in one place:
 
     packages/{developer_id}/{app_id}/{version_code}/package.mosis
     packages/{developer_id}/{app_id}/{version_code}/manifest.json
@@ -10,6 +15,8 @@ the design contract lives in one place:
     temp/{upload_id}/package.mosis
     backups/db/mosis-{YYYYmmddTHHMMSSZ}.{sqlite3.gz|pgdump}
     health/canary-{host}-{pid}   (2 bytes, while the check that storage takes writes runs)
+    conformance-check/{random}/…, assets/conformance-check/{random}/…   (while
+        `flask --app app storage check` runs, app/platform/conformance.py)
 
 Asset keys carry a number that is never reused within an app (see
 app/catalog/assets.py), so an asset's URL always names the same bytes.
@@ -38,7 +45,7 @@ from typing import Iterator
 from urllib.parse import urlparse, urlunparse
 
 import urllib3
-from minio.commonconfig import CopySource, Filter
+from minio.commonconfig import CopySource, Filter, Tags
 from minio.datatypes import Part
 from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
@@ -47,6 +54,7 @@ from minio.lifecycleconfig import AbortIncompleteMultipartUpload, Expiration, Li
 from app.platform.config import Settings
 from app.platform.errors import Unavailable
 from app.platform.metrics import STORAGE_ERRORS
+from app.platform.objectstore import LifecycleRule, MultipartUpload, ObjectInfo, StorageRefused, UploadedPart
 from minio import Minio
 
 log = logging.getLogger(__name__)
@@ -74,12 +82,16 @@ def package_dir(developer_id: str, app_id: str, version_code: int) -> str:
     return f"{PACKAGES}/{developer_id}/{app_id}/{int(version_code)}"
 
 
+PACKAGE_FILE, MANIFEST_FILE = "package.mosis", "manifest.json"
+VERSION_FILES = (PACKAGE_FILE, MANIFEST_FILE)  # the objects of a version under its package_dir
+
+
 def package_key(developer_id: str, app_id: str, version_code: int) -> str:
-    return f"{package_dir(developer_id, app_id, version_code)}/package.mosis"
+    return f"{package_dir(developer_id, app_id, version_code)}/{PACKAGE_FILE}"
 
 
 def manifest_key(developer_id: str, app_id: str, version_code: int) -> str:
-    return f"{package_dir(developer_id, app_id, version_code)}/manifest.json"
+    return f"{package_dir(developer_id, app_id, version_code)}/{MANIFEST_FILE}"
 
 
 # Key patterns also go into nginx's configuration, which takes `^…$`: in
@@ -93,8 +105,28 @@ def parse_package_key(key: str) -> tuple[str, str, int] | None:
     return (m.group(1), m.group(2), int(m.group(3))) if m else None
 
 
+_UNDER_PACKAGE_DIR_RE = re.compile(rf"{PACKAGES}/([^/]*)/([^/]*)/([0-9]+)/(.*)", re.DOTALL)
+
+
+def split_package_path(key: str) -> tuple[str, str, int, str] | None:
+    """(developer_id, app_id, version_code, rest) of any key under a
+    package_dir, `packages/{developer_id}/{app_id}/{version_code}/{rest}`, as
+    housekeeping reads what it finds (ids unchecked, rest any path), else None."""
+    m = _UNDER_PACKAGE_DIR_RE.fullmatch(key)
+    return (m.group(1), m.group(2), int(m.group(3)), m.group(4)) if m else None
+
+
 def temp_key(upload_id: str) -> str:
-    return f"{TEMP}/{upload_id}/package.mosis"
+    return f"{TEMP}/{upload_id}/{PACKAGE_FILE}"
+
+
+_UNDER_TEMP_DIR_RE = re.compile(rf"{TEMP}/([^/]*)/(.*)", re.DOTALL)
+
+
+def split_temp_path(key: str) -> tuple[str, str] | None:
+    """(upload_id, rest) of any key `temp/{upload_id}/{rest}`, else None."""
+    m = _UNDER_TEMP_DIR_RE.fullmatch(key)
+    return (m.group(1), m.group(2)) if m else None
 
 
 # Every key temp_key makes for an upload id (new_id(): 32 hex digits).
@@ -117,57 +149,60 @@ def screenshot_key(app_id: str, number: int, ext: str = "png") -> str:
 # Every key icon_key and screenshot_key can make, and nothing else.
 ASSET_KEY_RE = re.compile(rf"^{ASSETS}/[0-9a-f]{{32}}/(icons/[1-9][0-9]{{0,18}}/icon-(32|64|128)\.png"
                           rf"|screenshots/[1-9][0-9]{{0,18}}\.(png|webp))$")
+# What the asset sweep takes for an asset: ASSET_KEY_RE's shape, any number
+# and icon size, so it also removes (and counts past) hand-made ones.
+_ASSET_SHAPE_RE = re.compile(rf"{ASSETS}/(?P<app>[0-9a-f]{{32}})/(?:icons/(?P<icon>\d+)/icon-\d+\.png"
+                             r"|screenshots/(?P<shot>\d+)\.(?:png|webp))")
+
+
+@dataclass(frozen=True)
+class AssetKey:
+    app_id: str
+    kind: str  # icon, screenshot
+    number: int
+
+
+def parse_asset_key(key: str) -> AssetKey | None:
+    """The app, kind and number of an asset's key (as the sweep reads them), else None."""
+    m = _ASSET_SHAPE_RE.fullmatch(key)
+    if m is None:
+        return None
+    return AssetKey(m["app"], "icon" if m["icon"] else "screenshot", int(m["icon"] or m["shot"]))
 
 
 def upload_id_of_temp_key(key: str) -> str | None:
     """The upload id in `temp/{upload_id}/package.mosis`, or None for other keys."""
-    parts = key.split("/")
-    if len(parts) == 3 and parts[0] == TEMP and parts[2] == "package.mosis":
-        return parts[1]
-    return None
+    found = split_temp_path(key)
+    return found[0] if found and found[1] == PACKAGE_FILE else None
 
 
 # A safety net only: S3 expiry counts whole days, so the retention job (and,
 # for parts, the multipart cleanup) is what removes abandoned uploads after an
 # hour (docs/retention.md). The same rule as minio/lifecycle.json.
-LIFECYCLE_RULES = [
-    Rule("Enabled", rule_filter=Filter(prefix=f"{TEMP}/"), rule_id="temp-expiry",
-         expiration=Expiration(days=1),
-         abort_incomplete_multipart_upload=AbortIncompleteMultipartUpload(days_after_initiation=1)),
-]
+TEMP_LIFECYCLE = LifecycleRule("temp-expiry", True, f"{TEMP}/", expire_days=1, abort_multipart_days=1)
+LIFECYCLE_RULES = (TEMP_LIFECYCLE,)
+
+
+def _sdk_rule(rule: LifecycleRule) -> Rule:
+    abort = rule.abort_multipart_days
+    return Rule("Enabled" if rule.enabled else "Disabled", rule_filter=Filter(prefix=rule.prefix),
+                rule_id=rule.rule_id,
+                expiration=Expiration(days=rule.expire_days) if rule.expire_days is not None else None,
+                abort_incomplete_multipart_upload=(AbortIncompleteMultipartUpload(days_after_initiation=abort)
+                                                   if abort is not None else None))
+
+
+def _rule_of(rule: Rule) -> LifecycleRule:
+    f = rule.rule_filter
+    prefix = f.prefix if f is not None and f.prefix is not None else (
+        f.and_operator.prefix if f is not None and f.and_operator is not None else None)
+    abort = rule.abort_incomplete_multipart_upload
+    return LifecycleRule(rule.rule_id or "", rule.status == "Enabled", prefix or "",
+                         rule.expiration.days if rule.expiration is not None else None,
+                         abort.days_after_initiation if abort is not None else None)
 
 
 # -- the client ----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class UploadedPart:
-    """One part of an unfinished multipart upload, as storage holds it."""
-
-    number: int
-    size: int
-    etag: str
-    last_modified: dt.datetime | None
-
-
-@dataclass(frozen=True)
-class MultipartUpload:
-    """An unfinished multipart upload (neither completed nor aborted)."""
-
-    key: str
-    upload_id: str
-    initiated: dt.datetime | None
-
-
-@dataclass(frozen=True)
-class ObjectInfo:
-    key: str
-    size: int
-    etag: str
-    last_modified: dt.datetime | None
-    content_type: str | None = None
-    # As stored with the object (a client may send one with a presigned PUT).
-    content_encoding: str | None = None
-
 
 def _endpoint(url: str) -> tuple[str, bool]:
     parsed = urlparse(url if "://" in url else f"http://{url}")
@@ -232,6 +267,8 @@ def assets_public_policy(bucket: str) -> dict:
 
 
 class Storage:
+    """The ObjectStore (app/platform/objectstore.py) over the minio SDK."""
+
     def __init__(self, settings: Settings):
         self.bucket = settings.bucket
         self.public_assets = settings.s3_public_assets
@@ -279,35 +316,53 @@ class Storage:
         self._ensure_lifecycle()
 
     def _ensure_public_assets(self) -> None:
-        """Let anyone read assets/: the edge fetches them without a signature."""
         try:
-            with self._guard("set the bucket policy"):
-                self.client.set_bucket_policy(bucket_name=self.bucket,
-                                              policy=json.dumps(assets_public_policy(self.bucket)))
-        except (S3Error, Unavailable) as e:
+            self.apply_public_assets_policy()
+        except (StorageRefused, Unavailable) as e:
             log.warning("storage refuses the bucket policy (%s): make assets/ of bucket %s anonymously "
                         "readable by hand, or set MOSIS_S3_PUBLIC_ASSETS=false so the edge fetches assets "
                         "with presigned URLs (docs/deploy.md)", getattr(e, "code", e), self.bucket)
 
     def _ensure_lifecycle(self) -> None:
-        """Set the appliance's lifecycle rules, keeping rules an operator added."""
         try:
-            current = self.client.get_bucket_lifecycle(bucket_name=self.bucket)
-            ours = {r.rule_id for r in LIFECYCLE_RULES}
-            kept = [r for r in (current.rules if current else []) if r.rule_id not in ours]
-            self.client.set_bucket_lifecycle(bucket_name=self.bucket,
-                                             config=LifecycleConfig(kept + LIFECYCLE_RULES))
-        except (S3Error, urllib3.exceptions.HTTPError) as e:
+            self.apply_lifecycle_rules()
+        except (StorageRefused, Unavailable) as e:
             # Only a safety net: the retention job removes abandoned uploads.
             log.warning("storage refuses lifecycle rules (%s): add one by hand to bucket %s that expires "
                         "objects under temp/ after 1 day and aborts incomplete multipart uploads after "
                         "1 day (docs/retention.md)", getattr(e, "code", e), self.bucket)
 
-    def lifecycle_rules(self) -> list[Rule]:
+    def apply_public_assets_policy(self) -> None:
+        """Let anyone read assets/ (the edge fetches them without a signature)."""
+        with self._guard("set the bucket policy"):
+            self.client.set_bucket_policy(bucket_name=self.bucket,
+                                          policy=json.dumps(assets_public_policy(self.bucket)))
+
+    def bucket_policy(self) -> dict | None:
+        """The bucket policy as storage keeps it; None if it has none."""
+        with self._guard("read the bucket policy"):
+            try:
+                text = self.client.get_bucket_policy(bucket_name=self.bucket)
+            except S3Error as e:
+                if e.code == "NoSuchBucketPolicy":
+                    return None
+                raise
+        return json.loads(text) if text else None
+
+    def apply_lifecycle_rules(self) -> None:
+        """Set the appliance's lifecycle rules, keeping rules an operator added."""
+        with self._guard("set lifecycle rules"):
+            current = self.client.get_bucket_lifecycle(bucket_name=self.bucket)
+            ours = {r.rule_id for r in LIFECYCLE_RULES}
+            kept = [r for r in (current.rules if current else []) if r.rule_id not in ours]
+            self.client.set_bucket_lifecycle(bucket_name=self.bucket, config=LifecycleConfig(
+                kept + [_sdk_rule(r) for r in LIFECYCLE_RULES]))
+
+    def lifecycle_rules(self) -> list[LifecycleRule]:
         """The bucket's lifecycle rules as storage keeps them (empty if none)."""
         with self._guard("read lifecycle rules"):
             config = self.client.get_bucket_lifecycle(bucket_name=self.bucket)
-        return list(config.rules) if config else []
+        return [_rule_of(r) for r in config.rules] if config else []
 
     def reset_connections(self) -> None:
         """Drop pooled connections (after fork they belong to the parent)."""
@@ -372,9 +427,10 @@ class Storage:
         scheme, netloc = self._public_origin
         return urlunparse(urlparse(url)._replace(scheme=scheme, netloc=netloc))
 
-    def presigned_put(self, key: str, ttl: int) -> str:
-        return self._at_public_endpoint(self.client.presigned_put_object(
-            bucket_name=self.bucket, object_name=key, expires=dt.timedelta(seconds=ttl)))
+    def presigned_put(self, key: str, ttl: int, *, internal: bool = False) -> str:
+        url = self.client.presigned_put_object(bucket_name=self.bucket, object_name=key,
+                                               expires=dt.timedelta(seconds=ttl))
+        return url if internal else self._at_public_endpoint(url)
 
     def presigned_get(self, key: str, ttl: int, *, internal: bool = False,
                       response_headers: dict[str, str] | None = None) -> str:
@@ -387,11 +443,13 @@ class Storage:
                                                response_headers=response_headers)
         return url if internal else self._at_public_endpoint(url)
 
-    def presigned_part_put(self, key: str, upload_id: str, part_number: int, ttl: int) -> str:
+    def presigned_part_put(self, key: str, upload_id: str, part_number: int, ttl: int, *,
+                           internal: bool = False) -> str:
         """A URL to PUT one part of a multipart upload (UploadPart) to."""
-        return self._at_public_endpoint(self.client.get_presigned_url(
+        url = self.client.get_presigned_url(
             "PUT", self.bucket, key, expires=dt.timedelta(seconds=ttl),
-            extra_query_params={"uploadId": upload_id, "partNumber": str(int(part_number))}))
+            extra_query_params={"uploadId": upload_id, "partNumber": str(int(part_number))})
+        return url if internal else self._at_public_endpoint(url)
 
     # -- multipart uploads ---------------------------------------------------------
     # The SDK exposes the multipart calls only as its internal `_` methods
@@ -539,6 +597,18 @@ class Storage:
                 if not o.is_dir:
                     yield ObjectInfo(o.object_name, o.size or 0, (o.etag or "").strip('"'), o.last_modified)
 
+    def put_tags(self, key: str, tags: dict[str, str]) -> None:
+        """Replace an object's tags."""
+        sdk_tags = Tags.new_object_tags()
+        for name, value in tags.items():
+            sdk_tags[name] = value
+        with self._guard("tag an object"):
+            self.client.set_object_tags(bucket_name=self.bucket, object_name=key, tags=sdk_tags)
+
+    def get_tags(self, key: str) -> dict[str, str]:
+        with self._guard("read an object's tags"):
+            return dict(self.client.get_object_tags(bucket_name=self.bucket, object_name=key) or {})
+
     def _guard(self, doing: str):
         return _StorageGuard(doing, self)
 
@@ -616,4 +686,8 @@ class _StorageGuard:
             STORAGE_ERRORS.labels(self.doing).inc()
             raise Unavailable(f"storage is unavailable (could not {self.doing}): {exc.code}",
                               code="storage_unavailable") from exc
+        if isinstance(exc, S3Error):  # a refusal: the provider's words, no SDK type beyond this module
+            response = getattr(exc, "response", None)
+            status = response.status if response is not None else None
+            raise StorageRefused(exc.code or "", status, exc.message or "") from exc
         return False

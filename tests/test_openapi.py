@@ -205,7 +205,7 @@ def test_the_reader_finds_a_new_raise_deep_below_a_route(tmp_path):
     import shutil
 
     shutil.copytree(ROOT / "app", tmp_path / "app", ignore=shutil.ignore_patterns("__pycache__"))
-    packages = tmp_path / "app" / "packages.py"
+    packages = tmp_path / "app" / "catalog" / "packages.py"
     source = packages.read_text()
     target = "def app_of(developer: Developer, app_id: str) -> App:\n"
     assert target in source

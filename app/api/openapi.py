@@ -35,6 +35,7 @@ from werkzeug.routing import IntegerConverter
 
 from app.api.converters import HexIdConverter, PackageIdConverter, PositionConverter, VersionCodeConverter
 from app.api.inputs import CONTROL_CHARACTERS
+from app.platform.lifecycle import VersionStatus
 from mosis_format.validation import MAX_VERSION_CODE
 
 HEX_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
@@ -79,9 +80,7 @@ ICONS = nullable(ref("Icons"))
 MANIFEST = nullable(ref("Manifest"))
 
 SCHEMAS = {
-    "VersionStatus": {"type": "string", "enum": ["uploading", "validating", "draft", "published", "superseded",
-                                                 "failed", "rejected", "pulled", "abandoned", "purged",
-                                                 "purging"]},
+    "VersionStatus": {"type": "string", "enum": list(VersionStatus.ALL)},
     "Error": obj({"error": ref("ErrorDetail")}),
     "ErrorDetail": obj({"code": {"type": "string", "description": "Stable; see the operation's "
                                                                   "x-error-codes and docs/api.md"},

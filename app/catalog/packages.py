@@ -1,10 +1,8 @@
-"""Apps and their versions: the version lifecycle of the design contract.
+"""Apps and their versions: creating, completing, publishing, rejecting and
+pulling them, and the public catalogue.
 
-    uploading -> validating -> draft -> published -> superseded
-                     |           |          |
-                   failed     rejected    pulled          (any) -> purging -> purged
-
-Every status change is a conditional UPDATE (`... WHERE status = <expected>`)
+The statuses and every transition between them are app.platform.lifecycle's
+table; each status change here is its `transition()`, a conditional UPDATE,
 so concurrent requests and workers cannot both win, and the database's
 indexes keep version codes unique and one published version per app.
 """
@@ -24,6 +22,7 @@ from app.platform.clock import iso, utcnow
 from app.platform.db import Compiled, try_lock
 from app.platform.errors import Conflict, NotFound, TooLarge, Unavailable
 from app.platform.jobs import Job
+from app.platform.lifecycle import BY_OP, transition
 from app.platform.models import App, Developer, Version, database, new_id, record_audit
 from app.platform.models import VersionStatus as S
 from app.platform.storage import manifest_key, package_key, parse_package_key, temp_key
@@ -147,14 +146,12 @@ def upload_state(svc: Services, app: App, version_code: int) -> dict:
     return upload_instructions(svc, version)
 
 
-def _fail(version: Version, code: str, message: str, expected_status: str) -> bool:
-    now = utcnow()
-    changed = (Version.update(status=S.FAILED, error_code=code, error_message=message,
-                              failed_at=now, updated_at=now, lease_owner=None, lease_expires_at=None)
-               .where((Version.id == version.id) & (Version.status == expected_status)).execute())
+def _refuse(version: Version, code: str, message: str) -> bool:
+    """Completing found an upload that cannot be the declared package: it failed."""
+    changed = transition(version, "refuse", error_code=code, error_message=message)
     if changed:
         metrics.UPLOADS_FAILED.labels(reason=code).inc()
-    return bool(changed)
+    return changed
 
 
 def complete_upload(svc: Services, app: App, version_code: int) -> Version:
@@ -209,7 +206,7 @@ def _complete(svc: Services, app: App, version: Version) -> Version:
         uploads.assemble(svc, version)  # multipart: join the parts into the temp object
     except uploads.PartsMismatch as e:
         uploads.abort_parts(svc, version)
-        _fail(version, "size_mismatch", str(e), S.UPLOADING)
+        _refuse(version, "size_mismatch", str(e))
         raise Conflict(str(e), code="size_mismatch") from None
     info = storage.stat(temp)
     if info is None:
@@ -222,19 +219,17 @@ def _complete(svc: Services, app: App, version: Version) -> Version:
         storage.delete(temp, final)
         if info.size > limit:
             msg = f"the upload is {info.size} bytes; the limit is {limit} bytes"
-            _fail(version, "too_large", msg, S.UPLOADING)
+            _refuse(version, "too_large", msg)
             raise TooLarge(msg, code="too_large")
         msg = f"the upload is {info.size} bytes but {version.declared_size} were declared"
-        _fail(version, "size_mismatch", msg, S.UPLOADING)
+        _refuse(version, "size_mismatch", msg)
         raise Conflict(msg, code="size_mismatch")
     if info.key == temp:
         storage.copy(temp, final)
-    now = utcnow()
     # The audit event goes with the status change: a completion cut off
     # after it (below) is not recorded twice, nor lost, when it is retried.
     with database.atomic():
-        changed = (Version.update(status=S.VALIDATING, size=info.size, uploaded_at=now, updated_at=now)
-                   .where((Version.id == version.id) & (Version.status == S.UPLOADING)).execute())
+        changed = transition(version, "complete", size=info.size)
         if changed:
             record_audit(f"developer:{app.developer_id}", "version.uploaded", "version", version.id,
                          version_code=version.version_code, size=info.size)
@@ -260,11 +255,10 @@ def publish(svc: Services, app: App, version_code: int) -> Version:
         if not raised:
             raise Conflict("a version with a higher version_code has been published already",
                            code="version_code_not_increasing")
-        (Version.update(status=S.SUPERSEDED, superseded_at=now, updated_at=now)
-         .where((Version.app == app) & (Version.status == S.PUBLISHED)).execute())
-        changed = (Version.update(status=S.PUBLISHED, published_at=now, updated_at=now)
-                   .where((Version.id == version.id) & (Version.status == S.DRAFT)).execute())
-        if not changed:
+        current = Version.get_or_none((Version.app == app) & (Version.status == S.PUBLISHED))
+        if current is not None:
+            transition(current, "supersede", now=now)
+        if not transition(version, "publish", now=now):
             raise Conflict("the version changed while it was being published", code="invalid_state")
         record_audit(f"developer:{app.developer_id}", "version.published", "version", version.id,
                      version_code=version_code)
@@ -274,12 +268,11 @@ def publish(svc: Services, app: App, version_code: int) -> Version:
 
 
 def reject(version_id: str, reason: str) -> Version:
-    return _admin_transition(version_id, reason, S.REJECTED, (S.DRAFT, S.VALIDATING), "rejected_at")
+    return _admin_transition(version_id, reason, "reject")
 
 
 def pull(svc: Services, version_id: str, reason: str) -> Version:
-    version = _admin_transition(version_id, reason, S.PULLED, (S.PUBLISHED, S.SUPERSEDED, S.DRAFT),
-                                "pulled_at")
+    version = _admin_transition(version_id, reason, "pull")
     # After the row no longer offers it, make every cache forget it: its
     # objects, and the public answers that named it.
     svc.purge_cached([*keys_of(version), *public_read_keys(version.app.package_id)])
@@ -306,22 +299,19 @@ def purge_recent_pulls(svc: Services, now: dt.datetime) -> int:
     return len(recent)
 
 
-def _admin_transition(version_id: str, reason: str, target: str, sources: tuple[str, ...],
-                      stamp: str) -> Version:
+def _admin_transition(version_id: str, reason: str, op: str) -> Version:
     version = version_by_id(version_id)
-    if version.status == target:
+    step = BY_OP[op]
+    if version.status == step.target:
         return version
-    if version.status not in sources:
-        raise Conflict(f"a {version.status} version cannot become {target}", code="invalid_state",
+    if version.status not in step.sources:
+        raise Conflict(f"a {version.status} version cannot become {step.target}", code="invalid_state",
                        details={"status": version.status})
-    now = utcnow()
     with database.atomic():
-        changed = (Version.update(status=target, status_reason=reason, updated_at=now,
-                                  lease_owner=None, lease_expires_at=None, **{stamp: now})
-                   .where((Version.id == version.id) & (Version.status == version.status)).execute())
-        if not changed:
+        # From the status it was seen in: a change meanwhile is a conflict.
+        if not transition(version, op, sources=(version.status,), status_reason=reason):
             raise Conflict("the version changed meanwhile; try again", code="invalid_state")
-        record_audit("admin", f"version.{target}", "version", version.id, reason=reason,
+        record_audit("admin", f"version.{step.target}", "version", version.id, reason=reason,
                      previous_status=version.status)
     return Version.get_by_id(version.id)
 

@@ -24,6 +24,7 @@ from app.platform.clock import iso, naive_utc, utcnow
 from app.platform.config import MiB, Settings
 from app.platform.errors import BadRequest, Conflict
 from app.platform.jobs import Job
+from app.platform.lifecycle import transition
 from app.platform.models import Version, record_audit
 from app.platform.models import VersionStatus as S
 from app.platform.objectstore import UploadedPart
@@ -209,11 +210,7 @@ def abort(svc: Services, version: Version, actor: str) -> Version:
     if version.status == S.ABANDONED:
         return version  # aborting twice is harmless
     require_uploading(version)
-    now = utcnow()
-    changed = (Version.update(status=S.ABANDONED, status_reason="upload aborted by the developer",
-                              updated_at=now)
-               .where((Version.id == version.id) & (Version.status == S.UPLOADING)).execute())
-    if not changed:
+    if not transition(version, "abort", status_reason="upload aborted by the developer"):
         version = Version.get_by_id(version.id)
         if version.status != S.ABANDONED:
             raise Conflict(f"version {version.version_code} changed meanwhile; it is "

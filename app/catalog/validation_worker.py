@@ -30,6 +30,7 @@ from app.catalog.packages import keys_of
 from app.platform import metrics
 from app.platform.clock import utcnow
 from app.platform.errors import Unavailable
+from app.platform.lifecycle import transition
 from app.platform.models import App, Version, record_audit
 from app.platform.models import VersionStatus as S
 from app.platform.storage import ObjectUnreadable
@@ -68,12 +69,9 @@ def queue_depth() -> int:
     return Version.select().where(Version.status == S.VALIDATING).count()
 
 
-def _finish(version: Version, owner: str, **changes) -> bool:
-    now = utcnow()
-    changes.update(updated_at=now, lease_owner=None, lease_expires_at=None)
-    return bool(Version.update(**changes)
-                .where((Version.id == version.id) & (Version.status == S.VALIDATING)
-                       & (Version.lease_owner == owner)).execute())
+def _finish(version: Version, owner: str, op: str, **changes) -> bool:
+    """`validate` or `fail` the version, if this worker still holds its lease."""
+    return transition(version, op, where=Version.lease_owner == owner, **changes)
 
 
 def validate_claimed(svc: Services, version: Version, owner: str) -> str:
@@ -115,8 +113,8 @@ def validate_claimed(svc: Services, version: Version, owner: str) -> str:
         metrics.VALIDATION_SECONDS.observe(time.monotonic() - started)
     signature = svc.signing_key.sign_package(app.package_id, version.version_code, report.sha256,
                                              report.size)
-    if _finish(version, owner, status=S.DRAFT, size=report.size, sha256=report.sha256,
-               manifest=report.manifest, signature=signature, validated_at=utcnow()):
+    if _finish(version, owner, "validate", size=report.size, sha256=report.sha256,
+               manifest=report.manifest, signature=signature):
         metrics.VALIDATIONS.labels(result="ok").inc()
         record_audit("system", "version.validated", "version", version.id, sha256=report.sha256)
     return "ok"
@@ -141,8 +139,7 @@ def _postpone(version: Version, owner: str, settings, why: str) -> str:
 
 
 def _fail(version: Version, owner: str, code: str, message: str) -> str:
-    if _finish(version, owner, status=S.FAILED, error_code=code, error_message=message,
-               failed_at=utcnow()):
+    if _finish(version, owner, "fail", error_code=code, error_message=message):
         metrics.VALIDATIONS.labels(result=code).inc()
         metrics.UPLOADS_FAILED.labels(reason=code).inc()
         record_audit("system", "version.failed", "version", version.id, code=code)

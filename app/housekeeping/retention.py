@@ -17,17 +17,17 @@ limit. Purging a version keeps its row (`purged`, `purged_at`, `purge_reason`,
 Order of operations, so that a crash anywhere loses nothing and never leaves
 a row that is offered pointing at a deleted object:
 
-1. claim: a conditional UPDATE `<status> -> purging`. From here the version is
-   not offered for anything (publish, pull and download need other statuses),
-   and it keeps holding its version_code, so no new upload can land on its
-   keys while they are deleted. If the version changed meanwhile (published,
+1. claim: the lifecycle's `expire`, a conditional UPDATE `<status> -> purging`.
+   From here the version is not offered for anything (publish, pull and
+   download need other statuses), and it keeps holding its version_code, so
+   no new upload can land on its keys while they are deleted. If the version changed meanwhile (published,
    pulled), the UPDATE matches nothing and retention leaves it alone.
 2. make the edge and CDN forget the package, delete its objects (package,
    manifest, temp upload), and make them forget it once more (a cache fill
    started before the claim may end during the deletes); deleting what is
    already gone is not an error, so this step can be repeated.
-3. finish: a conditional UPDATE `purging -> purged` (or `abandoned`) with the
-   audit event, in one transaction.
+3. finish: `purge` (or `abandon`), a conditional UPDATE `purging -> purged`
+   (or `abandoned`), with the audit event, in one transaction.
 
 A crash after 1 or 2 leaves a `purging` row; every run finishes such rows
 first, whatever the clock says. The one exception to the claim is a `failed`
@@ -49,6 +49,7 @@ from app.catalog.packages import keys_of
 from app.platform.clock import iso, utcnow
 from app.platform.config import RetentionPolicy
 from app.platform.jobs import Job
+from app.platform.lifecycle import transition
 from app.platform.models import App, Version, database, record_audit
 from app.platform.models import VersionStatus as S
 from app.platform.storage import temp_key
@@ -97,6 +98,8 @@ RULES = (
     Rule(S.PULLED, "pulled", ("pulled_at", "updated_at"), S.PURGED),
 )
 RULE_BY_STATUS = {r.status: r for r in RULES}
+# The lifecycle's transition that finishes a purge, by its outcome.
+FINISH = {S.PURGED: "purge", S.ABANDONED: "abandon"}
 
 
 def human_duration(seconds: int) -> str:
@@ -204,11 +207,8 @@ def claim(expiry: Expiry, now: dt.datetime) -> bool:
         return True
     try:
         with database.atomic():
-            return bool(Version.update(status=S.PURGING, purged_from=expiry.from_status,
-                                       purge_reason=expiry.reason, updated_at=now,
-                                       lease_owner=None, lease_expires_at=None)
-                        .where((Version.id == v.id) & (Version.status == expiry.from_status))
-                        .execute())
+            return transition(v, "expire", sources=(expiry.from_status,), now=now,
+                              purged_from=expiry.from_status, purge_reason=expiry.reason)
     except pw.IntegrityError:
         # A failed version whose code a newer version took meanwhile: the
         # keys are the newer one's now. Leave them, take only its temp upload.
@@ -238,13 +238,10 @@ def finish(expiry: Expiry, now: dt.datetime, actor: str) -> bool:
     v = expiry.version
     # A failed version may have been left unclaimed (see claim); any other
     # version is finished only from purging.
-    sources = [S.PURGING] + ([expiry.from_status] if expiry.from_status in S.RELEASED else [])
+    sources = (S.PURGING,) + ((S.FAILED,) if expiry.from_status == S.FAILED else ())
     with database.atomic():
-        changed = (Version.update(status=expiry.outcome, purged_at=now, updated_at=now,
-                                  purged_from=expiry.from_status, purge_reason=expiry.reason,
-                                  lease_owner=None, lease_expires_at=None)
-                   .where((Version.id == v.id) & Version.status.in_(sources))
-                   .execute())
+        changed = transition(v, FINISH[expiry.outcome], sources=sources, now=now,
+                             purged_from=expiry.from_status, purge_reason=expiry.reason)
         if changed:
             record_audit(actor, f"version.{expiry.outcome}", "version", v.id,
                          reason=expiry.reason, previous_status=expiry.from_status,

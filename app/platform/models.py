@@ -8,6 +8,7 @@ import uuid
 import peewee as pw
 
 from app.platform.clock import utcnow
+from app.platform.lifecycle import VersionStatus
 
 database = pw.DatabaseProxy()
 
@@ -72,31 +73,12 @@ class App(BaseModel):
     icon_sha256 = pw.CharField(max_length=64, null=True)  # of its 128 px PNG
 
 
-class VersionStatus:
-    UPLOADING = "uploading"
-    VALIDATING = "validating"
-    DRAFT = "draft"
-    PUBLISHED = "published"  # the app's current version; at most one per app
-    SUPERSEDED = "superseded"  # was published, a newer one replaced it
-    FAILED = "failed"
-    REJECTED = "rejected"
-    PULLED = "pulled"
-    ABANDONED = "abandoned"
-    PURGED = "purged"
-    # Retention took it: no longer offered, its objects are being deleted.
-    PURGING = "purging"
-
-    ALL = (UPLOADING, VALIDATING, DRAFT, PUBLISHED, SUPERSEDED, FAILED, REJECTED, PULLED,
-           ABANDONED, PURGED, PURGING)
-    # Statuses that release their version_code for reuse.
-    RELEASED = (FAILED, ABANDONED, PURGED)
-
-
 class Version(BaseModel):
     id = pw.CharField(primary_key=True, max_length=32, default=new_id)
     app = pw.ForeignKeyField(App, backref="versions", on_delete="RESTRICT")
     version_code = pw.BigIntegerField()
     version_name = pw.CharField(max_length=64)
+    # Changed only by app.platform.lifecycle.transition, along its table.
     status = pw.CharField(max_length=16, default=VersionStatus.UPLOADING, index=True)
     declared_size = pw.BigIntegerField()
     declared_sha256 = pw.CharField(max_length=64, null=True)

@@ -67,7 +67,7 @@ class Cli:
         self.config = home / "config" / "mosis" / "config.json"
 
     def argv(self, args) -> list[str]:
-        return [sys.executable, "-m", "app.devcli", *map(str, args)]
+        return [sys.executable, "-m", "mosis_cli", *map(str, args)]
 
     def __call__(self, *args, env: dict | None = None, stdin: str | None = None,
                  process: bool = False) -> Result:
@@ -76,7 +76,7 @@ class Cli:
             p = subprocess.run(self.argv(args), env=env, cwd=self.home, capture_output=True,
                                text=True, input=stdin, timeout=180)
             return Result(p.returncode, p.stdout, p.stderr)
-        from app.devcli import main
+        from mosis_cli import main
 
         saved_env, saved_cwd, saved_stdin = dict(os.environ), os.getcwd(), sys.stdin
         out, err = io.StringIO(), io.StringIO()

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.devcli import commands
-from app.devcli.errors import CliError, Exit
-from app.devcli.progress import parse_rate
+from mosis_cli import commands
+from mosis_cli.errors import CliError, Exit
+from mosis_cli.progress import parse_rate
 
 EXIT_CODES = "\n".join(f"  {int(e):>3}  {e.name.lower()}" for e in Exit)
 

@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.devcli.errors import CliError, Exit
+from mosis_cli.errors import CliError, Exit
 from mosis_format.validation import (
     MANIFEST_NAME,
     Expected,

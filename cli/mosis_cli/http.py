@@ -13,8 +13,8 @@ from typing import BinaryIO, Callable
 
 import requests
 
-from app.devcli.errors import CliError, Exit, exit_for_status
-from app.devcli.progress import Progress, RateLimit
+from mosis_cli.errors import CliError, Exit, exit_for_status
+from mosis_cli.progress import Progress, RateLimit
 
 USER_AGENT = "mosis-cli/0.1"
 RETRY_STATUSES = (502, 503, 504)

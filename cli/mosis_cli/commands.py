@@ -16,9 +16,9 @@ from typing import Callable
 
 import requests
 
-from app.devcli import config
-from app.devcli.errors import CliError, Exit
-from app.devcli.http import (
+from mosis_cli import config
+from mosis_cli.errors import CliError, Exit
+from mosis_cli.http import (
     CHUNK,
     CONNECT_TIMEOUT,
     READ_TIMEOUT,
@@ -29,8 +29,8 @@ from app.devcli.http import (
     put_bytes,
     send_with_retries,
 )
-from app.devcli.pack import Checked, check_package, pack, read_package_unchecked
-from app.devcli.progress import Progress, RateLimit, human_bytes
+from mosis_cli.pack import Checked, check_package, pack, read_package_unchecked
+from mosis_cli.progress import Progress, RateLimit, human_bytes
 from mosis_format.signing import package_message, verify_raw
 
 POLL_SECONDS = 0.5

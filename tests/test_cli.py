@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -27,6 +28,8 @@ from app.platform.db import bind_database
 from app.platform.models import Version, database
 from app.edge.purge import EdgePurger
 from app.platform.storage import Storage, package_key, temp_key
+import mosis_cli
+from mosis_cli.topics import TOPICS
 from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
 
 on_sqlite = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -538,6 +541,7 @@ def test_pack_refuses_what_validation_refuses(tmp_path, problem, code):
     assert r.code == 6, r.stderr
     assert r.json["error"]["code"] == code and r.json["error"]["exit_code"] == 6
     assert f"[{code}]" in r.stderr
+    assert re.search(r"^hint: .*mosis help (validation|packaging)", r.stderr, re.M), r.stderr
     assert list(tmp_path.glob("*.mosis")) == [] and list(tmp_path.glob(".*.tmp")) == []
 
 
@@ -553,6 +557,7 @@ def test_check_names_the_reason_a_package_is_refused(tmp_path):
         (tmp_path / name).write_bytes(data)
         r = cli("check", tmp_path / name, "--json")
         assert r.code == 6 and r.json["error"]["code"] == code, (name, r.stderr)
+        assert r.json["error"]["hint"].endswith("mosis help validation")
     assert cli("check", tmp_path / "missing.mosis").code == 2
     assert cli("pack", tmp_path / "missing-dir").code == 2
     assert cli("upload", "x.mosis", "--limit-rate", "fast").code == 2
@@ -577,3 +582,20 @@ def test_login_keeps_the_token_private_and_environment_wins(tmp_path):
     assert cli("logout").code == 0 and not cli.config.exists()
     r = cli("logout", "--json")
     assert r.code == 0 and r.json["removed"] is False
+
+
+def test_help_topics_ship_with_the_client(tmp_path):
+    cli = Cli(tmp_path)
+    r = cli("help", process=True)
+    assert r.code == 0 and all(re.search(rf"^  {t} +\S", r.stdout, re.M) for t in TOPICS), r.stdout
+    for topic in TOPICS:
+        r = cli("help", topic, "--json")
+        assert r.code == 0 and r.json["topic"] == topic and r.json["text"].count("\n") > 10
+    assert cli("help", "nope").code == 2
+    assert "mosis help TOPIC" in cli("--help", process=True).stdout
+    # What the tool says points at what it ships, never at this repository's files.
+    shipped = "\n".join(p.read_text() for p in Path(mosis_cli.__file__).parent.rglob("*")
+                        if p.suffix in (".py", ".txt"))
+    assert "docs/" not in shipped and not re.search(r"\.md\b", shipped)
+    named = set(re.findall(r"mosis help ([a-z][a-z-]*)", shipped))
+    assert {"validation", "packaging", "signing", "uploads"} <= named <= set(TOPICS)

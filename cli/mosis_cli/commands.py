@@ -30,7 +30,7 @@ from mosis_cli.http import (
     send_with_retries,
 )
 from mosis_cli.pack import VALIDATION_HINT, Checked, check_package, pack, read_package_unchecked
-from mosis_cli.progress import Progress, RateLimit, human_bytes
+from mosis_cli.progress import Progress, RateLimit, end_line, human_bytes
 from mosis_cli.topics import TOPICS, summary, topic_text
 from mosis_format.signing import package_message, verify_raw
 
@@ -54,12 +54,14 @@ class Output:
 
     def note(self, message: str) -> None:
         if not self.quiet:
+            end_line()
             print(message, file=sys.stderr, flush=True)
 
     def progress(self, label: str, total: int, done: int = 0) -> Progress:
         return Progress(label, total, done, enabled=not self.quiet)
 
     def error(self, e: CliError) -> None:
+        end_line()  # never on the progress bar's line
         print(f"error: {e.message} [{e.code}]", file=sys.stderr)
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
@@ -476,7 +478,7 @@ def _fetch_round(url: str, part: Path, total: int, progress: Progress, limit: Ra
     try:
         r = requests.get(url, headers=headers, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
     except requests.RequestException as e:
-        raise network_error("download", e) from None
+        raise network_error("download", url, e) from None
     with r:
         if r.status_code == 416:  # what we hold is not a prefix of it: start over
             part.unlink()
@@ -504,7 +506,7 @@ def _fetch_round(url: str, part: Path, total: int, progress: Progress, limit: Ra
                     limit.take(len(chunk))
                     progress.advance(len(chunk))
         except requests.RequestException as e:  # (an OSError too: test it first)
-            raise network_error("download", e) from None
+            raise network_error("download", url, e) from None
         except OSError as e:
             raise CliError(Exit.ERROR, f"cannot write {part}: {e}", code="write_failed") from None
 

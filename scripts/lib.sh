@@ -6,13 +6,13 @@ VENV="${MOSIS_VENV:-$ROOT/.venv}"
 
 log() { printf '==> %s\n' "$*" >&2; }
 
-# The virtualenv with the appliance and its extras; reinstalled when
-# pyproject.toml or format/pyproject.toml changes. An install with more
-# extras serves one with fewer (scripts/test's native,test serves
-# scripts/run's native).
+# The virtualenv with the appliance and its extras, and the `mosis` client;
+# reinstalled when pyproject.toml, format/pyproject.toml or cli/pyproject.toml
+# changes. An install with more extras serves one with fewer (scripts/test's
+# native,test serves scripts/run's native).
 ensure_venv() {
     local extras="${1:-}"
-    local hash; hash="$(cat "$ROOT/pyproject.toml" "$ROOT/format/pyproject.toml" | sha256sum | cut -c1-16)"
+    local hash; hash="$(cat "$ROOT/pyproject.toml" "$ROOT/format/pyproject.toml" "$ROOT/cli/pyproject.toml" | sha256sum | cut -c1-16)"
     local stamp="$VENV/.installed-$hash${extras:+-${extras//,/-}}"
     local have extra covered
     for have in "$VENV/.installed-$hash" "$VENV/.installed-$hash"-*; do

@@ -9,7 +9,11 @@ import contextlib
 import io
 import json
 import os
+import pty
+import re
 import signal
+import socket
+import threading
 import stat
 import subprocess
 import sys
@@ -27,6 +31,8 @@ from app.platform.db import bind_database
 from app.platform.models import Version, database
 from app.edge.purge import EdgePurger
 from app.platform.storage import Storage, package_key, temp_key
+import mosis_cli
+from mosis_cli.topics import TOPICS
 from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
 
 on_sqlite = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -67,7 +73,7 @@ class Cli:
         self.config = home / "config" / "mosis" / "config.json"
 
     def argv(self, args) -> list[str]:
-        return [sys.executable, "-m", "app.devcli", *map(str, args)]
+        return [sys.executable, "-m", "mosis_cli", *map(str, args)]
 
     def __call__(self, *args, env: dict | None = None, stdin: str | None = None,
                  process: bool = False) -> Result:
@@ -76,7 +82,7 @@ class Cli:
             p = subprocess.run(self.argv(args), env=env, cwd=self.home, capture_output=True,
                                text=True, input=stdin, timeout=180)
             return Result(p.returncode, p.stdout, p.stderr)
-        from app.devcli import main
+        from mosis_cli import main
 
         saved_env, saved_cwd, saved_stdin = dict(os.environ), os.getcwd(), sys.stdin
         out, err = io.StringIO(), io.StringIO()
@@ -276,8 +282,9 @@ def test_every_failure_has_its_message_and_exit_code(live_stack, settings, tmp_p
     r = cli("login", "--url", live_stack.url, "--token", "mos_wrong")
     assert r.code == 3 and "refused this token" in r.stderr and not cli.config.exists()
     from app.native import free_port
-    r = cli("login", "--url", f"http://127.0.0.1:{free_port()}", "--token", dev["token"])
-    assert r.code == 7 and "failed" in r.stderr
+    closed = f"http://127.0.0.1:{free_port()}"
+    r = cli("login", "--url", closed, "--token", dev["token"])
+    assert r.code == 7 and r.stderr == f"error: cannot reach {closed}/v1/apps: connection refused [network_error]\n"
     r = cli("login", "--url", "ftp://example.com", "--token", "x")
     assert r.code == 2 and "not an http(s) URL" in r.stderr
     # the token can come on stdin, and MOSIS_URL / MOSIS_TOKEN stand in for a login
@@ -396,7 +403,7 @@ def test_every_failure_has_its_message_and_exit_code(live_stack, settings, tmp_p
     # the service is down
     live_stack.api.stop()
     r = cli("apps", "list")
-    assert r.code == 7 and "failed" in r.stderr
+    assert r.code == 7 and r.stderr.count("\n") == 1 and "cannot reach" in r.stderr, r.stderr
 
 
 @on_sqlite
@@ -538,6 +545,7 @@ def test_pack_refuses_what_validation_refuses(tmp_path, problem, code):
     assert r.code == 6, r.stderr
     assert r.json["error"]["code"] == code and r.json["error"]["exit_code"] == 6
     assert f"[{code}]" in r.stderr
+    assert re.search(r"^hint: .*mosis help (validation|packaging)", r.stderr, re.M), r.stderr
     assert list(tmp_path.glob("*.mosis")) == [] and list(tmp_path.glob(".*.tmp")) == []
 
 
@@ -553,6 +561,7 @@ def test_check_names_the_reason_a_package_is_refused(tmp_path):
         (tmp_path / name).write_bytes(data)
         r = cli("check", tmp_path / name, "--json")
         assert r.code == 6 and r.json["error"]["code"] == code, (name, r.stderr)
+        assert r.json["error"]["hint"].endswith("mosis help validation")
     assert cli("check", tmp_path / "missing.mosis").code == 2
     assert cli("pack", tmp_path / "missing-dir").code == 2
     assert cli("upload", "x.mosis", "--limit-rate", "fast").code == 2
@@ -577,3 +586,109 @@ def test_login_keeps_the_token_private_and_environment_wins(tmp_path):
     assert cli("logout").code == 0 and not cli.config.exists()
     r = cli("logout", "--json")
     assert r.code == 0 and r.json["removed"] is False
+
+
+def test_help_topics_ship_with_the_client(tmp_path):
+    cli = Cli(tmp_path)
+    r = cli("help", process=True)
+    assert r.code == 0 and all(re.search(rf"^  {t} +\S", r.stdout, re.M) for t in TOPICS), r.stdout
+    for topic in TOPICS:
+        r = cli("help", topic, "--json")
+        assert r.code == 0 and r.json["topic"] == topic and r.json["text"].count("\n") > 10
+    assert cli("help", "nope").code == 2
+    assert "mosis help TOPIC" in cli("--help", process=True).stdout
+    # What the tool says points at what it ships, never at this repository's files.
+    shipped = "\n".join(p.read_text() for p in Path(mosis_cli.__file__).parent.rglob("*")
+                        if p.suffix in (".py", ".txt"))
+    assert "docs/" not in shipped and not re.search(r"\.md\b", shipped)
+    named = set(re.findall(r"mosis help ([a-z][a-z-]*)", shipped))
+    assert {"validation", "packaging", "signing", "uploads"} <= named <= set(TOPICS)
+
+
+def test_an_unreachable_service_is_one_line_and_exit_code_7(tmp_path):
+    from app.native import free_port
+
+    cli = Cli(tmp_path)
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    r = cli("apps", "list", env={"MOSIS_URL": url, "MOSIS_TOKEN": "mos_x"}, process=True)
+    assert (r.code, r.stderr) == (7, f"error: cannot reach {url}/v1/apps: connection refused [network_error]\n")
+    r = cli("download", "com.example.notes", "--json", env={"MOSIS_URL": url}, process=True)
+    assert r.code == 7 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    assert r.json["error"] == {"code": "network_error", "exit_code": 7,
+                               "message": f"cannot reach {url}/v1/packages/com.example.notes/download: "
+                                          "connection refused"}
+
+
+class DroppingStorage:
+    """A storage endpoint on 127.0.0.1 that takes the start of each upload
+    and then drops the connection (a reset), as a failing network does."""
+
+    def __init__(self, take: int):
+        self.take = take
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            got = 0
+            with conn:
+                while got < self.take and (data := conn.recv(65536)):
+                    got += len(data)
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # RST
+
+    def close(self):
+        self.sock.close()
+
+
+def on_a_terminal(argv: list[str], env: dict, cwd: Path) -> tuple[int, str]:
+    """Run with stderr on a pseudo-terminal, as a developer sees it: the
+    exit code and everything written there (the terminal turns \\n into \\r\\n)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the process ended
+            break
+        if not data:
+            break
+        seen += data
+    os.close(master)
+    return proc.wait(timeout=60), seen.decode().replace("\r\n", "\n")
+
+
+@pytest.mark.timeout(180)
+@on_sqlite
+def test_an_upload_that_fails_mid_way_reports_on_a_fresh_line(settings, tmp_path):
+    from app.native import free_ports
+    from tests.conftest import edge_settings, start_live_stack
+
+    storage = DroppingStorage(take=512 * 1024)
+    stack = start_live_stack(edge_settings(settings, *free_ports(2), s3_public_endpoint=storage.url),
+                             scheduler=False)
+    try:
+        cli, dev, package_id = logged_in_with_app(stack, tmp_path)
+        path = tmp_path / "big.mosis"
+        path.write_bytes(build_package(package_id, 1, files={"blob.bin": os.urandom(4 * MiB)},
+                                       compression=zipfile.ZIP_STORED))
+        code, err = on_a_terminal(cli.argv(["upload", path, "--no-check"]), cli.env, tmp_path)
+    finally:
+        stack.stop()
+        storage.close()
+    assert code == 7, err
+    assert storage.connections == 4  # the first attempt and three retries
+    bar, _, error = err.rpartition("error: ")
+    assert re.search(r"\rupload \[[#.]{30}\] +\d+% [^\n]*\x1b\[K\n$", bar), repr(err)  # the bar, its line ended
+    assert re.fullmatch(rf"upload the package: lost the connection to {storage.url}/mosis-test/temp/"
+                        r"[^?\s]+/package\.mosis: (connection reset by peer|broken pipe|the connection was closed "
+                        r"without an answer) \[network_error\]\n", error), repr(err)

@@ -6,6 +6,10 @@ Layers, lowest first; a module may import its own layer and those below:
     → app.services → app.api → the entry points (app, app.web, app.cli,
     app.scheduler, app.native, app.gunicorn_conf)
 
+Beside them, the developers' command-line client `mosis_cli` (cli/, a
+distribution of its own) imports only itself and `mosis_format`, besides the
+standard library and requests; nothing imports it.
+
 Imports under `if TYPE_CHECKING:` are annotations only and not counted.
 Every import is at the top of its module, except the few listed in
 `LOCAL_IMPORTS` with the reason each exists.
@@ -14,6 +18,7 @@ Every import is at the top of its module, except the few listed in
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,10 +33,15 @@ LOCAL_IMPORTS = {
 }
 
 
+# The folder each top-level package lives in.
+PACKAGES = {"app": ROOT, "mosis_format": ROOT / "format", "mosis_cli": ROOT / "cli"}
+# What the client may import besides the standard library.
+CLIENT_IMPORTS = {"mosis_cli", "mosis_format", "requests"}
+
+
 def _modules() -> dict[str, Path]:
     found = {}
-    for base in (ROOT, ROOT / "format"):
-        top = "app" if base == ROOT else "mosis_format"
+    for top, base in PACKAGES.items():
         for path in (base / top).rglob("*.py"):
             name = ".".join(path.relative_to(base).with_suffix("").parts)
             found[name.removesuffix(".__init__")] = path
@@ -75,7 +85,10 @@ def _relative(name: str, node: ast.ImportFrom) -> str:
 
 
 def layer_of(name: str) -> int:
-    """The index in LAYERS of the longest layer name `name` is in."""
+    """The index in LAYERS of the longest layer name `name` is in (the
+    client, outside the layers, counts as the top)."""
+    if name.split(".")[0] == "mosis_cli":
+        return len(LAYERS) - 1
     inside = [layer for layer in LAYERS if name == layer or name.startswith(layer + ".")]
     return LAYERS.index(max(inside, key=len))
 
@@ -86,6 +99,44 @@ def test_every_module_is_in_its_layer():
     assert layer_of("app.scheduler") == LAYERS.index("app")
     assert layer_of("mosis_format.delta.spec") == 0
     assert len([n for n in MODULES if n.startswith("app.")]) > 30
+    assert {"mosis_cli", "mosis_cli.commands", "mosis_cli.http"} <= set(MODULES)
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """The top-level names of every module `path` imports (absolute imports)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def client_problems(modules: dict[str, Path]) -> list[str]:
+    """The client imports only itself, mosis_format, requests and the
+    standard library; no other module imports the client."""
+    problems = []
+    for name, path in modules.items():
+        imported = top_level_imports(path) - {"__future__"}
+        if name.split(".")[0] == "mosis_cli":
+            problems += [f"{name} imports {m}" for m in sorted(imported)
+                         if m not in CLIENT_IMPORTS and m not in sys.stdlib_module_names]
+        elif "mosis_cli" in imported:
+            problems.append(f"{name} imports mosis_cli: the client is not part of the server")
+    return problems
+
+
+def test_the_client_imports_only_itself_and_the_formats():
+    assert client_problems(MODULES) == []
+
+
+def test_the_client_rule_notices_a_server_import(tmp_path):
+    (tmp_path / "bad.py").write_text("import flask\nfrom app.platform import config\nimport json\n")
+    (tmp_path / "server.py").write_text("from mosis_cli.http import Api\n")
+    assert client_problems({"mosis_cli.bad": tmp_path / "bad.py", "app.server": tmp_path / "server.py"}) == [
+        "mosis_cli.bad imports app", "mosis_cli.bad imports flask",
+        "app.server imports mosis_cli: the client is not part of the server"]
 
 
 def test_no_module_imports_a_layer_above_its_own():

@@ -1,7 +1,7 @@
 """Exit codes of `mosis` and the error every command raises to end with one.
 
-The codes are part of the tool's interface (docs/cli.md): scripts branch on
-them, so they never change meaning.
+The codes are part of the tool's interface (`mosis help exit-codes`): scripts
+branch on them, so they never change meaning.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
     mosis upload com.example.notes-42.mosis --publish
     mosis download com.example.notes
 
-Commands, exit codes and configuration: docs/cli.md.
+Commands: `mosis --help`; packaging, validation, uploads, signing,
+configuration and exit codes: `mosis help` (mosis_cli/topics/).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.devcli import commands
-from app.devcli.errors import CliError, Exit
-from app.devcli.progress import parse_rate
+from mosis_cli import commands
+from mosis_cli.errors import CliError, Exit
+from mosis_cli.progress import parse_rate
+from mosis_cli.topics import TOPICS
 
 EXIT_CODES = "\n".join(f"  {int(e):>3}  {e.name.lower()}" for e in Exit)
 
@@ -48,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mosis", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Package, upload, publish and download Mosis apps.",
         epilog=f"configuration: MOSIS_URL and MOSIS_TOKEN, else what `mosis login` saved in "
-               f"$XDG_CONFIG_HOME/mosis/config.json\n\nexit codes:\n{EXIT_CODES}")
+               f"$XDG_CONFIG_HOME/mosis/config.json\n\nexit codes:\n{EXIT_CODES}\n\n"
+               f"more: mosis help TOPIC ({', '.join(TOPICS)})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name, func, help_, parent=sub):
@@ -61,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help="your developer token; '-' or nothing reads it from stdin")
     p.add_argument("--no-verify", action="store_true", help="save without checking the token")
     command("logout", commands.logout, "forget the saved URL and token")
+    p = command("help", commands.help_cmd, "read about packaging, validation, uploads, signing, ...")
+    p.add_argument("topic", nargs="?", choices=TOPICS, metavar="TOPIC", help="one of: %(choices)s; none lists them")
 
     apps = sub.add_parser("apps", help="register and list your apps").add_subparsers(
         dest="apps_command", required=True, metavar="COMMAND")

@@ -16,9 +16,9 @@ from typing import Callable
 
 import requests
 
-from app.devcli import config
-from app.devcli.errors import CliError, Exit
-from app.devcli.http import (
+from mosis_cli import config
+from mosis_cli.errors import CliError, Exit
+from mosis_cli.http import (
     CHUNK,
     CONNECT_TIMEOUT,
     READ_TIMEOUT,
@@ -29,10 +29,13 @@ from app.devcli.http import (
     put_bytes,
     send_with_retries,
 )
-from app.devcli.pack import Checked, check_package, pack, read_package_unchecked
-from app.devcli.progress import Progress, RateLimit, human_bytes
+from mosis_cli.pack import VALIDATION_HINT, Checked, check_package, pack, read_package_unchecked
+from mosis_cli.progress import Progress, RateLimit, end_line, human_bytes
+from mosis_cli.topics import TOPICS, summary, topic_text
 from mosis_format.signing import package_message, verify_raw
 
+SIGNING_HINT = "what is verified and why: mosis help signing"
+RESTART_HINT = "run again with --restart to abort it and upload this file (mosis help uploads)"
 POLL_SECONDS = 0.5
 DOWNLOAD_ROUNDS_WITHOUT_PROGRESS = 3
 
@@ -51,12 +54,14 @@ class Output:
 
     def note(self, message: str) -> None:
         if not self.quiet:
+            end_line()
             print(message, file=sys.stderr, flush=True)
 
     def progress(self, label: str, total: int, done: int = 0) -> Progress:
         return Progress(label, total, done, enabled=not self.quiet)
 
     def error(self, e: CliError) -> None:
+        end_line()  # never on the progress bar's line
         print(f"error: {e.message} [{e.code}]", file=sys.stderr)
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
@@ -114,6 +119,18 @@ def logout(ctx: Context) -> None:
     path = config.config_path()
     ctx.out.result({"config": str(path), "removed": removed},
                    f"removed {path}" if removed else f"not logged in ({path} does not exist)")
+
+
+def help_cmd(ctx: Context) -> None:
+    name = ctx.args.topic
+    if name:
+        text = topic_text(name)
+        ctx.out.result({"topic": name, "text": text}, text.rstrip("\n"))
+        return
+    width = max(map(len, TOPICS))
+    ctx.out.result({"topics": {t: summary(t) for t in TOPICS}},
+                   ["help topics (mosis help TOPIC):"] + [f"  {t:<{width}}  {summary(t)}" for t in TOPICS]
+                   + ["commands: mosis --help, mosis COMMAND --help"])
 
 
 # -- apps ----------------------------------------------------------------------------
@@ -285,7 +302,7 @@ class Uploader:
         if size != self.checked.size:
             raise CliError(Exit.CONFLICT, f"the upload in progress is for {size} bytes but this "
                            f"file has {self.checked.size}", code="upload_mismatch",
-                           hint="run again with --restart to abort it and upload this file")
+                           hint=RESTART_HINT)
         span = {n: (offset := (n - 1) * part_size, min(part_size, size - offset))
                 for n in range(1, count + 1)}
         with open(self.checked.path, "rb") as f:
@@ -346,7 +363,7 @@ def _prepare_version(ctx: Context, api: Api, app: dict, c: Checked) -> tuple[dic
         elif not ctx.args.restart:
             raise CliError(Exit.CONFLICT, f"version_code {code} has an unfinished upload of a "
                            "different file", code="upload_mismatch",
-                           hint="run again with --restart to abort it and upload this file")
+                           hint=RESTART_HINT)
         api.call("DELETE", f"{_version_path(app, code)}/upload")
         v = None
     if v and v["status"] not in ("failed", "abandoned", "purged"):
@@ -415,7 +432,8 @@ def upload(ctx: Context) -> None:
         err = version.get("error") or {}
         raise CliError(Exit.INVALID, f"the package failed validation: {err.get('message')}",
                        code=err.get("code") or "validation_failed", details={"version": version},
-                       hint="fix the package, then upload it again with the same version_code")
+                       hint="fix the package, then upload it again with the same version_code; "
+                            + VALIDATION_HINT)
     if args.publish and version["status"] == "draft":
         version = api.call("POST", f"{path}/publish", retry=True)["version"]
     lines = version_lines(app["package_id"], version)
@@ -431,14 +449,14 @@ def _verify_signature(ctx: Context, api: Api, package_id: str, info: dict) -> di
     pinned = ctx.args.public_key
     if pinned and pinned != key["public_key"]:
         raise CliError(Exit.INTEGRITY, "the store's signing key is not the key you pinned with "
-                       "--public-key", code="unknown_signing_key")
+                       "--public-key", code="unknown_signing_key", hint=SIGNING_HINT)
     if info.get("key_id") and info["key_id"] != key.get("key_id"):
         raise CliError(Exit.INTEGRITY, f"the package is signed with key {info['key_id']} but the "
-                       f"store publishes key {key.get('key_id')}", code="unknown_signing_key")
+                       f"store publishes key {key.get('key_id')}", code="unknown_signing_key", hint=SIGNING_HINT)
     message = package_message(package_id, info["version_code"], info["sha256"], info["size"])
     if not info.get("signature") or not verify_raw(pinned or key["public_key"], info["signature"], message):
         raise CliError(Exit.INTEGRITY, f"the signature of {package_id} {info['version']} does not "
-                       "verify: do not install it", code="bad_signature")
+                       "verify: do not install it", code="bad_signature", hint=SIGNING_HINT)
     return key
 
 
@@ -460,7 +478,7 @@ def _fetch_round(url: str, part: Path, total: int, progress: Progress, limit: Ra
     try:
         r = requests.get(url, headers=headers, stream=True, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
     except requests.RequestException as e:
-        raise network_error("download", e) from None
+        raise network_error("download", url, e) from None
     with r:
         if r.status_code == 416:  # what we hold is not a prefix of it: start over
             part.unlink()
@@ -476,7 +494,8 @@ def _fetch_round(url: str, part: Path, total: int, progress: Progress, limit: Ra
         if stored is not None and stored != total:
             part.unlink(missing_ok=True)
             raise CliError(Exit.INTEGRITY, f"storage holds {stored} bytes but the signed size is "
-                           f"{total}: the package was altered; do not install it", code="size_mismatch")
+                           f"{total}: the package was altered; do not install it", code="size_mismatch",
+                           hint=SIGNING_HINT)
         mode = "ab" if r.status_code == 206 else "wb"
         if mode == "wb":
             progress.rewind(progress.done)
@@ -487,7 +506,7 @@ def _fetch_round(url: str, part: Path, total: int, progress: Progress, limit: Ra
                     limit.take(len(chunk))
                     progress.advance(len(chunk))
         except requests.RequestException as e:  # (an OSError too: test it first)
-            raise network_error("download", e) from None
+            raise network_error("download", url, e) from None
         except OSError as e:
             raise CliError(Exit.ERROR, f"cannot write {part}: {e}", code="write_failed") from None
 
@@ -545,7 +564,7 @@ def download(ctx: Context) -> None:
         part.unlink()
         raise CliError(Exit.INTEGRITY, f"the downloaded bytes do not match the signed sha256 "
                        f"({digest.hexdigest()} instead of {info['sha256']}); they were discarded",
-                       code="sha256_mismatch")
+                       code="sha256_mismatch", hint=SIGNING_HINT)
     part.replace(out)
     ctx.out.result(result, done_line)
 

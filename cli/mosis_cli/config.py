@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from app.devcli.errors import CliError, Exit
+from mosis_cli.errors import CliError, Exit
 
 
 def config_path() -> Path:

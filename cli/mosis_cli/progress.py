@@ -1,4 +1,9 @@
-"""Progress on stderr, and an optional cap on transfer speed."""
+"""Progress on stderr, and an optional cap on transfer speed.
+
+On a terminal the bar is redrawn in place and its line stays open; whatever
+else goes to stderr first calls `end_line()`, so a note or an error always
+starts on a line of its own, never after the bar.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,18 @@ def parse_rate(text: str) -> int:
     return int(value)
 
 
+_line_open = False  # a bar is drawn on stderr's current line
+
+
+def end_line() -> None:
+    """End the bar's line, if one is open, before printing to stderr."""
+    global _line_open
+    if _line_open:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+        _line_open = False
+
+
 class Progress:
     """A bar redrawn in place on a terminal; elsewhere a line now and then
     (at most every 10 %), so logs of scripted runs stay short."""
@@ -54,6 +71,7 @@ class Progress:
         return (self.done - self.start_done) / elapsed if elapsed > 0 else 0.0
 
     def _draw(self, final: bool = False) -> None:
+        global _line_open
         if not self.enabled:
             return
         pct = min(100, self.done * 100 // self.total)
@@ -66,6 +84,7 @@ class Progress:
             sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {pct:3d}% "
                              f"{human_bytes(self.done)}/{human_bytes(self.total)} "
                              f"{human_bytes(self._rate())}/s\x1b[K")  # clear what a longer line left
+            _line_open = not final
             if final:
                 sys.stderr.write("\n")
             sys.stderr.flush()

@@ -1,20 +1,28 @@
 """HTTP for `mosis`: JSON calls to the API, byte transfers to and from storage.
 
-Every failure becomes a `CliError` with the exit code of its class. Calls
+Every failure becomes a `CliError` with the exit code of its class; a
+network failure is one line (where, and the socket's reason), never the
+wrapped exceptions of requests and urllib3. Calls
 that are safe to repeat (reads, and the API's idempotent actions) are retried
 a few times on network errors and on 502/503/504, honouring Retry-After.
 """
 
 from __future__ import annotations
 
+import errno
+import http.client
+import os
 import re
+import socket
+import ssl
 import time
 from typing import BinaryIO, Callable
+from urllib.parse import urlsplit
 
 import requests
 
-from app.devcli.errors import CliError, Exit, exit_for_status
-from app.devcli.progress import Progress, RateLimit
+from mosis_cli.errors import CliError, Exit, exit_for_status
+from mosis_cli.progress import Progress, RateLimit
 
 USER_AGENT = "mosis-cli/0.1"
 RETRY_STATUSES = (502, 503, 504)
@@ -29,10 +37,61 @@ def _backoff(attempt: int, retry_after: str | None = None) -> float:
     return 0.3 * 2 ** attempt
 
 
-def network_error(what: str, err: Exception) -> CliError:
-    kind = "timed out" if isinstance(err, requests.Timeout) else "failed"
-    return CliError(Exit.NETWORK, f"{what} {kind}: {err}", code="network_error",
-                    hint="check the URL and your connection, then run the command again")
+def _causes(err: BaseException) -> list[BaseException]:
+    """`err` and what it wraps (requests wraps urllib3, which wraps the
+    socket's error), breadth first."""
+    seen, queue = [], [err]
+    while queue:
+        e = queue.pop(0)
+        if any(e is s for s in seen):
+            continue
+        seen.append(e)
+        queue += [x for x in (*e.args, getattr(e, "reason", None), e.__cause__, e.__context__)
+                  if isinstance(x, BaseException)]
+    return seen
+
+
+# The socket's errors that mean no connection was made.
+UNREACHABLE = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL}
+
+
+def _reason(err: BaseException) -> tuple[str, bool]:
+    """Why a request failed, in a few words (the socket's own error), and
+    whether it failed before a connection was made."""
+    causes = _causes(err)
+    for e in causes:
+        if isinstance(e, socket.gaierror):
+            return f"unknown host ({e.strerror or e})", True
+        if isinstance(e, ssl.SSLError):
+            return f"TLS failed ({e.reason or e})", True
+        if isinstance(e, OSError) and e.errno:
+            return os.strerror(e.errno).lower(), e.errno in UNREACHABLE
+    for e in causes:
+        if isinstance(e, http.client.RemoteDisconnected):
+            return "the connection was closed without an answer", False
+        if isinstance(e, http.client.IncompleteRead):
+            return "the connection broke off in the middle of the answer", False
+    root = causes[-1]
+    return (str(root).splitlines() or [type(root).__name__])[0][:200], False
+
+
+def _where(url: str) -> str:
+    """The URL without its query (a presigned URL's signature is noise)."""
+    return urlsplit(url)._replace(query="", fragment="").geturl()
+
+
+def network_error(what: str, url: str, err: Exception) -> CliError:
+    """One line: what could not be done, where, and why."""
+    where = _where(url)
+    if isinstance(err, requests.ConnectTimeout):
+        message = f"cannot reach {where}: no connection within {CONNECT_TIMEOUT} s"
+    elif isinstance(err, requests.Timeout):
+        message = f"{where} did not answer within {READ_TIMEOUT} s"
+    else:
+        reason, unreachable = _reason(err)
+        message = f"cannot reach {where}: {reason}" if unreachable else \
+            f"lost the connection to {where}: {reason}"
+    return CliError(Exit.NETWORK, f"{what}: {message}" if what else message, code="network_error")
 
 
 class Api:
@@ -60,7 +119,7 @@ class Api:
                                          timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
             except requests.RequestException as e:
                 if last:
-                    raise network_error(f"{method} {url}", e) from None
+                    raise network_error("", url, e) from None
                 time.sleep(_backoff(attempt))
                 continue
             if r.status_code in RETRY_STATUSES and not last:
@@ -139,7 +198,7 @@ def put_bytes(url: str, method: str, headers: dict, body: FileSlice, what: str) 
     except requests.RequestException as e:
         if body.progress:
             body.progress.rewind(body.pos)
-        raise network_error(what, e) from None
+        raise network_error(what, url, e) from None
     if r.status_code >= 300 and body.progress:
         body.progress.rewind(body.pos)
     return r

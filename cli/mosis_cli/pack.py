@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.devcli.errors import CliError, Exit
+from mosis_cli.errors import CliError, Exit
 from mosis_format.validation import (
     MANIFEST_NAME,
     Expected,
@@ -36,8 +36,12 @@ ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 READ_CHUNK = 1024 * 1024
 
 
+VALIDATION_HINT = "what each reason code means and what to do: mosis help validation"
+PACKAGING_HINT = "what a package may hold: mosis help packaging"
+
+
 def invalid(e: PackageInvalid, where: str) -> CliError:
-    return CliError(Exit.INVALID, f"{where}: {e.message}", code=e.code)
+    return CliError(Exit.INVALID, f"{where}: {e.message}", code=e.code, hint=VALIDATION_HINT)
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,8 @@ def read_package_unchecked(path: Path) -> Checked:
     manifest = _peek_manifest(path)
     if not isinstance(manifest, dict) or not {"package_id", "version_code", "version_name"} <= set(manifest):
         raise CliError(Exit.INVALID, f"{path}: cannot read the package_id, version_code and "
-                       f"version_name from its {MANIFEST_NAME}", code="manifest_invalid")
+                       f"version_name from its {MANIFEST_NAME}", code="manifest_invalid",
+                       hint=PACKAGING_HINT)
     size, digest = file_digest(path)
     return Checked(path, size, digest, manifest, 0, 0)
 
@@ -121,7 +126,8 @@ def _files(src: Path, skip: Path | None) -> list[tuple[str, Path]]:
         for d in list(dirnames):
             if (here / d).is_symlink():
                 raise CliError(Exit.INVALID, f"{here / d} is a symbolic link; packages may hold only "
-                               "regular files and directories", code="symlink")
+                               "regular files and directories", code="symlink",
+                               hint=PACKAGING_HINT)
         dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
         for name in sorted(filenames):
             path = here / name
@@ -130,9 +136,11 @@ def _files(src: Path, skip: Path | None) -> list[tuple[str, Path]]:
             mode = path.lstat().st_mode
             if stat.S_ISLNK(mode):
                 raise CliError(Exit.INVALID, f"{path} is a symbolic link; packages may hold only "
-                               "regular files and directories", code="symlink")
+                               "regular files and directories", code="symlink",
+                               hint=PACKAGING_HINT)
             if not stat.S_ISREG(mode):
-                raise CliError(Exit.INVALID, f"{path} is not a regular file", code="unsafe_path")
+                raise CliError(Exit.INVALID, f"{path} is not a regular file", code="unsafe_path",
+                               hint=PACKAGING_HINT)
             found.append((path.relative_to(src).as_posix(), path))
     return found
 
@@ -158,7 +166,7 @@ def pack(src: Path, out: Path | None = None, limits: PackageLimits | None = None
     if not manifest_path.is_file() or manifest_path.is_symlink():
         raise CliError(Exit.INVALID, f"{src} has no {MANIFEST_NAME} at its top", code="manifest_missing",
                        hint='write one like {"package_id": "com.example.notes", "version_code": 1, '
-                            '"version_name": "1.0", "name": "Notes"}')
+                            '"version_name": "1.0", "name": "Notes"}; see: mosis help packaging')
     try:
         manifest = parse_manifest(manifest_path.read_bytes(), limits)
     except PackageInvalid as e:

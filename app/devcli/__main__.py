@@ -1,3 +1,0 @@
-from app.devcli import run
-
-run()

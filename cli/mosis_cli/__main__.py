@@ -1,0 +1,3 @@
+from mosis_cli import run
+
+run()

@@ -469,26 +469,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", choices=("native", "compose"), default="native")
     parser.add_argument("--out", type=Path, help="write here (default: standard output)")
     parser.add_argument("--check", action="store_true", help="validate with nginx -t")
-    parser.add_argument("--http-port", type=int, default=int(os.environ.get("MOSIS_HTTP_PORT", "8080")))
+    parser.add_argument("--http-port", type=int, help="native: the public port (default: MOSIS_HTTP_PORT)")
     parser.add_argument("--internal-port", type=int,
-                        default=int(os.environ.get("MOSIS_EDGE_INTERNAL_PORT", "8081")))
-    parser.add_argument("--app", default=os.environ.get("MOSIS_APP_BIND", "127.0.0.1:8000"),
-                        help="native: the API's address")
-    parser.add_argument("--storage", default=os.environ.get("MOSIS_EDGE_STORAGE_SERVERS", ""),
-                        help="compose: storage servers, comma-separated (default: MOSIS_EDGE_STORAGE_SERVERS, "
-                             "else MOSIS_S3_ENDPOINT's)")
+                        help="native: the internal server's port (default: MOSIS_EDGE_INTERNAL_PORT)")
+    parser.add_argument("--app", help="native: the API's address (default: MOSIS_APP_BIND)")
+    parser.add_argument("--storage", help="compose: storage servers, comma-separated (default: "
+                                          "MOSIS_EDGE_STORAGE_SERVERS, else MOSIS_S3_ENDPOINT's)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
         if args.target == "native":
-            target = native_target(settings, http_port=args.http_port, internal_port=args.internal_port,
-                                   app_bind=args.app)
+            target = native_target(settings, http_port=args.http_port or settings.http_port,
+                                   internal_port=args.internal_port or settings.edge_internal_port,
+                                   app_bind=args.app or settings.app_bind)
         else:
             if not settings.download_link_secret:
                 # The app and the edge run in separate containers: a generated
                 # secret would differ between them.
                 raise ConfigError("set MOSIS_DOWNLOAD_LINK_SECRET: the app and the edge must share it")
-            servers = tuple(s.strip() for s in args.storage.split(",") if s.strip())
+            servers = (tuple(s.strip() for s in args.storage.split(",") if s.strip()) if args.storage
+                       else settings.edge_storage_servers)
             target = compose_target(settings, storage_servers=servers or None)
         secret = link_secret(settings)
         if args.out:

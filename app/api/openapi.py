@@ -300,7 +300,7 @@ UPLOAD_ERRORS = ("missing_file", "unknown_field", "unsupported_media_type", "fil
 EVERY_ROUTE_ERRORS = ("body_too_large",)
 PATH_PARAMETER_ERRORS = ("not_found",)
 DATABASE_ERRORS = ("database_unavailable",)
-# nginx limits request rates on these paths and prefixes (nginx/nginx.conf.template).
+# nginx limits request rates on these paths and prefixes (app/edge/templates/nginx.conf.j2).
 RATE_LIMITED_PREFIXES = ("/v1/", "/readyz")
 EDGE_ERRORS = ("rate_limited",)
 

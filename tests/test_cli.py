@@ -671,7 +671,7 @@ def on_a_terminal(argv: list[str], env: dict, cwd: Path) -> tuple[int, str]:
 @on_sqlite
 def test_an_upload_that_fails_mid_way_reports_on_a_fresh_line(settings, tmp_path):
     from app.native import free_ports
-    from tests.conftest import edge_settings, start_live_stack
+    from tests.stack import edge_settings, start_live_stack
 
     storage = DroppingStorage(take=512 * 1024)
     stack = start_live_stack(edge_settings(settings, *free_ports(2), s3_public_endpoint=storage.url),

@@ -11,6 +11,9 @@ handler as well. A call whose receiver cannot be typed falls back to every
 method of that name in app/ (more errors, never fewer); `Reader.guessed`
 lists those calls, to see where typing a parameter would sharpen the answer.
 
+A receiver typed with a Protocol (a port such as ObjectStore) counts as
+untyped, so every adapter's method is followed.
+
 It over-approximates rather than misses: the test that every error found
 here is declared in the OpenAPI document (tests/test_openapi.py) fails when
 a new raise appears anywhere below a route, however deep. It reads source
@@ -245,7 +248,14 @@ class Reader:
         if isinstance(ann, ast.Subscript):  # Optional[X]
             return self._annotation(ann.slice, module)
         found = self._expr_symbol(ann, module)
-        return found[1] if found and found[0] == "class" else None
+        if not found or found[0] != "class" or self._is_protocol(found[1]):
+            return None  # a Protocol (a port) has no body: calls fall back to every method of the name
+        return found[1]
+
+    def _is_protocol(self, cls: str) -> bool:
+        node, _ = self.classes[cls]
+        return any((isinstance(b, ast.Name) and b.id == "Protocol")
+                   or (isinstance(b, ast.Attribute) and b.attr == "Protocol") for b in node.bases)
 
     def _attr_type(self, cls: str, attr: str) -> str | None:
         for key in self._bases(cls):

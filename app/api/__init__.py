@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from app.api import admin, assets, developer, edge, ops, public, uploads
+from app.api import admin, assets, developer, edge, ops, public, tokens, uploads
 from app.api.converters import HexIdConverter, PackageIdConverter, PositionConverter, VersionCodeConverter
 from app.api.inputs import limit_body
 from app.services import services
@@ -16,6 +16,6 @@ def register(app: Flask) -> None:
     app.before_request(lambda: limit_body(services().settings.max_json_bytes))
     app.url_map.converters.update(hexid=HexIdConverter, code=VersionCodeConverter,
                                   package_id=PackageIdConverter, position=PositionConverter)
-    for module in (ops, public, developer, uploads, assets, admin):
+    for module in (ops, public, developer, uploads, assets, tokens, admin):
         app.register_blueprint(module.bp)
     app.register_blueprint(edge.bp)

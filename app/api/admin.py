@@ -8,6 +8,7 @@ from flask import Blueprint, request
 
 from app.api.auth import require_admin
 from app.api.inputs import EMAIL_RE, REASON, Field, read_json
+from app.api.tokens import read_grant
 from app.catalog import accounts, packages
 from app.housekeeping import cost, retention, usage
 from app.platform.config import ConfigError
@@ -43,8 +44,8 @@ def list_tokens(developer_id):
 @bp.post("/developers/<hexid:developer_id>/tokens")
 @require_admin
 def issue_token(developer_id):
-    token, row = accounts.new_token(developer_id)
-    return {"token": token, "token_id": row.id}, 201
+    token, row = accounts.new_token(developer_id, grant=read_grant())
+    return {"token": token, "token_id": row.id, "details": accounts.token_dict(row)}, 201
 
 
 @bp.delete("/tokens/<hexid:token_id>")

@@ -35,6 +35,7 @@ from werkzeug.routing import IntegerConverter
 
 from app.api.converters import HexIdConverter, PackageIdConverter, PositionConverter, VersionCodeConverter
 from app.api.inputs import CONTROL_CHARACTERS
+from app.catalog.accounts import SCOPES
 from app.platform.lifecycle import VersionStatus
 from mosis_format.validation import MAX_VERSION_CODE
 
@@ -118,7 +119,12 @@ SCHEMAS = {
                     "headers": {"type": "object", "additionalProperties": STRING}, "size": INTEGER}),
     "Developer": obj({"id": HEX_ID, "name": STRING, "email": STRING, "created_at": TIME}),
     "Token": obj({"id": HEX_ID, "developer_id": HEX_ID, "prefix": STRING,
-                  "created_at": TIME, "last_used_at": TIME, "revoked_at": TIME}),
+                  "created_at": TIME, "last_used_at": TIME, "revoked_at": TIME,
+                  "scopes": array(ref("Scope")), "apps": nullable(array(HEX_ID)), "expires_at": TIME,
+                  "parent_id": nullable(HEX_ID)}),
+    "Scope": {"type": "string", "enum": list(SCOPES),
+              "description": "read: apps and versions; upload: register apps, declare, upload and complete "
+                             "versions; publish; assets: icons and screenshots; tokens: issue narrower tokens"},
     "Download": obj({"download_url": STRING, "version": STRING,
                      "version_code": VERSION_CODE, "size": INTEGER, "sha256": SHA256,
                      "signature": STRING, "key_id": STRING, "expires_at": TIME}),
@@ -193,7 +199,7 @@ SCHEMAS = {
     "ScreenshotList": obj({"screenshots": array(ref("Screenshot"))}),
     "DeveloperList": obj({"developers": array(ref("Developer"))}),
     "CreatedDeveloper": obj({"developer": ref("Developer"), "token": STRING, "token_id": HEX_ID}),
-    "IssuedToken": obj({"token": STRING, "token_id": HEX_ID}),
+    "IssuedToken": obj({"token": STRING, "token_id": HEX_ID}, {"details": ref("Token")}),
     "TokenResult": obj({"token": ref("Token")}),
     "TokenList": obj({"tokens": array(ref("Token"))}),
     # What they take.
@@ -210,6 +216,15 @@ SCHEMAS = {
                        closed=True),
     "ScreenshotOrder": obj({"positions": array(INTEGER)}, closed=True),
     "Reason": obj({"reason": text(2000)}, closed=True),
+    "NewToken": obj({}, {"scopes": {**array(ref("Scope")), "description": "Default: every scope (of the issuing "
+                                                                          "token, for a token issuing one)"},
+                         "apps": {**array(HEX_ID), "maxItems": 1000,
+                                  "description": "Only these apps of the developer. Default: every one "
+                                                 "(of the issuing token)"},
+                         "expires_at": {"type": ["string", "null"], "format": "date-time", "maxLength": 64,
+                                        "description": "Refused from then on (401 `token_expired`). "
+                                                       "Default: never (the issuing token's expiry)"}},
+                    closed=True),
     # A forecast may name the time it looks at; a real run always uses the current time.
     "RetentionRun": {"oneOf": [ref("RetentionForecast"), ref("RetentionNow")]},
     "RetentionForecast": obj({"dry_run": {"const": True}},
@@ -240,7 +255,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "unknown_parameter": (400, "a query parameter this route does not take (`details.parameter`)"),
     "now_requires_dry_run": (400, "`now` forecasts only: send it with `dry_run` true"),
     "unauthorized": (401, "no valid bearer token: missing, unknown or revoked"),
+    "token_expired": (401, "the token's `expires_at` has passed; ask for a new token"),
     "forbidden": (403, "the token's role may not call this route"),
+    "insufficient_scope": (403, "the token lacks the scope this call needs (`details.scope`)"),
     "not_found": (404, "no such route: a path parameter is malformed"),
     "app_not_found": (404, "no such app, or not the caller's"),
     "version_not_found": (404, "no such version"),
@@ -284,7 +301,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "prices_unavailable": (503, "the operator's prices file broke after the start"),
 }
 
-STATUS_TEXT = {400: "The request is invalid", 401: "No valid bearer token", 403: "Wrong role for this route",
+STATUS_TEXT = {400: "The request is invalid", 401: "No valid bearer token", 403: "Wrong role or scope for this route",
                404: "Not found (or not the caller's)", 409: "Conflicts with the current state",
                413: "Too large", 415: "Unsupported content type or format",
                422: "The image is not acceptable", 429: "Too many requests",
@@ -294,7 +311,8 @@ RETRYABLE = {"storage_unavailable", "database_unavailable", "completion_in_progr
 WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "`Bearer realm=\"mosis\"`", "required": True,
                                          "schema": {"type": "string"}}}
 
-AUTH_ERRORS = ("unauthorized", "forbidden")
+AUTH_ERRORS = ("unauthorized", "token_expired", "forbidden")
+SCOPE_ERRORS = ("insufficient_scope",)  # developer routes
 JSON_ERRORS = ("invalid_json", "missing_field", "unknown_field", "invalid_field", "unsupported_media_type")
 UPLOAD_ERRORS = ("missing_file", "unknown_field", "unsupported_media_type", "file_too_large")
 EVERY_ROUTE_ERRORS = ("body_too_large",)
@@ -327,6 +345,7 @@ class Operation:
     errors: tuple[str, ...] = ()  # codes the route's own code raises (shared ones come by rule)
     tag: str = ""  # for routes without a role (a role's routes take its name)
     body: dict | None = None  # the JSON body's schema
+    body_optional: bool = False  # the body may be left out altogether
     upload: str = ""  # the schema of a multipart body with one file in it
     query: tuple = ()  # query parameters
     database: bool = True  # reads the database (so it may answer database_unavailable)
@@ -407,12 +426,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         answer(200, "TokenList"), errors=("developer_not_found",)),
     ("admin.issue_token", "POST"): Operation(
         "issueDeveloperToken", "Issue another token (shown once)",
-        "A new token for the developer, shown in this answer only. To rotate, issue one, move the "
-        "client to it, then revoke the old one.",
-        answer(201, "IssuedToken", "Created"), errors=("developer_not_found",)),
+        "A new token for the developer, shown in this answer only, with the scopes, apps and expiry "
+        "asked for (without a body: every scope, every app, no expiry). To rotate, issue one, move "
+        "the client to it, then revoke the old one.",
+        answer(201, "IssuedToken", "Created"), errors=("developer_not_found", "app_not_found"),
+        body=ref("NewToken"), body_optional=True),
     ("admin.revoke_token", "DELETE"): Operation(
         "revokeToken", "Revoke a token",
-        "The token is refused from the next request on. Revoking a revoked token changes nothing.",
+        "The token, and every token it issued, is refused from the next request on. Revoking a "
+        "revoked token changes nothing.",
         answer(200, "TokenResult"), errors=("token_not_found",)),
     ("admin.reject", "POST"): Operation(
         "rejectVersion", "Reject a draft",
@@ -510,6 +532,24 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "A part number past this upload's `part_count` is 400 `invalid_field`.",
         answer(200, "PartUrls"), errors=(*DEVELOPER_VERSION, "invalid_state", "not_multipart"),
         body=ref("PartNumbers")),
+    # -- developer: tokens -------------------------------------------------------------------
+    ("tokens.list_tokens", "GET"): Operation(
+        "listIssuedTokens", "The tokens this token issued",
+        "Every token the calling token issued, and the ones those issued, oldest first (never the "
+        "tokens themselves).",
+        answer(200, "TokenList")),
+    ("tokens.issue_token", "POST"): Operation(
+        "issueNarrowerToken", "Issue a narrower token (shown once)",
+        "A token for the same developer, never broader than the calling one: only scopes it holds "
+        "(403 `insufficient_scope` names one it lacks), only its apps, and an expiry no later than "
+        "its own. Without a body the new token has exactly the caller's rights.",
+        answer(201, "IssuedToken", "Created"), errors=("app_not_found",),
+        body=ref("NewToken"), body_optional=True),
+    ("tokens.revoke_token", "DELETE"): Operation(
+        "revokeIssuedToken", "Revoke a token this token issued",
+        "The token, and every token it issued, is refused from the next request on. A token the "
+        "caller did not issue answers 404.",
+        answer(200, "TokenResult"), errors=("token_not_found",)),
     # -- developer: assets -------------------------------------------------------------------
     ("assets.get_icon", "GET"): Operation(
         "getIcon", "The app's icon URLs",
@@ -605,6 +645,8 @@ def error_codes(operation: Operation, path: str, role: str | None, has_parameter
     codes = set(operation.errors) | set(EVERY_ROUTE_ERRORS)
     if role:
         codes |= set(AUTH_ERRORS)
+    if role == "developer":
+        codes |= set(SCOPE_ERRORS)
     if operation.body is not None:
         codes |= set(JSON_ERRORS)
     if operation.upload:
@@ -632,11 +674,16 @@ def _operation(flask_app, rule, method: str) -> dict:
     out["security"] = [{"bearer": []}] if role else []
     if role:
         out["x-role"] = role
+    scopes = getattr(flask_app.view_functions[rule.endpoint], "required_scope", None)
+    if scopes is not None:
+        out["x-scope"] = scopes.get(method, scopes[None])
+        out["description"] += f"\n\nNeeds a token with the `{out['x-scope']}` scope."
     params = parameters + list(spec.query)
     if params:
         out["parameters"] = params
     if spec.body is not None:
-        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": spec.body}}}
+        out["requestBody"] = {"required": not spec.body_optional,
+                              "content": {"application/json": {"schema": spec.body}}}
     if spec.upload:
         out["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": ref(spec.upload)}}}
     responses = {}

@@ -45,7 +45,11 @@ class Developer(BaseModel):
 
 
 class ApiToken(BaseModel):
-    """A developer's bearer token; only its SHA-256 is stored."""
+    """A developer's bearer token; only its SHA-256 is stored.
+
+    `scopes` null: every developer scope (tokens from before scopes);
+    `apps` null: every app of the developer; `parent`: the token that
+    issued it (revoking a token revokes what it issued)."""
 
     id = pw.CharField(primary_key=True, max_length=32, default=new_id)
     developer = pw.ForeignKeyField(Developer, backref="tokens", on_delete="CASCADE")
@@ -54,6 +58,10 @@ class ApiToken(BaseModel):
     created_at = pw.DateTimeField(default=utcnow)
     revoked_at = pw.DateTimeField(null=True)
     last_used_at = pw.DateTimeField(null=True)
+    scopes = JSONField(null=True)
+    apps = JSONField(null=True)
+    expires_at = pw.DateTimeField(null=True)
+    parent = pw.CharField(max_length=32, null=True, index=True)
 
 
 class App(BaseModel):

@@ -65,8 +65,9 @@ def world(api, client):
     sub = client.post("/v1/tokens", headers=a["headers"], json={"scopes": ["read"]}).json
     headers = {"anonymous": {}, "revoked": bearer(revoked["token"]), "other": b["headers"],
                "admin": ADMIN, "owner": a["headers"]}
+    first_key = client.get("/v1/signing-key").json["key_id"]
     return {"a": a, "b": b, "app": app, "v1": v1, "v2": v2, "v4": v4, "spare": spare, "sub": sub,
-            "headers": headers}
+            "first_key": first_key, "headers": headers}
 
 
 def new_app_body():
@@ -92,6 +93,8 @@ def table(w) -> list[tuple[str, str, object, dict]]:
         ("GET", "/metrics", {}, PUBLIC),
         ("GET", "/v1/openapi.json", {}, PUBLIC),
         ("GET", "/v1/signing-key", {}, PUBLIC),
+        ("GET", "/v1/signing-keys", {}, PUBLIC),
+        ("GET", "/v1/signing-keys/1", {}, PUBLIC),
         ("GET", f"/v1/packages/{pkg}", {}, PUBLIC),
         ("GET", f"/v1/packages/{pkg}/download", {}, PUBLIC),
         # The edge's question on a cache miss; nginx never routes it publicly.
@@ -127,6 +130,9 @@ def table(w) -> list[tuple[str, str, object, dict]]:
         ("POST", "/v1/admin/retention/run", {"json": {"dry_run": True}}, admin_route(200)),
         ("GET", "/v1/admin/storage", {}, admin_route(200)),
         ("GET", "/v1/admin/costs", {}, admin_route(200)),
+        # Rotation retires the first key, which may then be revoked.
+        ("POST", "/v1/admin/signing-keys/rotate", {}, admin_route(200)),
+        ("POST", f"/v1/admin/signing-keys/{w['first_key']}/revoke", {}, admin_route(200)),
     ]
 
 
@@ -136,7 +142,7 @@ def test_the_matrix_covers_every_documented_route(api, client, world):
     covered = set()
     ids = {world["app"]["id"]: "{app_id}", world["app"]["package_id"]: "{package_id}",
            world["a"]["id"]: "{developer_id}", world["spare"]["token_id"]: "{token_id}",
-           world["sub"]["token_id"]: "{token_id}",
+           world["sub"]["token_id"]: "{token_id}", world["first_key"]: "{key_id}",
            world["v4"]["id"]: "{version_id}", world["v1"]["id"]: "{version_id}"}
     for method, path, _, _ in table(world):
         parts = [ids.get(p, p) for p in path.split("/")]
@@ -144,6 +150,8 @@ def test_the_matrix_covers_every_documented_route(api, client, world):
             parts[5] = "{version_code}"
         if len(parts) > 5 and parts[4] == "screenshots" and parts[5].isdigit():
             parts[5] = "{position}"
+        if path == "/v1/signing-keys/1":
+            parts[-1] = "{version}"
         if path.startswith("/edge/objects/"):
             parts = ["", "edge", "objects", "{key}"]
         covered.add((method, "/".join(parts)))

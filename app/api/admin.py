@@ -9,7 +9,7 @@ from flask import Blueprint, request
 from app.api.auth import require_admin
 from app.api.inputs import EMAIL_RE, REASON, Field, read_json
 from app.api.tokens import read_grant
-from app.catalog import accounts, packages
+from app.catalog import accounts, packages, signatures
 from app.housekeeping import cost, retention, usage
 from app.platform.config import ConfigError
 from app.platform.errors import ApiError, BadRequest
@@ -127,3 +127,18 @@ def run_retention():
             raise BadRequest("now must be an ISO 8601 time such as 2027-01-31T12:00:00Z",
                              code="invalid_field", details={"field": "now"}) from None
     return retention.run_retention(svc, now, dry_run=body["dry_run"], actor="admin")
+
+
+# -- signing keys (docs/signing.md, runbook) -------------------------------------------
+
+
+@bp.post("/signing-keys/rotate")
+@require_admin
+def rotate_signing_key():
+    return signatures.rotate(services())
+
+
+@bp.post("/signing-keys/<keyid:key_id>/revoke")
+@require_admin
+def revoke_signing_key(key_id):
+    return signatures.revoke(services(), key_id)

@@ -33,7 +33,13 @@ from dataclasses import dataclass
 
 from werkzeug.routing import IntegerConverter
 
-from app.api.converters import HexIdConverter, PackageIdConverter, PositionConverter, VersionCodeConverter
+from app.api.converters import (
+    HexIdConverter,
+    KeyIdConverter,
+    PackageIdConverter,
+    PositionConverter,
+    VersionCodeConverter,
+)
 from app.api.inputs import CONTROL_CHARACTERS
 from app.catalog.accounts import SCOPES
 from app.platform.lifecycle import VersionStatus
@@ -44,6 +50,7 @@ PACKAGE_ID = {"type": "string", "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)
 VERSION_CODE = {"type": "integer", "minimum": 1, "maximum": MAX_VERSION_CODE}
 TIME = {"type": ["string", "null"], "format": "date-time"}
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+KEY_ID = {"type": "string", "pattern": "^[0-9a-f]{16}$"}
 STRING = {"type": "string"}
 INTEGER = {"type": "integer"}
 
@@ -142,7 +149,19 @@ SCHEMAS = {
     "Manifest": {"type": "object", "description": "The package's manifest.json, as validated "
                                                   "(docs/validation.md)"},
     "ObjectCount": obj({"bytes": INTEGER, "objects": INTEGER}),
-    "SigningKey": obj({"algorithm": {"const": "ed25519"}, "key_id": STRING, "public_key": STRING}),
+    "SigningKey": obj({"algorithm": {"const": "ed25519"}, "key_id": KEY_ID, "public_key": STRING}),
+    "Keyring": obj({"version": {"type": "integer", "minimum": 1},
+                    "keys": array(ref("KeyringKey")),
+                    "signatures": array(ref("DocumentSignature"))}, closed=True),
+    "KeyringKey": obj({"key_id": KEY_ID, "algorithm": {"const": "ed25519"}, "public_key": STRING,
+                       "status": {"type": "string", "enum": ["active", "retired", "revoked"]},
+                       "roles": array({"type": "string", "enum": ["keyring", "packages"]}),
+                       "not_before": STRING}, {"not_after": STRING}, closed=True),
+    "DocumentSignature": obj({"key_id": KEY_ID, "signature": STRING}, closed=True),
+    "KeyringChange": obj({"keyring": ref("Keyring"), "active_key": KEY_ID,
+                          "resigned": {"type": "integer", "minimum": 0,
+                                       "description": "Versions signed again with the active key"}},
+                         {"new_key": KEY_ID}),
     "StorageUsage": obj({
         "scanned_at": TIME, "scan_seconds": {"type": "number"},
         "total": COUNT,
@@ -264,6 +283,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "package_not_found": (404, "no published version of that package_id, or no such package"),
     "developer_not_found": (404, "no such developer"),
     "token_not_found": (404, "no such token"),
+    "keyring_version_not_found": (404, "no such keyring version (yet)"),
+    "signing_key_not_found": (404, "no key with this id in the keyring"),
     "icon_not_found": (404, "the app has no icon"),
     "screenshot_not_found": (404, "the app has no screenshot at that position"),
     "asset_not_found": (404, "no such asset key"),
@@ -278,6 +299,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "not_multipart": (409, "the version uploads with a single PUT, not in parts"),
     "too_many_screenshots": (409, "the app has the most screenshots allowed (`details.limit`)"),
     "screenshots_changed": (409, "the positions do not name every current screenshot once"),
+    "keyring_key_missing": (409, "the new keyring version needs the signature of a key that is not at hand "
+                                 "(`details.missing`; docs/signing.md, runbook)"),
+    "keyring_refused": (409, "devices would refuse this keyring change (`details.reason`), such as "
+                             "revoking the only keyring key"),
+    "keyring_changed": (409, "the keyring changed meanwhile; try again"),
     "too_large": (413, "the package is over MOSIS_MAX_PACKAGE_BYTES (`details.limit`)"),
     "body_too_large": (413, "the request body is over MOSIS_MAX_JSON_BYTES (`details.limit`)"),
     "file_too_large": (413, "the uploaded image is over MOSIS_MAX_ASSET_BYTES (`details.limit`)"),
@@ -327,9 +353,10 @@ EDGE_ERRORS = ("rate_limited",)
 
 TAGS = {
     "developer": "An app developer's apps, versions, uploads and assets (a developer token)",
-    "admin": "Developers and their tokens, moderation, retention, usage and costs (the admin token)",
-    "public": "What devices and anyone may read: published packages, download links, the signing key, "
-              "this document",
+    "admin": "Developers and their tokens, moderation, retention, usage and costs, signing keys "
+             "(the admin token)",
+    "public": "What devices and anyone may read: published packages, download links, the signing keyring, "
+              "the catalog index, this document",
     "ops": "Liveness, readiness and the appliance's internal plumbing",
 }
 
@@ -396,10 +423,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "The OpenAPI 3.1 description of the public API. Routes internal to the appliance are left out.",
         answer(200, "OpenApiDocument"), tag="public", shared=True, database=False),
     ("public.signing_key", "GET"): Operation(
-        "getSigningKey", "The key devices verify packages with",
-        "The store's Ed25519 public key (base64 of the raw 32 bytes) and its id. A download's "
-        "`signature` covers `mosis-package-v1\\n{package_id}\\n{version_code}\\n{sha256}\\n{size}`.",
-        answer(200, "SigningKey"), tag="public", shared=True, database=False),
+        "getSigningKey", "The key that signs packages now",
+        "The keyring's active packages key: Ed25519, base64 of the raw 32 bytes, and its id. A "
+        "download's `signature` covers `mosis-package-v1\\n{package_id}\\n{version_code}\\n{sha256}\\n{size}`. "
+        "After a rotation it is another key: verify against the keyring (`getKeyring`) instead.",
+        answer(200, "SigningKey"), tag="public", shared=True),
+    ("public.keyring", "GET"): Operation(
+        "getKeyring", "The current signing keyring",
+        "Every key the store signs or signed with, its status and roles, signed as docs/signing.md "
+        "says: a device that trusts an earlier version checks each version after it in turn "
+        "(`getKeyringVersion`) and refuses a rollback.",
+        answer(200, "Keyring"), tag="public", shared=True),
+    ("public.keyring_version", "GET"): Operation(
+        "getKeyringVersion", "One version of the signing keyring",
+        "A keyring version as it was made; it never changes.",
+        answer(200, "Keyring"), errors=("keyring_version_not_found",), tag="public", shared=True),
     ("public.package", "GET"): Operation(
         "getPackage", "Public listing of a published app",
         "The app's name, its current published version (with its manifest) and its icon and "
@@ -469,6 +507,20 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "an app is never deleted.",
         answer(200, "RetentionReport"), errors=("now_requires_dry_run", "storage_unavailable"),
         body=ref("RetentionRun")),
+    ("admin.rotate_signing_key", "POST"): Operation(
+        "rotateSigningKey", "Rotate the packages signing key",
+        "A new key becomes active and the old one retired, in a new keyring version signed by the "
+        "keys the previous version trusts and by the new key; then every draft, published and "
+        "superseded version is signed again with the new key (resumed by the scheduler if this is "
+        "interrupted). Until then a version keeps its old signature, which devices still accept.",
+        answer(200, "KeyringChange"), errors=("keyring_key_missing", "keyring_refused", "keyring_changed")),
+    ("admin.revoke_signing_key", "POST"): Operation(
+        "revokeSigningKey", "Revoke a signing key",
+        "The key is revoked in a new keyring version signed by the remaining keyring keys (the only "
+        "keyring key cannot be revoked: rotate first); a revoked active key is replaced by a new one; "
+        "everything it signed is signed again. Devices refuse its signatures from then on.",
+        answer(200, "KeyringChange"),
+        errors=("signing_key_not_found", "keyring_key_missing", "keyring_refused", "keyring_changed")),
     # -- developer: apps and versions --------------------------------------------------------
     ("developer.create_app", "POST"): Operation(
         "createApp", "Register an app",
@@ -591,12 +643,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 # -- building the document -------------------------------------------------------------
 
 PARAMETER_SCHEMAS = {HexIdConverter: HEX_ID, VersionCodeConverter: VERSION_CODE, PackageIdConverter: PACKAGE_ID,
+                     KeyIdConverter: KEY_ID,
                      PositionConverter: {"type": "integer", "minimum": 0, "maximum": MAX_VERSION_CODE}}
 PARAMETER_TEXT = {
     "app_id": "The app's id", "version_code": "The version's version_code",
     "version_id": "The version's id", "package_id": "The app's package_id, such as com.example.notes",
     "developer_id": "The developer's id", "token_id": "The token's id",
     "position": "The screenshot's position, from 1", "key": "The object's storage key",
+    "version": "The keyring version, from 1", "key_id": "The signing key's id (16 hex digits)",
 }
 RULE_PARAMETER = re.compile(r"<(?:([a-zA-Z_]+)(?:\([^)]*\))?:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
 IGNORED_METHODS = {"HEAD", "OPTIONS"}

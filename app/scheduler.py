@@ -20,7 +20,7 @@ os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 from apscheduler.schedulers.blocking import BlockingScheduler
 from prometheus_client import start_http_server
 
-from app.catalog import assets, packages, uploads, validation_worker
+from app.catalog import assets, packages, signatures, uploads, validation_worker
 from app.edge import access_log as edge_log
 from app.housekeeping import backup, cost, integrity, monitoring, retention, usage
 from app.platform.config import settings_for_process
@@ -49,7 +49,7 @@ def with_db(job):
 HOUSEKEEPING: list[Job] = [
     *retention.JOBS, *integrity.JOBS, *backup.JOBS,  # docs/retention.md
     *usage.JOBS, *edge_log.JOBS, *cost.JOBS,  # monitoring and cost (docs/operations.md)
-    *assets.JOBS, *uploads.JOBS, *packages.JOBS,
+    *assets.JOBS, *uploads.JOBS, *packages.JOBS, *signatures.JOBS,  # docs/signing.md
 ]
 
 # How often each scheduler asks whether a housekeeping job is due.

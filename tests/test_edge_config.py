@@ -377,8 +377,9 @@ def test_recent_pulls_are_purged_again(api, client, services):
     assert r.status_code == 200 and len(purged) == 1  # the pull's own purge
     keys = purged[0]
     assert keys[0].endswith("/package.mosis") and app["id"] in keys[0]
-    # and the public reads that named it
-    assert keys[2:] == [f"v1/packages/{app['package_id']}", f"v1/packages/{app['package_id']}/download"]
+    # and the public reads that named it, the catalog index among them
+    assert keys[2:] == [f"v1/packages/{app['package_id']}", f"v1/packages/{app['package_id']}/download",
+                        "v1/index.json"]
 
     assert purge_recent_pulls(services, utcnow()) == 1
     assert purged[1:] == [keys]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import peewee as pw
 
-from app.catalog import uploads
+from app.catalog import signatures, uploads
 from app.edge.purge import public_read_keys
 from app.platform import metrics
 from app.platform.clock import iso, utcnow
@@ -333,7 +333,7 @@ def published_app(package_id: str) -> tuple[App, Version]:
 # reading only the columns the answer needs.
 _DOWNLOAD = Compiled(lambda package_id: (
     Version.select(Version.version_code, Version.version_name, Version.size, Version.sha256,
-                   Version.signature, App.id, App.developer)
+                   Version.signature, App.id, App.developer, Version.id, Version.key_id)
     .join(App).where((App.package_id == package_id) & (Version.status == S.PUBLISHED)).limit(1)))
 
 
@@ -341,7 +341,10 @@ def download_info(svc: Services, package_id: str) -> dict:
     row = _DOWNLOAD.first(package_id)
     if row is None:
         raise NotFound(f"{package_id!r} has no published version", code="package_not_found")
-    version_code, version_name, size, sha256, signature, app_id, developer_id = row
+    version_code, version_name, size, sha256, signature, app_id, developer_id, version_id, key_id = row
+    version = Version(id=version_id, version_code=version_code, size=size, sha256=sha256,
+                      signature=signature, key_id=key_id)
+    signature, key_id = signatures.servable(svc, version, package_id)
     expires = svc.link_expiry()
     metrics.DOWNLOAD_LINKS.inc()
     return {
@@ -351,7 +354,7 @@ def download_info(svc: Services, package_id: str) -> dict:
         "size": size,
         "sha256": sha256,
         "signature": signature,
-        "key_id": svc.signing_key.key_id,
+        "key_id": key_id,
         "expires_at": iso(dt.datetime.fromtimestamp(expires, dt.timezone.utc).replace(tzinfo=None)),
     }
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import peewee as pw
 
+from app.catalog import signatures
 from app.catalog.packages import keys_of
 from app.platform import metrics
 from app.platform.clock import utcnow
@@ -111,10 +112,10 @@ def validate_claimed(svc: Services, version: Version, owner: str) -> str:
         return _postpone(version, owner, settings, e.message)
     finally:
         metrics.VALIDATION_SECONDS.observe(time.monotonic() - started)
-    signature = svc.signing_key.sign_package(app.package_id, version.version_code, report.sha256,
-                                             report.size)
+    signature, key_id = signatures.sign(svc, app.package_id, version.version_code, report.sha256,
+                                        report.size)
     if _finish(version, owner, "validate", size=report.size, sha256=report.sha256,
-               manifest=report.manifest, signature=signature):
+               manifest=report.manifest, signature=signature, key_id=key_id):
         metrics.VALIDATIONS.labels(result="ok").inc()
         record_audit("system", "version.validated", "version", version.id, sha256=report.sha256)
     return "ok"

@@ -36,9 +36,16 @@ class PurgeError(RuntimeError):
 API_PREFIX = "v1/"
 
 
+INDEX_KEY = f"{API_PREFIX}index.json"
+# The cached reads a keyring change makes wrong (a keyring version's own
+# answer never changes).
+KEYRING_KEYS = [f"{API_PREFIX}signing-key", f"{API_PREFIX}signing-keys", INDEX_KEY]
+
+
 def public_read_keys(package_id: str) -> list[str]:
-    """The cached public reads that name a package's current version."""
-    return [f"{API_PREFIX}packages/{package_id}", f"{API_PREFIX}packages/{package_id}/download"]
+    """The cached public reads that name a package's current version (the
+    catalog index among them)."""
+    return [f"{API_PREFIX}packages/{package_id}", f"{API_PREFIX}packages/{package_id}/download", INDEX_KEY]
 
 
 def edge_cache_path(key: str) -> str:

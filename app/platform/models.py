@@ -45,7 +45,11 @@ class Developer(BaseModel):
 
 
 class ApiToken(BaseModel):
-    """A developer's bearer token; only its SHA-256 is stored."""
+    """A developer's bearer token; only its SHA-256 is stored.
+
+    `scopes` null: every developer scope (tokens from before scopes);
+    `apps` null: every app of the developer; `parent`: the token that
+    issued it (revoking a token revokes what it issued)."""
 
     id = pw.CharField(primary_key=True, max_length=32, default=new_id)
     developer = pw.ForeignKeyField(Developer, backref="tokens", on_delete="CASCADE")
@@ -54,6 +58,10 @@ class ApiToken(BaseModel):
     created_at = pw.DateTimeField(default=utcnow)
     revoked_at = pw.DateTimeField(null=True)
     last_used_at = pw.DateTimeField(null=True)
+    scopes = JSONField(null=True)
+    apps = JSONField(null=True)
+    expires_at = pw.DateTimeField(null=True)
+    parent = pw.CharField(max_length=32, null=True, index=True)
 
 
 class App(BaseModel):
@@ -87,6 +95,7 @@ class Version(BaseModel):
     sha256 = pw.CharField(max_length=64, null=True)
     manifest = JSONField(null=True)
     signature = pw.CharField(max_length=128, null=True)
+    key_id = pw.CharField(max_length=16, null=True)  # the key that made `signature`
     error_code = pw.CharField(max_length=64, null=True)
     error_message = pw.TextField(null=True)
     status_reason = pw.TextField(null=True)  # why an admin rejected or pulled it
@@ -134,6 +143,25 @@ class Screenshot(BaseModel):
         indexes = ((("app", "number"), True),)
 
 
+class KeyringVersion(BaseModel):
+    """One version of the signing keyring (docs/signing.md), as served:
+    canonical JSON, every required signature on it. Never changed."""
+
+    version = pw.IntegerField(primary_key=True)
+    document = pw.TextField()
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class SignedIndex(BaseModel):
+    """The catalog index last signed (docs/signing.md): one row, replaced."""
+
+    id = pw.IntegerField(primary_key=True)  # always 1
+    document = pw.TextField()
+    digest = pw.CharField(max_length=64)  # of what it lists and its keyring version
+    issued_at = pw.DateTimeField()
+    expires_at = pw.DateTimeField()
+
+
 class AuditEvent(BaseModel):
     id = pw.BigAutoField()
     at = pw.DateTimeField(default=utcnow, index=True)
@@ -176,6 +204,8 @@ Version.add_index(
 
 ALL_MODELS = [SchemaMigration, Developer, ApiToken, App, Version, AuditEvent, JobState]
 ALL_MODELS.append(Screenshot)
+TRUST_MODELS = [KeyringVersion, SignedIndex]
+ALL_MODELS += TRUST_MODELS
 
 
 def record_audit(actor: str, action: str, subject_type: str, subject_id: str, **details) -> AuditEvent:

@@ -27,3 +27,15 @@ def test_the_edge_cache_minimum_is_the_documented_one():
     assert Settings.from_env({"MOSIS_EDGE_CACHE_MAX_BYTES": str(mib16)}).edge_cache_max_bytes == mib16
     with pytest.raises(ConfigError):
         Settings.from_env({"MOSIS_EDGE_CACHE_MAX_BYTES": str(mib16 - 1)})
+
+
+def test_the_replica_is_off_unless_an_endpoint_is_set_and_deletes_wait_the_documented_delay():
+    assert not Settings.from_env({}).replica_configured
+    assert str(Settings().replica_delete_delay) in row("MOSIS_REPLICA_DELETE_DELAY_SECONDS")
+    s = Settings.from_env({"MOSIS_REPLICA_S3_ENDPOINT": "https://s3.example.test/", "MOSIS_REPLICA_S3_BUCKET": "off",
+                           "MOSIS_REPLICA_DELETE_DELAY_SECONDS": "0"})
+    assert s.replica_configured and s.replica_delete_delay == 0
+    replica = s.replica_storage_settings()
+    assert (replica.s3_endpoint, replica.bucket) == ("https://s3.example.test", "off")
+    with pytest.raises(ConfigError):
+        Settings.from_env({"MOSIS_REPLICA_S3_SECRET_KEY": "change-me"})

@@ -190,6 +190,17 @@ class Settings:
     upload_url_ttl: int = 15 * 60  # MOSIS_UPLOAD_URL_TTL_SECONDS
     download_url_ttl: int = HOUR  # MOSIS_DOWNLOAD_URL_TTL_SECONDS
 
+    # The off-site replica (app/housekeeping/replica.py, docs/operations.md):
+    # a second S3 bucket, at any provider, every object is copied to. No
+    # endpoint: no replica. Deletes reach it only after the delay.
+    replica_s3_endpoint: str = ""  # MOSIS_REPLICA_S3_ENDPOINT
+    replica_bucket: str = "mosis-replica"  # MOSIS_REPLICA_S3_BUCKET
+    replica_access_key: str = ""  # MOSIS_REPLICA_S3_ACCESS_KEY
+    replica_secret_key: str = ""  # MOSIS_REPLICA_S3_SECRET_KEY
+    replica_region: str = "us-east-1"  # MOSIS_REPLICA_S3_REGION
+    replica_ca_file: str = "/etc/ssl/certs/ca-certificates.crt"  # MOSIS_REPLICA_S3_CA_FILE
+    replica_delete_delay: int = 30 * DAY  # MOSIS_REPLICA_DELETE_DELAY_SECONDS
+
     # Public reads are cacheable by the edge, Cloudflare and devices
     # (docs/edge.md): the package listing and download info for this long
     # (0: revalidated every time), then served stale for up to `stale` more
@@ -295,6 +306,18 @@ class Settings:
         return self.s3_public_endpoint or self.public_url
 
     @property
+    def replica_configured(self) -> bool:
+        return bool(self.replica_s3_endpoint)
+
+    def replica_storage_settings(self) -> "Settings":
+        """These settings with the replica in place of the primary storage:
+        what a second storage adapter is built from."""
+        return self.replace(s3_endpoint=self.replica_s3_endpoint, s3_public_endpoint=self.replica_s3_endpoint,
+                            bucket=self.replica_bucket, s3_access_key=self.replica_access_key,
+                            s3_secret_key=self.replica_secret_key, s3_region=self.replica_region,
+                            s3_ca_file=self.replica_ca_file, s3_public_assets=False)
+
+    @property
     def cloudflare_enabled(self) -> bool:
         return bool(self.cloudflare_zone_id and self.cloudflare_api_token)
 
@@ -353,6 +376,13 @@ class Settings:
             storage_call_slots=_int(env, "MOSIS_STORAGE_CALL_SLOTS", d.storage_call_slots, 1),
             health_probe_seconds=_seconds(env, "MOSIS_HEALTH_PROBE_SECONDS", d.health_probe_seconds),
             storage_canary_seconds=_int(env, "MOSIS_STORAGE_CANARY_SECONDS", d.storage_canary_seconds, 0),
+            replica_s3_endpoint=env.get("MOSIS_REPLICA_S3_ENDPOINT", "").rstrip("/"),
+            replica_bucket=env.get("MOSIS_REPLICA_S3_BUCKET") or d.replica_bucket,
+            replica_access_key=env.get("MOSIS_REPLICA_S3_ACCESS_KEY", ""),
+            replica_secret_key=_secret(env, "MOSIS_REPLICA_S3_SECRET_KEY"),
+            replica_region=env.get("MOSIS_REPLICA_S3_REGION") or d.replica_region,
+            replica_ca_file=env.get("MOSIS_REPLICA_S3_CA_FILE") or d.replica_ca_file,
+            replica_delete_delay=_int(env, "MOSIS_REPLICA_DELETE_DELAY_SECONDS", d.replica_delete_delay, 0),
             public_url=(env.get("MOSIS_PUBLIC_URL") or d.public_url).rstrip("/"),
             cdn_url=env.get("MOSIS_CDN_URL", "").rstrip("/"),
             contact_email=env.get("MOSIS_CONTACT_EMAIL", ""),

@@ -18,6 +18,7 @@ from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 from app.platform.models import (
     ALL_MODELS,
     MONITORING_MODELS,
+    REPLICA_MODELS,
     App,
     JobState,
     SchemaMigration,
@@ -71,6 +72,10 @@ def _assets_schema() -> None:
     database.create_tables([Screenshot], safe=True)
 
 
+def _replica_outbox() -> None:
+    database.create_tables(REPLICA_MODELS, safe=True)
+
+
 # (number, name, function). Later issues append here.
 STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _initial_schema),
@@ -79,6 +84,7 @@ STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (61, "job_state.last_errors", _job_item_errors),
     (70, "edge log cursor, edge traffic, storage scans, usage snapshots", _monitoring_tables),
     (100, "multipart uploads: storage upload id and part size of a version", _multipart_uploads),
+    (190, "replica outbox: objects to copy to and delete from the off-site replica", _replica_outbox),
 ]
 
 

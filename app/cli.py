@@ -13,7 +13,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from app.catalog import accounts, signatures
-from app.housekeeping import retention
+from app.housekeeping import recovery, replica, retention
 from app.housekeeping.backup import BackupError, create_backup, list_backups, restore_backup
 from app.housekeeping.integrity import scrub, sweep_orphans
 from app.platform import conformance
@@ -269,7 +269,42 @@ def backup_restore(key: str | None, database_url: str | None, yes: bool) -> None
     _echo(_backup_call(restore_backup, key, database_url, connect=False))
 
 
+replica_cli = AppGroup("replica", help="The off-site replica: its state, and restoring from it.")
+
+
+@replica_cli.command("status")
+def replica_status() -> None:
+    """What is pending, copied and verified on the replica."""
+    with database.connection_context():
+        _echo(replica.status(services()))
+
+
+@replica_cli.command("restore")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+def replica_restore(as_json: bool) -> None:
+    """Rebuild from the replica alone into an empty database and bucket:
+    the newest metadata backup, every object, then check every package's
+    sha256 and signature and every asset. Resumable; exits 1 on any problem."""
+    try:
+        report = recovery.restore(services(), echo=lambda line: click.echo(line, err=True))
+    except (recovery.RecoveryError, BackupError) as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        _echo(report)
+    else:
+        o, c = report["objects"], report["checked"]
+        click.echo(f"restored from {report['backup']} in {report['seconds']} s: {o['copied']} objects copied "
+                   f"({_mib(o['bytes'])}), {o['present']} already there, {o['deleted_before_backup']} left out "
+                   f"(deleted before the backup); checked {c['versions']} versions and {c['assets']} assets")
+        for p in report["problems"]:
+            click.echo(f"PROBLEM {p['key']}: {p['problem']}", err=True)
+        click.echo("the restore is complete" if report["ok"] else
+                   f"the restore is NOT complete: {len(report['problems'])} problems")
+    if not report["ok"]:
+        raise SystemExit(1)
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(developers)
-    for group in (tokens, signing_keys, retention_cli, storage_cli, backup_cli):
+    for group in (tokens, signing_keys, retention_cli, storage_cli, backup_cli, replica_cli):
         app.cli.add_command(group)

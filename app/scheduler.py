@@ -22,7 +22,7 @@ from prometheus_client import start_http_server
 
 from app.catalog import assets, packages, signatures, uploads, validation_worker
 from app.edge import access_log as edge_log
-from app.housekeeping import backup, cost, integrity, monitoring, retention, usage
+from app.housekeeping import backup, cost, integrity, monitoring, replica, retention, usage
 from app.platform.config import settings_for_process
 from app.platform.jobs import Job, run_job
 from app.platform.models import database
@@ -48,6 +48,7 @@ def with_db(job):
 # one by one.
 HOUSEKEEPING: list[Job] = [
     *retention.JOBS, *integrity.JOBS, *backup.JOBS,  # docs/retention.md
+    *replica.JOBS,  # the off-site replica (docs/operations.md)
     *usage.JOBS, *edge_log.JOBS, *cost.JOBS,  # monitoring and cost (docs/operations.md)
     *assets.JOBS, *uploads.JOBS, *packages.JOBS, *signatures.JOBS,  # docs/signing.md
 ]
@@ -62,6 +63,9 @@ def build_scheduler(svc: Services, jobs: list[Job] | None = None) -> BlockingSch
                       seconds=svc.settings.validation_poll_seconds, args=[svc], id="validate",
                       name="validation queue")
     owner = validation_worker.worker_name()
+    if svc.replica is not None:  # the replica outbox, leased row by row like the validation queue
+        scheduler.add_job(with_db(replica.drain), "interval", seconds=replica.DRAIN_SECONDS, args=[svc],
+                          id="replicate", name="replica outbox")
     jobs = HOUSEKEEPING if jobs is None else jobs
     # Gauges of shared state, on every scheduler (app.housekeeping.monitoring).
     scheduler.add_job(with_db(monitoring.refresh), "interval", seconds=monitoring.REFRESH_SECONDS,

@@ -38,6 +38,8 @@ class Services:
     cache_purgers: list[Callable[[list[str]], None]] = field(default_factory=list)
     # Shared with the edge, which checks the links signed with it.
     download_link_secret: str = ""
+    # The off-site replica (a second adapter, from MOSIS_REPLICA_S3_*), or None.
+    replica: ObjectStore | None = None
     # The API's background checks of the database and storage (app.platform.health.watch).
     health: object = None
 
@@ -97,6 +99,7 @@ def build_services(settings: Settings, *, migrate: bool = True, ensure_bucket: b
         db.close()
     return Services(settings=settings, storage=storage, signing_key=key,
                     cache_purgers=purgers_for(settings),
+                    replica=Storage(settings.replica_storage_settings()) if settings.replica_configured else None,
                     download_link_secret=link_secret(settings))
 
 

@@ -116,3 +116,15 @@ def test_errors_keep_their_wording():
                            "MOSIS_EDGE_STORAGE_SERVERS": "a:1, b:2", "MOSIS_APP_WORKERS": "0"})
     assert (s.log_level, s.public_url, s.edge_storage_servers) == ("DEBUG", "https://x.example", ("a:1", "b:2"))
     assert s.resolved_app_workers >= 1
+
+
+def test_the_replica_is_off_unless_an_endpoint_is_set_and_deletes_wait_the_documented_delay():
+    assert not Settings.from_env({}).replica_configured
+    assert str(Settings().replica_delete_delay) in row("MOSIS_REPLICA_DELETE_DELAY_SECONDS")
+    s = Settings.from_env({"MOSIS_REPLICA_S3_ENDPOINT": "https://s3.example.test/", "MOSIS_REPLICA_S3_BUCKET": "off",
+                           "MOSIS_REPLICA_DELETE_DELAY_SECONDS": "0"})
+    assert s.replica_configured and s.replica_delete_delay == 0
+    replica = s.replica_storage_settings()
+    assert (replica.s3_endpoint, replica.bucket) == ("https://s3.example.test", "off")
+    with pytest.raises(ConfigError):
+        Settings.from_env({"MOSIS_REPLICA_S3_SECRET_KEY": "change-me"})

@@ -10,7 +10,7 @@ from app.api.auth import require_admin
 from app.api.inputs import EMAIL_RE, REASON, Field, read_json
 from app.api.tokens import read_grant
 from app.catalog import accounts, packages, signatures
-from app.housekeeping import cost, retention, usage
+from app.housekeeping import cost, replica, retention, usage
 from app.platform.config import ConfigError
 from app.platform.errors import ApiError, BadRequest
 from app.services import services
@@ -96,6 +96,12 @@ def _what_if_usage() -> dict:
 @require_admin
 def storage_usage():
     return usage.storage_report(services())
+
+
+@bp.get("/replica")
+@require_admin
+def replica_status():
+    return replica.status(services())
 
 
 @bp.get("/costs")

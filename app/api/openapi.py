@@ -170,6 +170,16 @@ SCHEMAS = {
         "by_status": {"type": "object", "additionalProperties": COUNT},
         "versions_by_status": {"type": "object", "additionalProperties": INTEGER},
     }),
+    "ReplicaStatus": obj({
+        "configured": {"type": "boolean"},
+        "pending": {**INTEGER, "description": "copies and deletes due and not yet done"},
+        "oldest_pending_age_s": {"type": "number", "description": "seconds since the oldest was queued"},
+        "copied": {**INTEGER, "description": "objects on the replica, each read back and verified"},
+        "bytes": {**INTEGER, "description": "their bytes"},
+        "errors": {**INTEGER, "description": "due rows whose last attempt failed"},
+        "last_verified_at": TIME,
+        "lag_p99_s": {"type": "number", "description": "99th percentile of write-to-verified-copy, last 24 h"},
+    }, closed=True),
     "RetentionReport": obj({
         "dry_run": {"type": "boolean"}, "now": TIME,
         "items": array(ref("RetentionItem")),
@@ -353,7 +363,7 @@ EDGE_ERRORS = ("rate_limited",)
 
 TAGS = {
     "developer": "An app developer's apps, versions, uploads and assets (a developer token)",
-    "admin": "Developers and their tokens, moderation, retention, usage and costs, signing keys "
+    "admin": "Developers and their tokens, moderation, retention, usage and costs, signing keys, the replica "
              "(the admin token)",
     "public": "What devices and anyone may read: published packages, download links, the signing keyring, "
               "the catalog index, this document",
@@ -490,6 +500,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Bytes and objects per prefix and per version status from the latest bucket scan, against "
         "the storage budget.",
         answer(200, "StorageUsage"), errors=("storage_unavailable",)),
+    ("admin.replica_status", "GET"): Operation(
+        "getReplicaStatus", "The off-site replica: what is pending, copied and verified",
+        "How far the off-site replica (MOSIS_REPLICA_S3_*) is behind: the copies and deletes due, the "
+        "age of the oldest, the objects and bytes it holds verified, failing rows and the replication "
+        "lag. `configured` is false, and every count 0, when no replica is set.",
+        answer(200, "ReplicaStatus")),
     ("admin.costs", "GET"): Operation(
         "getCostEstimate", "This month's cost under each hosting option, line by line",
         "The month's usage priced under each hosting option from the operator's prices file, with "

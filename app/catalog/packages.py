@@ -25,6 +25,7 @@ from app.platform.jobs import Job
 from app.platform.lifecycle import BY_OP, transition
 from app.platform.models import App, Developer, Version, database, new_id, record_audit
 from app.platform.models import VersionStatus as S
+from app.platform.outbox import enqueue_copies
 from app.platform.storage import manifest_key, package_key, parse_package_key, temp_key
 
 if TYPE_CHECKING:  # annotations only: the services are built above this layer
@@ -231,6 +232,7 @@ def _complete(svc: Services, app: App, version: Version) -> Version:
     with database.atomic():
         changed = transition(version, "complete", size=info.size)
         if changed:
+            enqueue_copies(svc.settings, [final])
             record_audit(f"developer:{app.developer_id}", "version.uploaded", "version", version.id,
                          version_code=version.version_code, size=info.size)
     if changed:

@@ -32,8 +32,9 @@ from app.platform import metrics
 from app.platform.clock import utcnow
 from app.platform.errors import Unavailable
 from app.platform.lifecycle import transition
-from app.platform.models import App, Version, record_audit
+from app.platform.models import App, Version, database, record_audit
 from app.platform.models import VersionStatus as S
+from app.platform.outbox import enqueue_copies
 from app.platform.storage import ObjectUnreadable
 from mosis_format.validation import STREAM_CHUNK, Expected, PackageInvalid, validate_package
 
@@ -114,10 +115,14 @@ def validate_claimed(svc: Services, version: Version, owner: str) -> str:
         metrics.VALIDATION_SECONDS.observe(time.monotonic() - started)
     signature, key_id = signatures.sign(svc, app.package_id, version.version_code, report.sha256,
                                         report.size)
-    if _finish(version, owner, "validate", size=report.size, sha256=report.sha256,
-               manifest=report.manifest, signature=signature, key_id=key_id):
+    with database.atomic():  # the manifest goes to the replica with the row that offers it
+        validated = _finish(version, owner, "validate", size=report.size, sha256=report.sha256,
+                            manifest=report.manifest, signature=signature, key_id=key_id)
+        if validated:
+            enqueue_copies(settings, [man_key])
+            record_audit("system", "version.validated", "version", version.id, sha256=report.sha256)
+    if validated:
         metrics.VALIDATIONS.labels(result="ok").inc()
-        record_audit("system", "version.validated", "version", version.id, sha256=report.sha256)
     return "ok"
 
 

@@ -61,7 +61,7 @@ def is_placeholder(value: str) -> bool:
 
 KINDS = ("str", "url", "path", "int", "float", "seconds", "bool", "words", "networks", "secret")
 # Sections of docs/configuration.md, in the order of the file.
-SECTIONS = ("core", "storage", "uploads", "retention", "housekeeping", "processes", "monitoring", "assets", "edge")
+SECTIONS = ("core", "storage", "replica", "uploads", "retention", "housekeeping", "processes", "monitoring", "assets", "edge")
 
 
 @dataclass(frozen=True)
@@ -366,6 +366,28 @@ class Settings:
         disk refuses them while reads still work): readiness and `mosis_storage_up` report it. 0: never""",
                                           section="storage")
 
+    # -- the off-site replica (app/housekeeping/replica.py, docs/operations.md): a
+    # second S3 bucket, at any provider, every object is copied to. No endpoint:
+    # no replica. Deletes reach it only after the delay.
+    replica_s3_endpoint: str = setting("MOSIS_REPLICA_S3_ENDPOINT", "", """the replica's S3 endpoint, `http://` or
+        `https://`; unset, nothing is replicated and nothing queues up for it""", section="replica", kind="url",
+                                       shown="unset (no replica)")
+    replica_bucket: str = setting("MOSIS_REPLICA_S3_BUCKET", "mosis-replica", """the replica's bucket; created at
+        the first copy where the credentials allow""", section="replica")
+    replica_access_key: str = setting("MOSIS_REPLICA_S3_ACCESS_KEY", "", """the replica's access key: give it a key
+        of its own, not the primary's""", section="replica")
+    replica_secret_key: str = setting("MOSIS_REPLICA_S3_SECRET_KEY", "", "the replica's secret key",
+                                      section="replica", kind="secret")
+    replica_region: str = setting("MOSIS_REPLICA_S3_REGION", "us-east-1", """signing region of the replica (R2:
+        `auto`, B2: the bucket's region)""", section="replica")
+    replica_ca_file: str = setting("MOSIS_REPLICA_S3_CA_FILE", "/etc/ssl/certs/ca-certificates.crt", """CA bundle
+        the replica's HTTPS certificate is checked against (default trust store when the file does not exist)""",
+                                   section="replica")
+    replica_delete_delay: int = setting("MOSIS_REPLICA_DELETE_DELAY_SECONDS", 30 * DAY, """how long an object
+        deleted on the primary (retention, a removed asset, a pruned backup) stays on the replica: a mistaken purge
+        or a stolen admin token cannot destroy the off-site copy at once""", section="replica", minimum=0,
+                                        shown="2592000 (30 days)")
+
     # -- uploads, downloads, validation
     upload_url_ttl: int = setting("MOSIS_UPLOAD_URL_TTL_SECONDS", 15 * 60, """lifetime of a presigned upload URL
         (whole file or one part)""", section="uploads", minimum=60)
@@ -539,6 +561,18 @@ class Settings:
     @property
     def resolved_s3_public_endpoint(self) -> str:
         return self.s3_public_endpoint or self.public_url
+
+    @property
+    def replica_configured(self) -> bool:
+        return bool(self.replica_s3_endpoint)
+
+    def replica_storage_settings(self) -> "Settings":
+        """These settings with the replica in place of the primary storage:
+        what a second storage adapter is built from."""
+        return self.replace(s3_endpoint=self.replica_s3_endpoint, s3_public_endpoint=self.replica_s3_endpoint,
+                            bucket=self.replica_bucket, s3_access_key=self.replica_access_key,
+                            s3_secret_key=self.replica_secret_key, s3_region=self.replica_region,
+                            s3_ca_file=self.replica_ca_file, s3_public_assets=False)
 
     @property
     def cloudflare_enabled(self) -> bool:

@@ -20,6 +20,7 @@ from app.platform.models import (
     MONITORING_MODELS,
     TRUST_MODELS,
     ApiToken,
+    REPLICA_MODELS,
     App,
     JobState,
     SchemaMigration,
@@ -83,6 +84,10 @@ def _keyring_schema() -> None:
     database.create_tables(TRUST_MODELS, safe=True)
 
 
+def _replica_outbox() -> None:
+    database.create_tables(REPLICA_MODELS, safe=True)
+
+
 # (number, name, function). Later issues append here.
 STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _initial_schema),
@@ -93,6 +98,7 @@ STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (100, "multipart uploads: storage upload id and part size of a version", _multipart_uploads),
     (120, "api_token scopes, apps, expires_at and parent", _token_scopes),
     (121, "keyring versions, the signed index, the key of a version's signature", _keyring_schema),
+    (190, "replica outbox: objects to copy to and delete from the off-site replica", _replica_outbox),
 ]
 
 

@@ -272,3 +272,39 @@ class UsageSnapshot(BaseModel):
 
 MONITORING_MODELS = [LogCursor, EdgeTraffic, StorageScan, UsageSnapshot]
 ALL_MODELS += MONITORING_MODELS
+
+
+# -- the off-site replica ----------------------------------------------------------
+
+
+class ReplicaOutbox(BaseModel):
+    """One object to copy to, or delete from, the off-site replica.
+
+    Written in the same transaction as the change that makes the object
+    offered (or no longer offered), so a crash loses no copy; drained by
+    app.housekeeping.replica under a lease per row. A done copy row that no
+    later row for its key replaced is the replica's record of the object:
+    its size and the sha256 read back from the replica.
+    """
+
+    id = pw.BigAutoField()
+    key = pw.CharField(max_length=1024, index=True)
+    op = pw.CharField(max_length=8)  # copy, delete
+    created_at = pw.DateTimeField(default=utcnow)
+    due_at = pw.DateTimeField(default=utcnow)  # not before (deletes wait; failures back off)
+    lease_owner = pw.CharField(max_length=64, null=True)
+    lease_expires_at = pw.DateTimeField(null=True)
+    attempts = pw.IntegerField(default=0)  # failed ones
+    last_error = pw.TextField(null=True)
+    done_at = pw.DateTimeField(null=True)
+    # copied, deleted; gone (the primary no longer had it), skipped (a later row for the key won)
+    outcome = pw.CharField(max_length=16, null=True)
+    size = pw.BigIntegerField(null=True)
+    sha256 = pw.CharField(max_length=64, null=True)
+
+    class Meta:
+        indexes = ((("done_at", "due_at"), False),)
+
+
+REPLICA_MODELS = [ReplicaOutbox]
+ALL_MODELS += REPLICA_MODELS

@@ -36,9 +36,18 @@ class PurgeError(RuntimeError):
 API_PREFIX = "v1/"
 
 
-def public_read_keys(package_id: str) -> list[str]:
-    """The cached public reads that name a package's current version."""
-    return [f"{API_PREFIX}packages/{package_id}", f"{API_PREFIX}packages/{package_id}/download"]
+def public_read_keys(package_id: str, from_version_codes=()) -> list[str]:
+    """The cached public reads that name a package's current version: its
+    listing, its download info, and the download info asked with each of
+    `from_version_codes` (a delta's source, docs/deltas.md)."""
+    return [f"{API_PREFIX}packages/{package_id}", f"{API_PREFIX}packages/{package_id}/download",
+            *(download_read_key(package_id, code) for code in from_version_codes)]
+
+
+def download_read_key(package_id: str, from_version_code: int) -> str:
+    """The cached download info asked `?from_version_code=N` (nginx's
+    $mosis_read_key: the path and that one parameter, as sent)."""
+    return f"{API_PREFIX}packages/{package_id}/download?from_version_code={int(from_version_code)}"
 
 
 def edge_cache_path(key: str) -> str:

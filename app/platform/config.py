@@ -91,6 +91,14 @@ def _float(env: dict, name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _ratio(env: dict, name: str, default: float) -> float:
+    """A share: above 0, at most 1."""
+    value = _float(env, name, default)
+    if not 0 < value <= 1:
+        raise ConfigError(f"{name} must be above 0 and at most 1, got {value}")
+    return value
+
+
 def _seconds(env: dict, name: str, default: float, minimum: float = 0.1) -> float:
     value = _float(env, name, default)
     if value < minimum:
@@ -209,6 +217,12 @@ class Settings:
     # upload; then they count as attempts, and the last fails the version
     # (`storage_unreadable`).
     validation_storage_wait_seconds: int = 6 * HOUR  # MOSIS_VALIDATION_STORAGE_WAIT_SECONDS
+
+    # Delta updates (docs/deltas.md): a published version gets patches from
+    # this many previous versions, each kept only if it is at most this share
+    # of the full package.
+    delta_from_versions: int = 3  # MOSIS_DELTA_FROM_VERSIONS (0: no patches)
+    delta_max_ratio: float = 0.6  # MOSIS_DELTA_MAX_RATIO (above 0, at most 1)
 
     max_json_bytes: int = 64 * 1024  # MOSIS_MAX_JSON_BYTES
     # Icons and screenshots (docs/assets.md).
@@ -369,6 +383,8 @@ class Settings:
                                           d.validation_retry_seconds, 1),
             validation_storage_wait_seconds=_int(env, "MOSIS_VALIDATION_STORAGE_WAIT_SECONDS",
                                                  d.validation_storage_wait_seconds, 0),
+            delta_from_versions=_int(env, "MOSIS_DELTA_FROM_VERSIONS", d.delta_from_versions, 0),
+            delta_max_ratio=_ratio(env, "MOSIS_DELTA_MAX_RATIO", d.delta_max_ratio),
             max_json_bytes=_int(env, "MOSIS_MAX_JSON_BYTES", d.max_json_bytes, 1024),
             max_asset_bytes=_int(env, "MOSIS_MAX_ASSET_BYTES", d.max_asset_bytes, 1024),
             max_screenshots=_int(env, "MOSIS_MAX_SCREENSHOTS", d.max_screenshots, 1),

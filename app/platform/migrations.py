@@ -19,6 +19,8 @@ from app.platform.models import (
     ALL_MODELS,
     MONITORING_MODELS,
     App,
+    Delta,
+    EdgeTraffic,
     JobState,
     SchemaMigration,
     Screenshot,
@@ -71,6 +73,11 @@ def _assets_schema() -> None:
     database.create_tables([Screenshot], safe=True)
 
 
+def _deltas_schema() -> None:
+    database.create_tables([Delta], safe=True)
+    add_column_if_missing(EdgeTraffic, "replaced_bytes")
+
+
 # (number, name, function). Later issues append here.
 STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _initial_schema),
@@ -79,6 +86,7 @@ STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (61, "job_state.last_errors", _job_item_errors),
     (70, "edge log cursor, edge traffic, storage scans, usage snapshots", _monitoring_tables),
     (100, "multipart uploads: storage upload id and part size of a version", _multipart_uploads),
+    (180, "delta patches between versions", _deltas_schema),
 ]
 
 

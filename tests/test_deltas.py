@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import random
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -16,16 +15,8 @@ from app.catalog import deltas
 from app.platform.clock import utcnow
 from app.platform.models import Delta, DeltaStatus
 from mosis_format.delta import apply, signed_message
+from tests.delta_packages import app_files
 from tests.helpers import ADMIN, build_package, sha256
-
-
-def app_files(seed: int, version: int) -> dict[str, bytes]:
-    """An app whose versions differ a little; `seed` picks the app."""
-    rnd = random.Random(seed)
-    words = [bytes(rnd.choice(b"abcdefghijklmnop") for _ in range(6)) for _ in range(400)]
-    code = b"\n".join(b"function f%d() { return '%s'; }" % (i, rnd.choice(words)) for i in range(4000))
-    media = rnd.randbytes(60_000)  # already compressed: the same in every version
-    return {"app/main.js": code.replace(b"f17()", b"f17_v%d()" % version), "media/intro.bin": media}
 
 
 def ship(api, dev, app, code: int, files: dict[str, bytes]) -> dict:

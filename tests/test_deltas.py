@@ -193,3 +193,31 @@ def test_retention_purging_the_source_deletes_the_patch(client, services, publis
     assert rows(app["id"])[(1, 2)].status == DeltaStatus.REMOVED
     r = client.get(f"/v1/packages/{app['package_id']}/download?from_sha256={sha256(packages[1])}")
     assert r.status_code == 200 and "delta" not in r.json
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_patch_bytes_sent_and_the_full_bytes_they_replaced_reach_the_costs(client, services, published):
+    from app.edge.access_log import tail
+    from app.platform.models import EdgeTraffic
+    from tests.monitoring_helpers import edge_line
+
+    dev, app, packages = published
+    deltas.run_pending(services, "worker-a")
+    patch = rows(app["id"])[(1, 2)]
+    uri = f"/deltas/{dev['id']}/{app['id']}/1-2.patch"
+    now = utcnow().strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    log = services.settings.resolved_edge_access_log
+    log.parent.mkdir(parents=True, exist_ok=True)
+    half = patch.size // 2
+    log.write_text(edge_line(uri=uri, bytes_sent=patch.size + 300, cache="MISS", time=now)  # whole
+                   + edge_line(uri=uri, status=206, bytes_sent=half + 300, time=now)  # a resumed half
+                   + edge_line(uri=uri, status=404, bytes_sent=400, time=now))  # refused: replaces nothing
+    assert tail(log) == 3
+    replaced = len(packages[2]) + len(packages[2]) * half // patch.size
+    (row,) = EdgeTraffic.select().where(EdgeTraffic.area == "deltas")
+    assert row.replaced_bytes == replaced and row.downloads == 0  # patches are not package downloads
+    report = client.get("/v1/admin/costs", headers=ADMIN).json["deltas"]
+    sent = patch.size + half + 1000
+    assert report["patch_bytes_sent"] == sent and report["full_bytes_replaced"] == replaced
+    assert report["egress_saved_bytes"] == replaced - sent > 0
+

@@ -48,12 +48,14 @@ def test_scan_counts_bytes_by_prefix_and_by_version_status(api, services, client
     orphan = package_key(dev["id"], "f" * 32, 7)
     storage.put(orphan, b"o" * 50)
     storage.put("misc/readme.txt", b"r" * 5)
+    storage.put(f"deltas/{dev['id']}/{app['id']}/1-2.patch", b"d" * 7)  # a delta patch: its own prefix
     manifest = storage.stat(package_key(dev["id"], app["id"], 1).replace("package.mosis", "manifest.json"))
 
     scan = scan_bucket(storage)
 
     assert scan["by_prefix"] == {
         "packages": {"bytes": len(shipped) + manifest.size + len(broken) + 50, "objects": 4},
+        "deltas": {"bytes": 7, "objects": 1},
         "assets": {"bytes": 100, "objects": 1},
         "temp": {"bytes": len(pending), "objects": 1},
         "backups": {"bytes": 1234, "objects": 1},

@@ -189,6 +189,10 @@ SCHEMAS = {
             "day": {"type": "string", "format": "date"}, "storage_bytes": INTEGER,
             "storage_objects": INTEGER, "requests": INTEGER,
             "egress_bytes": INTEGER, "downloads": INTEGER})),
+        # What delta patches saved over the last 30 days (docs/deltas.md).
+        "deltas": obj({"since": {"type": "string", "format": "date"}, "patch_bytes_sent": INTEGER,
+                       "full_bytes_replaced": INTEGER, "egress_saved_bytes": INTEGER,
+                       "egress_saved_gb": {"type": "number"}}),
     }),
     # What operations answer with: named, so generated clients get these names.
     "Health": obj({"status": {"const": "ok"}}),

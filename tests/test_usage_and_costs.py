@@ -66,14 +66,14 @@ def test_scan_counts_bytes_by_prefix_and_by_version_status(api, services, client
     assert scan["by_status"]["uploading"] == {"bytes": len(pending), "objects": 1}
     assert scan["by_status"]["orphaned"] == {"bytes": 50, "objects": 1}
     assert scan["by_status"]["draft"] == {"bytes": 0, "objects": 0}
-    assert scan["total_objects"] == 8
+    assert scan["total_objects"] == 9
     assert scan["total_bytes"] == sum(v["bytes"] for v in scan["by_prefix"].values())
 
     # The admin route reports the latest scan (making one when there is none).
     r = client.get("/v1/admin/storage", headers=ADMIN)
     assert r.status_code == 200, r.json
     assert r.json["by_prefix"] == scan["by_prefix"] and r.json["by_status"] == scan["by_status"]
-    assert r.json["total"] == {"bytes": scan["total_bytes"], "objects": 8}
+    assert r.json["total"] == {"bytes": scan["total_bytes"], "objects": 9}
     assert r.json["budget_bytes"] == services.settings.storage_budget_bytes
     assert r.json["budget_used"] == pytest.approx(scan["total_bytes"] / services.settings.storage_budget_bytes,
                                                   rel=1e-5)

@@ -43,10 +43,10 @@ RUN chmod 644 /usr/share/keyrings/pgdg.asc \
     && useradd --system --uid 10001 --gid mosis --home-dir /var/lib/mosis --create-home mosis
 # Code and templates stay root's: the process running them cannot change them.
 COPY --from=build /opt/venv /opt/venv
+# The edge's template and Cloudflare's ranges are package data of app.edge:
+# the image renders nginx's configuration for compose with them
+# (python -m app.edge --target compose).
 COPY app /srv/mosis/app
-# The edge's template and Cloudflare's ranges: the image renders nginx's
-# configuration for compose (python -m app.edge --target compose).
-COPY nginx /srv/mosis/nginx
 RUN install -d -o mosis -g mosis /etc/mosis/edge
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -6,23 +6,77 @@ Each command calls the same plain functions as the admin API and prints JSON.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from app.catalog import accounts
-from app.housekeeping import retention
+from app.catalog import accounts, signatures
+from app.housekeeping import recovery, replica, retention
 from app.housekeeping.backup import BackupError, create_backup, list_backups, restore_backup
 from app.housekeeping.integrity import scrub, sweep_orphans
 from app.platform import conformance
 from app.platform.errors import ApiError
 from app.platform.models import database
+from app.platform.signing import read_key_file
 from app.platform.storage import Storage
 from app.services import services
 
 developers = AppGroup("developers", help="Manage developer accounts.")
 tokens = AppGroup("tokens", help="Issue and revoke developers' API tokens.")
+signing_keys = AppGroup("signing-keys", help="Rotate and revoke the package signing keys (docs/signing.md).")
+
+
+def _store(key_files: tuple[str, ...]):
+    """The keys at hand, with private keys kept off the server handed over."""
+    return services().keys.with_keys([read_key_file(Path(f)) for f in key_files])
+
+
+KEY_OPTION = click.option("--key", "key_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+                          help="A private key (PEM or base64 seed) kept off the server that must sign "
+                               "the new keyring version; may be repeated.")
+
+
+@signing_keys.command("list")
+def list_keyring() -> None:
+    _echo(_run(lambda: services().keys.current().to_json()))
+
+
+@signing_keys.command("rotate")
+@KEY_OPTION
+@click.option("--new-key", type=click.Path(exists=True, dir_okay=False),
+              help="Take this private key as the new key instead of making one.")
+@click.option("--retire", help="The key id to retire (default: the active packages key).")
+@click.option("--roles", help="The new key's roles, comma-separated: keyring, packages (default: the "
+                              "retired key's).")
+def rotate_keys(key_files, new_key, retire, roles) -> None:
+    options = {"retire": retire, "roles": roles.split(",") if roles else None,
+               "new_key": read_key_file(Path(new_key)) if new_key else None}
+    _echo(_run(lambda: signatures.rotate(services(), "cli", _store(key_files), **options)))
+
+
+@signing_keys.command("split")
+@click.argument("keyring_key", type=click.Path(exists=True, dir_okay=False))
+def split_roles(keyring_key) -> None:
+    """KEYRING_KEY (a private key file kept off the server) takes the keyring
+    role; a new key on the server signs packages."""
+    key = read_key_file(Path(keyring_key))
+    _echo(_run(lambda: signatures.split(services(), key, "cli")))
+
+
+@signing_keys.command("revoke")
+@click.argument("key_id")
+@KEY_OPTION
+def revoke_key(key_id, key_files) -> None:
+    _echo(_run(lambda: signatures.revoke(services(), key_id, "cli", _store(key_files))))
+
+
+@signing_keys.command("resign")
+def resign() -> None:
+    """Finish moving every signed version to the active key (the scheduler
+    does it every minute too)."""
+    _echo({"resigned": _run(lambda: signatures.resign_all(services()))})
 
 
 def _run(fn, *args):
@@ -215,7 +269,42 @@ def backup_restore(key: str | None, database_url: str | None, yes: bool) -> None
     _echo(_backup_call(restore_backup, key, database_url, connect=False))
 
 
+replica_cli = AppGroup("replica", help="The off-site replica: its state, and restoring from it.")
+
+
+@replica_cli.command("status")
+def replica_status() -> None:
+    """What is pending, copied and verified on the replica."""
+    with database.connection_context():
+        _echo(replica.status(services()))
+
+
+@replica_cli.command("restore")
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+def replica_restore(as_json: bool) -> None:
+    """Rebuild from the replica alone into an empty database and bucket:
+    the newest metadata backup, every object, then check every package's
+    sha256 and signature and every asset. Resumable; exits 1 on any problem."""
+    try:
+        report = recovery.restore(services(), echo=lambda line: click.echo(line, err=True))
+    except (recovery.RecoveryError, BackupError) as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        _echo(report)
+    else:
+        o, c = report["objects"], report["checked"]
+        click.echo(f"restored from {report['backup']} in {report['seconds']} s: {o['copied']} objects copied "
+                   f"({_mib(o['bytes'])}), {o['present']} already there, {o['deleted_before_backup']} left out "
+                   f"(deleted before the backup); checked {c['versions']} versions and {c['assets']} assets")
+        for p in report["problems"]:
+            click.echo(f"PROBLEM {p['key']}: {p['problem']}", err=True)
+        click.echo("the restore is complete" if report["ok"] else
+                   f"the restore is NOT complete: {len(report['problems'])} problems")
+    if not report["ok"]:
+        raise SystemExit(1)
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(developers)
-    for group in (tokens, retention_cli, storage_cli, backup_cli):
+    for group in (tokens, signing_keys, retention_cli, storage_cli, backup_cli, replica_cli):
         app.cli.add_command(group)

@@ -1,17 +1,20 @@
 """gunicorn settings for the API, shared by scripts/run and the Docker image.
 
+The bind address, workers and threads are settings (MOSIS_APP_BIND,
+MOSIS_APP_WORKERS, MOSIS_APP_THREADS, read through app.platform.config like
+every other: a bad value stops gunicorn with one line naming it).
 Command-line flags (--bind, --workers) override these.
 """
 
-import multiprocessing
 import os
 
-from app.platform.config import Settings
+from app.platform.config import settings_for_process
 from app.platform.weblog import configure_logging
 
-bind = os.environ.get("MOSIS_APP_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("MOSIS_APP_WORKERS", min(4, multiprocessing.cpu_count() * 2)))
-threads = int(os.environ.get("MOSIS_APP_THREADS", "4"))
+settings = settings_for_process()
+bind = settings.app_bind
+workers = settings.resolved_app_workers
+threads = settings.app_threads
 worker_class = "gthread"
 timeout = 60
 graceful_timeout = 20
@@ -44,7 +47,6 @@ _fresh_multiprocess_dir()
 
 
 def on_starting(server):
-    settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from app.edge import nginx as edge
 from app.edge.nginx import create_secret_file
-from app.platform.config import Settings
+from app.platform.config import ConfigError, Settings
 from app.platform.files import private_dir, private_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,15 +141,21 @@ def venv_bin(tool: str) -> str:
 
 @dataclass
 class WeedPorts:
-    s3: int = 8333
-    master: int = 9333
-    volume: int = 8340
-    filer: int = 8888
-    admin: int = 23646
+    s3: int
+    master: int
+    volume: int
+    filer: int
+    admin: int
 
     @classmethod
     def free(cls) -> "WeedPorts":
         return cls(*free_ports(5))
+
+    @classmethod
+    def of(cls, settings: Settings) -> "WeedPorts":
+        """scripts/run's: MOSIS_S3_PORT and MOSIS_WEED_*_PORT."""
+        return cls(s3=settings.s3_port, master=settings.weed_master_port, volume=settings.weed_volume_port,
+                   filer=settings.weed_filer_port, admin=settings.weed_admin_port)
 
 
 # SeaweedFS's volume size limit: it takes writes only while it can start a
@@ -206,7 +212,7 @@ def start_api(env: dict, bind: str, log_dir: Path, workers: int | None = 2) -> S
 
 
 def start_scheduler(env: dict, log_dir: Path) -> Service:
-    addr = env.get("MOSIS_SCHEDULER_METRICS_ADDR", "127.0.0.1:8001")
+    addr = Settings.from_env(env).scheduler_metrics_addr
     # The scheduler serves its own metrics; in the API's multiprocess
     # directory they would be exported twice.
     env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
@@ -263,31 +269,31 @@ class Stack:
 
 
 def run(args: argparse.Namespace) -> int:
-    data_dir = Path(os.environ.get("MOSIS_DATA_DIR") or ROOT / "var").resolve()
+    try:
+        config = Settings.from_env()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    # A relative data dir is under the repository (scripts/run runs there).
+    data_dir = (ROOT / config.data_dir).resolve()
     log_dir = data_dir / "logs"
-    http_port = int(os.environ.get("MOSIS_HTTP_PORT", "8080"))
-    app_bind = os.environ.get("MOSIS_APP_BIND", "127.0.0.1:8000")
+    app_bind = config.app_bind
     # SeaweedFS's own ports (each also uses its number + 10000 for gRPC):
     # movable when another program holds one.
-    defaults = WeedPorts()
-    ports = WeedPorts(**{name: int(os.environ.get(f"MOSIS_WEED_{name.upper()}_PORT", getattr(defaults, name)))
-                         for name in ("master", "volume", "filer", "admin")},
-                      s3=int(os.environ.get("MOSIS_S3_PORT", defaults.s3)))
+    ports = WeedPorts.of(config)
     env = dict(os.environ)
     env.setdefault("MOSIS_DATA_DIR", str(data_dir))
     env["MOSIS_ADMIN_TOKEN"] = env.get("MOSIS_ADMIN_TOKEN") or _secret(
         data_dir / "admin-token", lambda: "adm_" + secrets.token_urlsafe(32))
     env.setdefault("MOSIS_S3_ENDPOINT", f"http://127.0.0.1:{ports.s3}")
-    env.setdefault("MOSIS_S3_ACCESS_KEY", "mosis")
     env["MOSIS_S3_SECRET_KEY"] = env.get("MOSIS_S3_SECRET_KEY") or _secret(
         data_dir / "s3-secret", lambda: secrets.token_urlsafe(24))
-    env.setdefault("MOSIS_PUBLIC_URL", f"http://127.0.0.1:{http_port}")
+    env.setdefault("MOSIS_PUBLIC_URL", f"http://127.0.0.1:{config.http_port}")
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(data_dir / "run" / "prometheus"))
     # The edge: uploads, downloads and assets all go through it (presigned
     # upload URLs are signed for it: MOSIS_S3_PUBLIC_ENDPOINT defaults to
     # MOSIS_PUBLIC_URL). The app and nginx share the download link secret.
-    internal_port = int(os.environ.get("MOSIS_EDGE_INTERNAL_PORT", "8081"))
-    env.setdefault("MOSIS_EDGE_INTERNAL_URL", f"http://127.0.0.1:{internal_port}")
+    env.setdefault("MOSIS_EDGE_INTERNAL_URL", f"http://127.0.0.1:{config.edge_internal_port}")
     env["MOSIS_DOWNLOAD_LINK_SECRET"] = env.get("MOSIS_DOWNLOAD_LINK_SECRET") or _secret(
         data_dir / "download-link-secret", lambda: secrets.token_urlsafe(32))
 
@@ -295,14 +301,14 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)  # also when started in the background
     try:
-        volume_mb = int(env.get("MOSIS_WEED_VOLUME_SIZE_MB", "0")) or None  # None: from the free space
-        stack.add(start_weed(data_dir / "s3", env["MOSIS_S3_ACCESS_KEY"], env["MOSIS_S3_SECRET_KEY"],
+        settings = Settings.from_env(env)
+        volume_mb = settings.weed_volume_size_mb or None  # None: from the free space
+        stack.add(start_weed(data_dir / "s3", settings.s3_access_key, settings.s3_secret_key,
                              ports, log_dir, volume_mb))
         stack.add(start_api(env, app_bind, log_dir, workers=None))  # MOSIS_APP_WORKERS, as in production
         stack.add(start_scheduler(env, log_dir))
-        settings = Settings.from_env(env)
-        tls_port = int(env.get("MOSIS_HTTPS_PORT", "8443")) if settings.edge_tls_cert else None
-        stack.add(start_edge(settings, http_port=http_port, internal_port=internal_port,
+        tls_port = settings.https_port if settings.edge_tls_cert else None
+        stack.add(start_edge(settings, http_port=settings.http_port, internal_port=settings.edge_internal_port,
                              app_bind=app_bind, log_dir=log_dir, tls_port=tls_port))
         print(f"""
 Mosis storage appliance is running.

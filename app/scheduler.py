@@ -20,9 +20,9 @@ os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 from apscheduler.schedulers.blocking import BlockingScheduler
 from prometheus_client import start_http_server
 
-from app.catalog import assets, deltas, packages, uploads, validation_worker
+from app.catalog import assets, deltas, packages, signatures, uploads, validation_worker
 from app.edge import access_log as edge_log
-from app.housekeeping import backup, cost, integrity, monitoring, retention, usage
+from app.housekeeping import backup, cost, integrity, monitoring, replica, retention, usage
 from app.platform.config import settings_for_process
 from app.platform.jobs import Job, run_job
 from app.platform.models import database
@@ -48,8 +48,9 @@ def with_db(job):
 # rows are leased one by one.
 HOUSEKEEPING: list[Job] = [
     *retention.JOBS, *integrity.JOBS, *backup.JOBS,  # docs/retention.md
+    *replica.JOBS,  # the off-site replica (docs/operations.md)
     *usage.JOBS, *edge_log.JOBS, *cost.JOBS,  # monitoring and cost (docs/operations.md)
-    *assets.JOBS, *uploads.JOBS, *packages.JOBS,
+    *assets.JOBS, *uploads.JOBS, *packages.JOBS, *signatures.JOBS,  # docs/signing.md
 ]
 
 # How often each scheduler asks whether a housekeeping job is due.
@@ -64,6 +65,9 @@ def build_scheduler(svc: Services, jobs: list[Job] | None = None) -> BlockingSch
     owner = validation_worker.worker_name()
     scheduler.add_job(with_db(deltas.run_pending), "interval", seconds=svc.settings.validation_poll_seconds,
                       args=[svc, owner], id="deltas", name="delta queue")
+    if svc.replica is not None:  # the replica outbox, leased row by row like the validation queue
+        scheduler.add_job(with_db(replica.drain), "interval", seconds=replica.DRAIN_SECONDS, args=[svc],
+                          id="replicate", name="replica outbox")
     jobs = HOUSEKEEPING if jobs is None else jobs
     # Gauges of shared state, on every scheduler (app.housekeeping.monitoring).
     scheduler.add_job(with_db(monitoring.refresh), "interval", seconds=monitoring.REFRESH_SECONDS,

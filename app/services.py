@@ -22,6 +22,7 @@ from app.platform.errors import Unavailable
 from app.platform.files import private_dir
 from app.platform.migrations import migrate_database
 from app.platform.objectstore import ObjectStore
+from app.platform.keys import KeyStore
 from app.platform.signing import SigningKey, load_signing_key
 from app.platform.storage import Storage
 
@@ -32,13 +33,20 @@ log = logging.getLogger(__name__)
 class Services:
     settings: Settings
     storage: ObjectStore  # the minio adapter (app.platform.storage.Storage)
-    signing_key: SigningKey
+    signing_key: SigningKey  # the store's first key (keyring version 1)
     # Called with the object keys whose cached copies must go (edge, CDN).
     cache_purgers: list[Callable[[list[str]], None]] = field(default_factory=list)
     # Shared with the edge, which checks the links signed with it.
     download_link_secret: str = ""
+    # The off-site replica (a second adapter, from MOSIS_REPLICA_S3_*), or None.
+    replica: ObjectStore | None = None
     # The API's background checks of the database and storage (app.platform.health.watch).
     health: object = None
+
+    @property
+    def keys(self) -> KeyStore:
+        """The private keys at hand and the keyring (app.platform.keys)."""
+        return KeyStore(self.signing_key, self.settings.data_dir)
 
     def public_object_url(self, key: str) -> str:
         """Where anyone can fetch a public object (assets) through the edge."""
@@ -81,6 +89,8 @@ def build_services(settings: Settings, *, migrate: bool = True, ensure_bucket: b
             # Start anyway: /readyz reports it and the scheduler tries again.
             log.warning("bucket setup postponed: %s", e.message)
     key = load_signing_key(settings.signing_key, settings.data_dir)
+    if migrate:
+        KeyStore(key, settings.data_dir).current()  # keyring version 1 on first start
     load_prices(settings.resolved_prices_file)  # a broken prices file stops the start
     # Leave no connection open: gunicorn forks workers from this process.
     if hasattr(db, "close_all"):
@@ -89,6 +99,7 @@ def build_services(settings: Settings, *, migrate: bool = True, ensure_bucket: b
         db.close()
     return Services(settings=settings, storage=storage, signing_key=key,
                     cache_purgers=purgers_for(settings),
+                    replica=Storage(settings.replica_storage_settings()) if settings.replica_configured else None,
                     download_link_secret=link_secret(settings))
 
 

@@ -41,6 +41,21 @@ def weed(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def replica_weed(tmp_path_factory):
+    """A second SeaweedFS: the off-site replica's server."""
+    from tests.faults import Weed
+
+    server = Weed(tmp_path_factory.mktemp("replica-weed"))
+    try:
+        server.start()
+    except Exception:
+        server.stop()
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def pg_database():
     """A PostgreSQL database of this session's own, dropped at the end."""
     import psycopg2

@@ -61,10 +61,13 @@ def world(api, client):
     assert client.get("/v1/apps", headers=bearer(revoked["token"])).status_code == 200
     assert client.delete(f"/v1/admin/tokens/{revoked['token_id']}", headers=ADMIN).status_code == 200
     spare = client.post(f"/v1/admin/developers/{b['id']}/tokens", headers=ADMIN).json
+    # A token A's token issued, for A's token to revoke.
+    sub = client.post("/v1/tokens", headers=a["headers"], json={"scopes": ["read"]}).json
     headers = {"anonymous": {}, "revoked": bearer(revoked["token"]), "other": b["headers"],
                "admin": ADMIN, "owner": a["headers"]}
-    return {"a": a, "b": b, "app": app, "v1": v1, "v2": v2, "v4": v4, "spare": spare,
-            "headers": headers}
+    first_key = client.get("/v1/signing-key").json["key_id"]
+    return {"a": a, "b": b, "app": app, "v1": v1, "v2": v2, "v4": v4, "spare": spare, "sub": sub,
+            "first_key": first_key, "headers": headers}
 
 
 def new_app_body():
@@ -90,6 +93,8 @@ def table(w) -> list[tuple[str, str, object, dict]]:
         ("GET", "/metrics", {}, PUBLIC),
         ("GET", "/v1/openapi.json", {}, PUBLIC),
         ("GET", "/v1/signing-key", {}, PUBLIC),
+        ("GET", "/v1/signing-keys", {}, PUBLIC),
+        ("GET", "/v1/signing-keys/1", {}, PUBLIC),
         ("GET", f"/v1/packages/{pkg}", {}, PUBLIC),
         ("GET", f"/v1/packages/{pkg}/download", {}, PUBLIC),
         # The edge's question on a cache miss; nginx never routes it publicly.
@@ -112,6 +117,9 @@ def table(w) -> list[tuple[str, str, object, dict]]:
         ("PUT", f"/v1/apps/{app}/screenshots/order", {"json": {"positions": [2, 1]}}, developer_route(200)),
         ("DELETE", f"/v1/apps/{app}/screenshots/1", {}, developer_route(200)),
         ("DELETE", f"/v1/apps/{app}/icon", {}, developer_route(204)),
+        ("GET", "/v1/tokens", {}, developer_route(200, other=200)),
+        ("POST", "/v1/tokens", {"json": {"scopes": ["read"]}}, developer_route(201, other=201)),
+        ("DELETE", f"/v1/tokens/{w['sub']['token_id']}", {}, developer_route(200)),
         ("POST", "/v1/admin/developers", new_developer_body, admin_route(201)),
         ("GET", "/v1/admin/developers", {}, admin_route(200)),
         ("GET", f"/v1/admin/developers/{w['a']['id']}/tokens", {}, admin_route(200)),
@@ -122,6 +130,9 @@ def table(w) -> list[tuple[str, str, object, dict]]:
         ("POST", "/v1/admin/retention/run", {"json": {"dry_run": True}}, admin_route(200)),
         ("GET", "/v1/admin/storage", {}, admin_route(200)),
         ("GET", "/v1/admin/costs", {}, admin_route(200)),
+        # Rotation retires the first key, which may then be revoked.
+        ("POST", "/v1/admin/signing-keys/rotate", {}, admin_route(200)),
+        ("POST", f"/v1/admin/signing-keys/{w['first_key']}/revoke", {}, admin_route(200)),
     ]
 
 
@@ -131,6 +142,7 @@ def test_the_matrix_covers_every_documented_route(api, client, world):
     covered = set()
     ids = {world["app"]["id"]: "{app_id}", world["app"]["package_id"]: "{package_id}",
            world["a"]["id"]: "{developer_id}", world["spare"]["token_id"]: "{token_id}",
+           world["sub"]["token_id"]: "{token_id}", world["first_key"]: "{key_id}",
            world["v4"]["id"]: "{version_id}", world["v1"]["id"]: "{version_id}"}
     for method, path, _, _ in table(world):
         parts = [ids.get(p, p) for p in path.split("/")]
@@ -138,6 +150,8 @@ def test_the_matrix_covers_every_documented_route(api, client, world):
             parts[5] = "{version_code}"
         if len(parts) > 5 and parts[4] == "screenshots" and parts[5].isdigit():
             parts[5] = "{position}"
+        if path == "/v1/signing-keys/1":
+            parts[-1] = "{version}"
         if path.startswith("/edge/objects/"):
             parts = ["", "edge", "objects", "{key}"]
         covered.add((method, "/".join(parts)))

@@ -721,7 +721,7 @@ def on_a_terminal(argv: list[str], env: dict, cwd: Path) -> tuple[int, str]:
 @on_sqlite
 def test_an_upload_that_fails_mid_way_reports_on_a_fresh_line(settings, tmp_path):
     from app.native import free_ports
-    from tests.conftest import edge_settings, start_live_stack
+    from tests.stack import edge_settings, start_live_stack
 
     storage = DroppingStorage(take=512 * 1024)
     stack = start_live_stack(edge_settings(settings, *free_ports(2), s3_public_endpoint=storage.url),
@@ -742,3 +742,23 @@ def test_an_upload_that_fails_mid_way_reports_on_a_fresh_line(settings, tmp_path
     assert re.fullmatch(rf"upload the package: lost the connection to {storage.url}/mosis-test/temp/"
                         r"[^?\s]+/package\.mosis: (connection reset by peer|broken pipe|the connection was closed "
                         r"without an answer) \[network_error\]\n", error), repr(err)
+
+
+@on_sqlite
+def test_a_scoped_token_says_what_it_lacks(live_stack, tmp_path):
+    """A build pipeline's token uploads but cannot publish; the client says
+    which scope is missing and what to do, with the auth exit code."""
+    cli, dev, package_id = logged_in_with_app(live_stack, tmp_path)
+    r = requests.post(f"{live_stack.url}/v1/admin/developers/{dev['id']}/tokens", headers=ADMIN, timeout=10,
+                      json={"scopes": ["read", "upload"]})
+    assert r.status_code == 201, r.text
+    assert cli("login", "--url", live_stack.url, "--token", r.json()["token"]).code == 0
+    folder = app_folder(tmp_path, package_id, 1)
+    built = cli("pack", folder, "-o", tmp_path, "--json").json
+    assert cli("upload", built["path"]).code == 0
+    r = cli("publish", package_id, 1)
+    assert r.code == 3, r.stderr
+    assert "lacks the 'publish' scope" in r.stderr and "with the 'publish' scope" in r.stderr
+    r = cli("publish", package_id, 1, "--json")
+    assert r.json["error"]["code"] == "insufficient_scope"
+    assert r.json["error"]["details"] == {"scope": "publish"}

@@ -104,7 +104,7 @@ def test_init_script_needs_only_what_the_minio_image_has(tmp_path):
 # -- every check notices what it guards ------------------------------------------------------------
 
 COPIED = ("compose.yaml", ".env.example", "Dockerfile", "docker", ".dockerignore", ".gitignore", ".dclintrc",
-          "pyproject.toml", "README.md", "scripts", "minio", "grafana", "nginx", "docs", "app", "format")
+          "pyproject.toml", "README.md", "scripts", "minio", "grafana", "docs", "app", "format")
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from app.platform.clock import utcnow
 from tests.helpers import CloudflareStub
 
 SECRET = "s" * 43
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def settings_for(tmp_path, **changes) -> Settings:
@@ -119,7 +120,7 @@ def test_compose_runs_the_rendered_edge():
     """compose.yaml renders the config with the app image and nginx runs it."""
     import yaml
 
-    compose = yaml.safe_load((edge.ROOT / "compose.yaml").read_text())
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = compose["services"]
     render, nginx = services["edge-config"], services["nginx"]
     assert render["command"][:5] == ["python", "-m", "app.edge", "--target", "compose"]
@@ -135,7 +136,21 @@ def test_compose_runs_the_rendered_edge():
     assert app_env["MOSIS_EDGE_INTERNAL_URL"] == f"http://nginx:{target.internal_listen}"
     assert "MOSIS_DOWNLOAD_LINK_SECRET" in app_env and "MOSIS_DOWNLOAD_LINK_SECRET" in render["environment"]
     assert services["scheduler"]["environment"]["MOSIS_EDGE_ACCESS_LOG"] == target.access_log
-    assert re.search(r"^COPY (--chown=\S+ )?nginx /srv/mosis/nginx$", (edge.ROOT / "Dockerfile").read_text(), re.M)
+    # The image renders it with the template and files installed as package data.
+    assert re.search(r"^COPY (--chown=\S+ )?app /srv/mosis/app$", (ROOT / "Dockerfile").read_text(), re.M)
+
+
+def test_the_template_and_its_files_are_package_data():
+    """An installed package (the image's venv, a wheel) renders the edge:
+    every file the renderer reads lies in app/edge and pyproject.toml ships it."""
+    import fnmatch
+    import tomllib
+
+    package = Path(edge.__file__).parent
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["app.edge"]
+    for path in (edge.TEMPLATE, edge.HEADERS_JS, edge.CLOUDFLARE_IPS):
+        assert path.is_relative_to(package), path
+        assert any(fnmatch.fnmatch(path.relative_to(package).as_posix(), g) for g in globs), path
 
 
 def test_compose_render_refuses_without_a_shared_secret(tmp_path):
@@ -152,6 +167,37 @@ def test_a_broken_template_value_is_caught_by_nginx(tmp_path):
     conf = edge.write_config(settings, bad, SECRET)
     with pytest.raises(edge.EdgeConfigError, match="notaport"):
         edge.nginx_test(conf, bad.prefix)
+
+
+@pytest.mark.parametrize("target", ["native", "compose"])
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "tls"])
+@pytest.mark.parametrize("assets", [True, False], ids=["public-assets", "private-assets"])
+@pytest.mark.parametrize("storage", ["http://127.0.0.1:18333", "https://acct.r2.cloudflarestorage.com"],
+                         ids=["http-storage", "https-storage"])
+def test_every_target_and_option_renders_what_nginx_accepts(tmp_path, target, tls, assets, storage):
+    cert, key = self_signed(tmp_path / "tls") if tls else ("", "")
+    settings = settings_for(tmp_path, s3_endpoint=storage, s3_public_assets=assets, public_url="https://store.example.com",
+                            edge_tls_cert=str(cert), edge_tls_key=str(key), edge_trusted_proxies=("10.1.0.0/16",))
+    chosen = (native(settings, tmp_path, tls_port=18443) if target == "native"
+              else edge.compose_target(settings, storage_servers=("127.0.0.1:18333", "127.0.0.1:18334")
+                                       if storage.startswith("http:") else None))
+    text = edge.render(settings, chosen, SECRET)
+    assert not re.search(r"\{\{|\{%|%\}|\{#", text), "template syntax left in the output"
+    assert "\n\n\n" not in text
+    assert ("listen 127.0.0.1:18443 ssl http2" in text or "listen 8443 ssl http2" in text) == tls
+    assert ("proxy_ssl_verify on;" in text) == storage.startswith("https:")
+    assert ("location @mosis_asset_origin {" in text) == (not assets)
+    assert ("location /grafana/ {" in text) == (target == "compose")
+    edge.check(settings, chosen, SECRET)
+
+
+def test_a_template_naming_an_unknown_value_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "nginx.conf.j2").write_text("worker_processes {{ target.worker_processes }};\n"
+                                            "pid {{ pid_file_of_old }};\n")
+    monkeypatch.setattr(edge, "TEMPLATES", tmp_path)
+    settings = settings_for(tmp_path)
+    with pytest.raises(edge.EdgeConfigError, match="pid_file_of_old"):
+        edge.render(settings, native(settings, tmp_path), SECRET)
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -188,7 +234,8 @@ def test_cli_renders_the_compose_config(tmp_path):
     assert proc.returncode == 1 and "bucket" in proc.stderr
 
 
-def test_tls_at_the_edge(tmp_path):
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -202,10 +249,16 @@ def test_tls_at_the_edge(tmp_path):
             .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
                            critical=False)
             .sign(key, hashes.SHA256()))
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                         serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption()))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                          serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    return directory / "cert.pem", directory / "key.pem"
+
+
+def test_tls_at_the_edge(tmp_path):
+    self_signed(tmp_path)
     http_port, internal_port, tls_port = free_ports(3)
     settings = settings_for(tmp_path, download_link_secret=SECRET, edge_tls_cert=str(tmp_path / "cert.pem"),
                             edge_tls_key=str(tmp_path / "key.pem"))
@@ -269,10 +322,13 @@ def test_purgers_follow_the_configuration(tmp_path):
 
 
 def test_refreshing_cloudflare_ranges(tmp_path):
+    # The repository's layout: the script in nginx/, the list it updates in the package.
     nginx_dir = tmp_path / "nginx"
     nginx_dir.mkdir()
-    shutil.copy(edge.NGINX_DIR / "refresh-cloudflare-ips", nginx_dir)
-    shutil.copy(edge.CLOUDFLARE_IPS, nginx_dir)
+    shutil.copy(ROOT / "nginx" / "refresh-cloudflare-ips", nginx_dir)
+    ips = tmp_path / edge.CLOUDFLARE_IPS.relative_to(ROOT)
+    ips.parent.mkdir(parents=True)
+    shutil.copy(edge.CLOUDFLARE_IPS, ips)
     lists = tmp_path / "lists"
     lists.mkdir()
     (lists / "ips-v4").write_text("\n".join(f"198.51.{i}.0/24" for i in range(12)) + "\n")
@@ -281,14 +337,14 @@ def test_refreshing_cloudflare_ranges(tmp_path):
     run = lambda: subprocess.run(script, env={**os.environ, "CLOUDFLARE_IPS_BASE": lists.as_uri()},
                                  capture_output=True, text=True, timeout=60)
     assert run().returncode == 0
-    nets = edge.cloudflare_networks(nginx_dir / "cloudflare-ips.txt")
+    nets = edge.cloudflare_networks(ips)
     assert nets == [f"198.51.{i}.0/24" for i in range(12)] + ["2001:db8::/32"]
-    assert (nginx_dir / "cloudflare-ips.txt").read_text().startswith("# Cloudflare's edge address ranges")
+    assert ips.read_text().startswith("# Cloudflare's edge address ranges")
 
     (lists / "ips-v4").write_text("0.0.0.0/0\n" + (lists / "ips-v4").read_text())
     refused = run()
     assert refused.returncode == 1 and "refusing" in refused.stderr
-    assert edge.cloudflare_networks(nginx_dir / "cloudflare-ips.txt") == nets  # kept
+    assert edge.cloudflare_networks(ips) == nets  # kept
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -321,9 +377,10 @@ def test_recent_pulls_are_purged_again(api, client, services):
     assert r.status_code == 200 and len(purged) == 1  # the pull's own purge
     keys = purged[0]
     assert keys[0].endswith("/package.mosis") and app["id"] in keys[0]
-    # and the public reads that named it, also as asked by devices that have it (a delta's source)
+    # and the public reads that named it, also as asked by devices that have it (a delta's source),
+    # the catalog index among them
     assert keys[2:] == [f"v1/packages/{app['package_id']}", f"v1/packages/{app['package_id']}/download",
-                        f"v1/packages/{app['package_id']}/download?from_version_code=1"]
+                        f"v1/packages/{app['package_id']}/download?from_version_code=1", "v1/index.json"]
 
     assert purge_recent_pulls(services, utcnow()) == 1
     assert purged[1:] == [keys]
@@ -412,7 +469,7 @@ def test_the_edge_drops_idle_app_connections_before_gunicorn_does(tmp_path):
 
 # -- the analyser, limits -----------------------------------------------------------------
 
-GIXY_ALLOW = edge.NGINX_DIR / "gixy-allow.toml"
+GIXY_ALLOW = ROOT / "nginx" / "gixy-allow.toml"
 
 
 def gixy_findings(conf: Path) -> list[dict]:

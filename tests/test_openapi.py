@@ -21,6 +21,8 @@ import requests
 
 from app.api import openapi
 from app.api.openapi import ERROR_CODES, OPERATIONS, TAGS, document, operations
+from app.edge import nginx as edge
+from app.platform.config import Settings
 from tests.helpers import ADMIN_TOKEN
 from tools.errorcodes import Reader, route_errors
 
@@ -215,13 +217,15 @@ def test_the_reader_finds_a_new_raise_deep_below_a_route(tmp_path):
 
 
 @SQLITE
-def test_internal_routes_are_exactly_those_the_edge_does_not_publish(full):
+def test_internal_routes_are_exactly_those_the_edge_does_not_publish(full, tmp_path):
     """The public document is what the edge routes to the app, and the
     edge's rate limit covers the prefix the document says (429)."""
-    template = (ROOT / "nginx" / "nginx.conf.template").read_text()
-    public_server = template.split("# Internal:")[0]
-    # A location's body, {{placeholders}} of the template included.
-    locations = re.findall(r"location (=\s*)?(\S+) \{((?:[^{}]|\{\{\w+\}\})*)\}", public_server)
+    # Private assets: the edge's locations that reach the app are then all there.
+    settings = Settings(data_dir=tmp_path, s3_public_assets=False)
+    target = edge.native_target(settings, http_port=18080, internal_port=18081, app_bind="127.0.0.1:18000",
+                                prefix=tmp_path / "edge")
+    public_server = edge.render(settings, target, "s" * 43).split("# Internal:")[0]
+    locations = re.findall(r"location (=\s*)?(\S+) \{([^{}]*)\}", public_server)
     to_app = [(exact.strip(), prefix) for exact, prefix, body in locations if "proxy_pass http://mosis_app" in body]
     limited = [prefix for exact, prefix, body in locations if "limit_req " in body]
     assert limited == list(openapi.RATE_LIMITED_PREFIXES)

@@ -18,7 +18,7 @@ import pytest
 
 from app.platform.conformance import CHECKS, Check, Web, cleanup, new_prefix, run, run_check
 from app.platform.storage import ASSETS, Storage
-from tests.conftest import stack_env
+from tests.stack import stack_env
 from tests.s3_proxy import NOT_IMPLEMENTED
 
 # Storage is what is checked; one database is enough.

@@ -11,6 +11,9 @@ handler as well. A call whose receiver cannot be typed falls back to every
 method of that name in app/ (more errors, never fewer); `Reader.guessed`
 lists those calls, to see where typing a parameter would sharpen the answer.
 
+A receiver typed with a Protocol (a port such as ObjectStore) follows the
+method of every class of app/ that has all the Protocol's methods.
+
 It over-approximates rather than misses: the test that every error found
 here is declared in the OpenAPI document (tests/test_openapi.py) fails when
 a new raise appears anywhere below a route, however deep. It reads source
@@ -29,6 +32,10 @@ CATCH_ALL = {"Exception", "BaseException"}
 # The exceptions peewee raises when the database is down (app/__init__.py
 # turns them into one error answer).
 DATABASE_ERRORS = {"OperationalError", "InterfaceError", "DatabaseError", "PeeweeException"}
+
+
+# The type of a value known to come from outside app/ (a library's class).
+EXTERNAL = ""
 
 
 @dataclass(frozen=True)
@@ -245,7 +252,25 @@ class Reader:
         if isinstance(ann, ast.Subscript):  # Optional[X]
             return self._annotation(ann.slice, module)
         found = self._expr_symbol(ann, module)
+        if found and found[0] == "external":
+            return EXTERNAL
         return found[1] if found and found[0] == "class" else None
+
+    def _is_protocol(self, cls: str) -> bool:
+        node, _ = self.classes[cls]
+        return any((isinstance(b, ast.Name) and b.id == "Protocol")
+                   or (isinstance(b, ast.Attribute) and b.attr == "Protocol") for b in node.bases)
+
+    def _implementations(self, protocol: str, name: str) -> list[str]:
+        """`name` of every class of app/ that has all of `protocol`'s methods."""
+        wanted = {k.rpartition(".")[2] for k in self.funcs if k.rpartition(".")[0] == protocol}
+        found = []
+        for cls in self.classes:
+            if cls == protocol or self._is_protocol(cls):
+                continue
+            if all(self._method(cls, m) for m in wanted) and (method := self._method(cls, name)):
+                found.append(method)
+        return sorted(found)
 
     def _attr_type(self, cls: str, attr: str) -> str | None:
         for key in self._bases(cls):
@@ -313,6 +338,8 @@ class Reader:
                 return found[1]
             owner = self._type_of(expr.value, func, depth + 1)
             return self._attr_type(owner, expr.attr) if owner else None
+        if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Div):
+            return EXTERNAL  # `directory / name`: a pathlib path
         return None
 
     def _callee(self, expr: ast.expr, func: _Func, depth: int = 0):
@@ -337,6 +364,11 @@ class Reader:
                         return ("func", f"{base}.{expr.attr}")
                 return None
             owner = self._type_of(expr.value, func, depth + 1)
+            if owner == EXTERNAL:
+                return None  # a library's object: it raises no API error
+            if owner and self._is_protocol(owner):  # a port: what its adapters run
+                return ("guess", self._implementations(owner, expr.attr)) if self._implementations(
+                    owner, expr.attr) else None
             if owner:
                 method = self._method(owner, expr.attr)
                 return ("func", method) if method else None

@@ -8,8 +8,9 @@ from flask import Blueprint, request
 
 from app.api.auth import require_admin
 from app.api.inputs import EMAIL_RE, REASON, Field, read_json
-from app.catalog import accounts, packages
-from app.housekeeping import cost, retention, usage
+from app.api.tokens import read_grant
+from app.catalog import accounts, packages, signatures
+from app.housekeeping import cost, replica, retention, usage
 from app.platform.config import ConfigError
 from app.platform.errors import ApiError, BadRequest
 from app.services import services
@@ -43,8 +44,8 @@ def list_tokens(developer_id):
 @bp.post("/developers/<hexid:developer_id>/tokens")
 @require_admin
 def issue_token(developer_id):
-    token, row = accounts.new_token(developer_id)
-    return {"token": token, "token_id": row.id}, 201
+    token, row = accounts.new_token(developer_id, grant=read_grant())
+    return {"token": token, "token_id": row.id, "details": accounts.token_dict(row)}, 201
 
 
 @bp.delete("/tokens/<hexid:token_id>")
@@ -97,6 +98,12 @@ def storage_usage():
     return usage.storage_report(services())
 
 
+@bp.get("/replica")
+@require_admin
+def replica_status():
+    return replica.status(services())
+
+
 @bp.get("/costs")
 @require_admin
 def costs():
@@ -126,3 +133,18 @@ def run_retention():
             raise BadRequest("now must be an ISO 8601 time such as 2027-01-31T12:00:00Z",
                              code="invalid_field", details={"field": "now"}) from None
     return retention.run_retention(svc, now, dry_run=body["dry_run"], actor="admin")
+
+
+# -- signing keys (docs/signing.md, runbook) -------------------------------------------
+
+
+@bp.post("/signing-keys/rotate")
+@require_admin
+def rotate_signing_key():
+    return signatures.rotate(services())
+
+
+@bp.post("/signing-keys/<keyid:key_id>/revoke")
+@require_admin
+def revoke_signing_key(key_id):
+    return signatures.revoke(services(), key_id)

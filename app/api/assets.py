@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from flask import Blueprint, g
 
-from app.api.auth import require_developer
+from app.api.auth import own_app, require_developer
 from app.api.inputs import Field, integers, read_json, read_upload, takes_upload
-from app.catalog import assets, packages
+from app.catalog import assets
 from app.services import services
 
 bp = Blueprint("assets", __name__, url_prefix="/v1/apps")
 
 
-def _app(app_id: str):
-    return packages.app_of(g.principal.developer, app_id)
-
-
 def _upload(app_id: str, field: str):
     """The developer's app and the image sent in `field` (after the app is found)."""
-    app = _app(app_id)
+    app = own_app(app_id)
     return app, read_upload(field, services().settings.max_asset_bytes)
 
 
@@ -33,28 +29,28 @@ def _screenshots(shots) -> dict:
 
 @bp.put("/<hexid:app_id>/icon")
 @takes_upload
-@require_developer
+@require_developer("assets")
 def put_icon(app_id):
     app, data = _upload(app_id, "icon")
     return _icons(assets.set_icon(services(), app, data, g.principal.actor))
 
 
 @bp.get("/<hexid:app_id>/icon")
-@require_developer
+@require_developer("read")
 def get_icon(app_id):
-    return _icons(_app(app_id))
+    return _icons(own_app(app_id))
 
 
 @bp.delete("/<hexid:app_id>/icon")
-@require_developer
+@require_developer("assets")
 def delete_icon(app_id):
-    assets.delete_icon(services(), _app(app_id), g.principal.actor)
+    assets.delete_icon(services(), own_app(app_id), g.principal.actor)
     return "", 204
 
 
 @bp.post("/<hexid:app_id>/screenshots")
 @takes_upload
-@require_developer
+@require_developer("assets")
 def add_screenshot(app_id):
     app, data = _upload(app_id, "screenshot")
     shot = assets.add_screenshot(services(), app, data, g.principal.actor)
@@ -62,15 +58,15 @@ def add_screenshot(app_id):
 
 
 @bp.get("/<hexid:app_id>/screenshots")
-@require_developer
+@require_developer("read")
 def list_screenshots(app_id):
-    return _screenshots(assets.screenshots_of(_app(app_id)))
+    return _screenshots(assets.screenshots_of(own_app(app_id)))
 
 
 @bp.put("/<hexid:app_id>/screenshots/order")
-@require_developer
+@require_developer("assets")
 def reorder_screenshots(app_id):
-    app = _app(app_id)
+    app = own_app(app_id)
     svc = services()
     body = read_json({"positions": Field(list)}, svc.settings.max_json_bytes)
     positions = integers("positions", body["positions"])
@@ -78,9 +74,9 @@ def reorder_screenshots(app_id):
 
 
 @bp.delete("/<hexid:app_id>/screenshots/<position:position>")
-@require_developer
+@require_developer("assets")
 def delete_screenshot(app_id, position):
-    app = _app(app_id)
+    app = own_app(app_id)
     assets.delete_screenshot(services(), app, position, g.principal.actor)
     # The ones after it moved up a place: answer with the new order.
     return _screenshots(assets.screenshots_of(app))

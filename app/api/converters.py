@@ -11,6 +11,12 @@ class HexIdConverter(BaseConverter):
     regex = "[0-9a-f]{32}"
 
 
+class KeyIdConverter(BaseConverter):
+    """A signing key's id: 16 lowercase hex digits."""
+
+    regex = "[0-9a-f]{16}"
+
+
 class Int32Converter(BaseConverter):
     """A number the database can hold: a larger one matches no route (404),
     it never overflows a query."""

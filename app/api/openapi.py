@@ -33,8 +33,15 @@ from dataclasses import dataclass
 
 from werkzeug.routing import IntegerConverter
 
-from app.api.converters import HexIdConverter, PackageIdConverter, PositionConverter, VersionCodeConverter
+from app.api.converters import (
+    HexIdConverter,
+    KeyIdConverter,
+    PackageIdConverter,
+    PositionConverter,
+    VersionCodeConverter,
+)
 from app.api.inputs import CONTROL_CHARACTERS
+from app.catalog.accounts import SCOPES
 from app.platform.lifecycle import VersionStatus
 from mosis_format.validation import MAX_VERSION_CODE
 
@@ -43,6 +50,7 @@ PACKAGE_ID = {"type": "string", "pattern": r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)
 VERSION_CODE = {"type": "integer", "minimum": 1, "maximum": MAX_VERSION_CODE}
 TIME = {"type": ["string", "null"], "format": "date-time"}
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+KEY_ID = {"type": "string", "pattern": "^[0-9a-f]{16}$"}
 STRING = {"type": "string"}
 INTEGER = {"type": "integer"}
 
@@ -118,7 +126,12 @@ SCHEMAS = {
                     "headers": {"type": "object", "additionalProperties": STRING}, "size": INTEGER}),
     "Developer": obj({"id": HEX_ID, "name": STRING, "email": STRING, "created_at": TIME}),
     "Token": obj({"id": HEX_ID, "developer_id": HEX_ID, "prefix": STRING,
-                  "created_at": TIME, "last_used_at": TIME, "revoked_at": TIME}),
+                  "created_at": TIME, "last_used_at": TIME, "revoked_at": TIME,
+                  "scopes": array(ref("Scope")), "apps": nullable(array(HEX_ID)), "expires_at": TIME,
+                  "parent_id": nullable(HEX_ID)}),
+    "Scope": {"type": "string", "enum": list(SCOPES),
+              "description": "read: apps and versions; upload: register apps, declare, upload and complete "
+                             "versions; publish; assets: icons and screenshots; tokens: issue narrower tokens"},
     "Download": obj({"download_url": STRING, "version": STRING,
                      "version_code": VERSION_CODE, "size": INTEGER, "sha256": SHA256,
                      "signature": STRING, "key_id": STRING, "expires_at": TIME},
@@ -148,7 +161,19 @@ SCHEMAS = {
     "Manifest": {"type": "object", "description": "The package's manifest.json, as validated "
                                                   "(docs/validation.md)"},
     "ObjectCount": obj({"bytes": INTEGER, "objects": INTEGER}),
-    "SigningKey": obj({"algorithm": {"const": "ed25519"}, "key_id": STRING, "public_key": STRING}),
+    "SigningKey": obj({"algorithm": {"const": "ed25519"}, "key_id": KEY_ID, "public_key": STRING}),
+    "Keyring": obj({"version": {"type": "integer", "minimum": 1},
+                    "keys": array(ref("KeyringKey")),
+                    "signatures": array(ref("DocumentSignature"))}, closed=True),
+    "KeyringKey": obj({"key_id": KEY_ID, "algorithm": {"const": "ed25519"}, "public_key": STRING,
+                       "status": {"type": "string", "enum": ["active", "retired", "revoked"]},
+                       "roles": array({"type": "string", "enum": ["keyring", "packages"]}),
+                       "not_before": STRING}, {"not_after": STRING}, closed=True),
+    "DocumentSignature": obj({"key_id": KEY_ID, "signature": STRING}, closed=True),
+    "KeyringChange": obj({"keyring": ref("Keyring"), "active_key": KEY_ID,
+                          "resigned": {"type": "integer", "minimum": 0,
+                                       "description": "Versions signed again with the active key"}},
+                         {"new_key": KEY_ID}),
     "StorageUsage": obj({
         "scanned_at": TIME, "scan_seconds": {"type": "number"},
         "total": COUNT,
@@ -157,6 +182,16 @@ SCHEMAS = {
         "by_status": {"type": "object", "additionalProperties": COUNT},
         "versions_by_status": {"type": "object", "additionalProperties": INTEGER},
     }),
+    "ReplicaStatus": obj({
+        "configured": {"type": "boolean"},
+        "pending": {**INTEGER, "description": "copies and deletes due and not yet done"},
+        "oldest_pending_age_s": {"type": "number", "description": "seconds since the oldest was queued"},
+        "copied": {**INTEGER, "description": "objects on the replica, each read back and verified"},
+        "bytes": {**INTEGER, "description": "their bytes"},
+        "errors": {**INTEGER, "description": "due rows whose last attempt failed"},
+        "last_verified_at": TIME,
+        "lag_p99_s": {"type": "number", "description": "99th percentile of write-to-verified-copy, last 24 h"},
+    }, closed=True),
     "RetentionReport": obj({
         "dry_run": {"type": "boolean"}, "now": TIME,
         "items": array(ref("RetentionItem")),
@@ -209,7 +244,7 @@ SCHEMAS = {
     "ScreenshotList": obj({"screenshots": array(ref("Screenshot"))}),
     "DeveloperList": obj({"developers": array(ref("Developer"))}),
     "CreatedDeveloper": obj({"developer": ref("Developer"), "token": STRING, "token_id": HEX_ID}),
-    "IssuedToken": obj({"token": STRING, "token_id": HEX_ID}),
+    "IssuedToken": obj({"token": STRING, "token_id": HEX_ID}, {"details": ref("Token")}),
     "TokenResult": obj({"token": ref("Token")}),
     "TokenList": obj({"tokens": array(ref("Token"))}),
     # What they take.
@@ -226,6 +261,15 @@ SCHEMAS = {
                        closed=True),
     "ScreenshotOrder": obj({"positions": array(INTEGER)}, closed=True),
     "Reason": obj({"reason": text(2000)}, closed=True),
+    "NewToken": obj({}, {"scopes": {**array(ref("Scope")), "description": "Default: every scope (of the issuing "
+                                                                          "token, for a token issuing one)"},
+                         "apps": {**array(HEX_ID), "maxItems": 1000,
+                                  "description": "Only these apps of the developer. Default: every one "
+                                                 "(of the issuing token)"},
+                         "expires_at": {"type": ["string", "null"], "format": "date-time", "maxLength": 64,
+                                        "description": "Refused from then on (401 `token_expired`). "
+                                                       "Default: never (the issuing token's expiry)"}},
+                    closed=True),
     # A forecast may name the time it looks at; a real run always uses the current time.
     "RetentionRun": {"oneOf": [ref("RetentionForecast"), ref("RetentionNow")]},
     "RetentionForecast": obj({"dry_run": {"const": True}},
@@ -256,7 +300,9 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "unknown_parameter": (400, "a query parameter this route does not take (`details.parameter`)"),
     "now_requires_dry_run": (400, "`now` forecasts only: send it with `dry_run` true"),
     "unauthorized": (401, "no valid bearer token: missing, unknown or revoked"),
+    "token_expired": (401, "the token's `expires_at` has passed; ask for a new token"),
     "forbidden": (403, "the token's role may not call this route"),
+    "insufficient_scope": (403, "the token lacks the scope this call needs (`details.scope`)"),
     "not_found": (404, "no such route: a path parameter is malformed"),
     "app_not_found": (404, "no such app, or not the caller's"),
     "version_not_found": (404, "no such version"),
@@ -264,6 +310,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "delta_not_found": (404, "no such delta patch, or one of its versions is no longer servable"),
     "developer_not_found": (404, "no such developer"),
     "token_not_found": (404, "no such token"),
+    "keyring_version_not_found": (404, "no such keyring version (yet)"),
+    "signing_key_not_found": (404, "no key with this id in the keyring"),
     "icon_not_found": (404, "the app has no icon"),
     "screenshot_not_found": (404, "the app has no screenshot at that position"),
     "asset_not_found": (404, "no such asset key"),
@@ -278,6 +326,11 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "not_multipart": (409, "the version uploads with a single PUT, not in parts"),
     "too_many_screenshots": (409, "the app has the most screenshots allowed (`details.limit`)"),
     "screenshots_changed": (409, "the positions do not name every current screenshot once"),
+    "keyring_key_missing": (409, "the new keyring version needs the signature of a key that is not at hand "
+                                 "(`details.missing`; docs/signing.md, runbook)"),
+    "keyring_refused": (409, "devices would refuse this keyring change (`details.reason`), such as "
+                             "revoking the only keyring key"),
+    "keyring_changed": (409, "the keyring changed meanwhile; try again"),
     "too_large": (413, "the package is over MOSIS_MAX_PACKAGE_BYTES (`details.limit`)"),
     "body_too_large": (413, "the request body is over MOSIS_MAX_JSON_BYTES (`details.limit`)"),
     "file_too_large": (413, "the uploaded image is over MOSIS_MAX_ASSET_BYTES (`details.limit`)"),
@@ -301,7 +354,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "prices_unavailable": (503, "the operator's prices file broke after the start"),
 }
 
-STATUS_TEXT = {400: "The request is invalid", 401: "No valid bearer token", 403: "Wrong role for this route",
+STATUS_TEXT = {400: "The request is invalid", 401: "No valid bearer token", 403: "Wrong role or scope for this route",
                404: "Not found (or not the caller's)", 409: "Conflicts with the current state",
                413: "Too large", 415: "Unsupported content type or format",
                422: "The image is not acceptable", 429: "Too many requests",
@@ -311,13 +364,14 @@ RETRYABLE = {"storage_unavailable", "database_unavailable", "completion_in_progr
 WWW_AUTHENTICATE = {"WWW-Authenticate": {"description": "`Bearer realm=\"mosis\"`", "required": True,
                                          "schema": {"type": "string"}}}
 
-AUTH_ERRORS = ("unauthorized", "forbidden")
+AUTH_ERRORS = ("unauthorized", "token_expired", "forbidden")
+SCOPE_ERRORS = ("insufficient_scope",)  # developer routes
 JSON_ERRORS = ("invalid_json", "missing_field", "unknown_field", "invalid_field", "unsupported_media_type")
 UPLOAD_ERRORS = ("missing_file", "unknown_field", "unsupported_media_type", "file_too_large")
 EVERY_ROUTE_ERRORS = ("body_too_large",)
 PATH_PARAMETER_ERRORS = ("not_found",)
 DATABASE_ERRORS = ("database_unavailable",)
-# nginx limits request rates on these paths and prefixes (nginx/nginx.conf.template).
+# nginx limits request rates on these paths and prefixes (app/edge/templates/nginx.conf.j2).
 RATE_LIMITED_PREFIXES = ("/v1/", "/readyz")
 EDGE_ERRORS = ("rate_limited",)
 
@@ -326,9 +380,10 @@ EDGE_ERRORS = ("rate_limited",)
 
 TAGS = {
     "developer": "An app developer's apps, versions, uploads and assets (a developer token)",
-    "admin": "Developers and their tokens, moderation, retention, usage and costs (the admin token)",
-    "public": "What devices and anyone may read: published packages, download links, the signing key, "
-              "this document",
+    "admin": "Developers and their tokens, moderation, retention, usage and costs, signing keys, the replica "
+             "(the admin token)",
+    "public": "What devices and anyone may read: published packages, download links, the signing keyring, "
+              "the catalog index, this document",
     "ops": "Liveness, readiness and the appliance's internal plumbing",
 }
 
@@ -344,6 +399,7 @@ class Operation:
     errors: tuple[str, ...] = ()  # codes the route's own code raises (shared ones come by rule)
     tag: str = ""  # for routes without a role (a role's routes take its name)
     body: dict | None = None  # the JSON body's schema
+    body_optional: bool = False  # the body may be left out altogether
     upload: str = ""  # the schema of a multipart body with one file in it
     query: tuple = ()  # query parameters
     database: bool = True  # reads the database (so it may answer database_unavailable)
@@ -395,10 +451,21 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "The OpenAPI 3.1 description of the public API. Routes internal to the appliance are left out.",
         answer(200, "OpenApiDocument"), tag="public", shared=True, database=False),
     ("public.signing_key", "GET"): Operation(
-        "getSigningKey", "The key devices verify packages with",
-        "The store's Ed25519 public key (base64 of the raw 32 bytes) and its id. A download's "
-        "`signature` covers `mosis-package-v1\\n{package_id}\\n{version_code}\\n{sha256}\\n{size}`.",
-        answer(200, "SigningKey"), tag="public", shared=True, database=False),
+        "getSigningKey", "The key that signs packages now",
+        "The keyring's active packages key: Ed25519, base64 of the raw 32 bytes, and its id. A "
+        "download's `signature` covers `mosis-package-v1\\n{package_id}\\n{version_code}\\n{sha256}\\n{size}`. "
+        "After a rotation it is another key: verify against the keyring (`getKeyring`) instead.",
+        answer(200, "SigningKey"), tag="public", shared=True),
+    ("public.keyring", "GET"): Operation(
+        "getKeyring", "The current signing keyring",
+        "Every key the store signs or signed with, its status and roles, signed as docs/signing.md "
+        "says: a device that trusts an earlier version checks each version after it in turn "
+        "(`getKeyringVersion`) and refuses a rollback.",
+        answer(200, "Keyring"), tag="public", shared=True),
+    ("public.keyring_version", "GET"): Operation(
+        "getKeyringVersion", "One version of the signing keyring",
+        "A keyring version as it was made; it never changes.",
+        answer(200, "Keyring"), errors=("keyring_version_not_found",), tag="public", shared=True),
     ("public.package", "GET"): Operation(
         "getPackage", "Public listing of a published app",
         "The app's name, its current published version (with its manifest) and its icon and "
@@ -434,12 +501,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         answer(200, "TokenList"), errors=("developer_not_found",)),
     ("admin.issue_token", "POST"): Operation(
         "issueDeveloperToken", "Issue another token (shown once)",
-        "A new token for the developer, shown in this answer only. To rotate, issue one, move the "
-        "client to it, then revoke the old one.",
-        answer(201, "IssuedToken", "Created"), errors=("developer_not_found",)),
+        "A new token for the developer, shown in this answer only, with the scopes, apps and expiry "
+        "asked for (without a body: every scope, every app, no expiry). To rotate, issue one, move "
+        "the client to it, then revoke the old one.",
+        answer(201, "IssuedToken", "Created"), errors=("developer_not_found", "app_not_found"),
+        body=ref("NewToken"), body_optional=True),
     ("admin.revoke_token", "DELETE"): Operation(
         "revokeToken", "Revoke a token",
-        "The token is refused from the next request on. Revoking a revoked token changes nothing.",
+        "The token, and every token it issued, is refused from the next request on. Revoking a "
+        "revoked token changes nothing.",
         answer(200, "TokenResult"), errors=("token_not_found",)),
     ("admin.reject", "POST"): Operation(
         "rejectVersion", "Reject a draft",
@@ -457,6 +527,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Bytes and objects per prefix and per version status from the latest bucket scan, against "
         "the storage budget.",
         answer(200, "StorageUsage"), errors=("storage_unavailable",)),
+    ("admin.replica_status", "GET"): Operation(
+        "getReplicaStatus", "The off-site replica: what is pending, copied and verified",
+        "How far the off-site replica (MOSIS_REPLICA_S3_*) is behind: the copies and deletes due, the "
+        "age of the oldest, the objects and bytes it holds verified, failing rows and the replication "
+        "lag. `configured` is false, and every count 0, when no replica is set.",
+        answer(200, "ReplicaStatus")),
     ("admin.costs", "GET"): Operation(
         "getCostEstimate", "This month's cost under each hosting option, line by line",
         "The month's usage priced under each hosting option from the operator's prices file, with "
@@ -474,6 +550,20 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "an app is never deleted.",
         answer(200, "RetentionReport"), errors=("now_requires_dry_run", "storage_unavailable"),
         body=ref("RetentionRun")),
+    ("admin.rotate_signing_key", "POST"): Operation(
+        "rotateSigningKey", "Rotate the packages signing key",
+        "A new key becomes active and the old one retired, in a new keyring version signed by the "
+        "keys the previous version trusts and by the new key; then every draft, published and "
+        "superseded version is signed again with the new key (resumed by the scheduler if this is "
+        "interrupted). Until then a version keeps its old signature, which devices still accept.",
+        answer(200, "KeyringChange"), errors=("keyring_key_missing", "keyring_refused", "keyring_changed")),
+    ("admin.revoke_signing_key", "POST"): Operation(
+        "revokeSigningKey", "Revoke a signing key",
+        "The key is revoked in a new keyring version signed by the remaining keyring keys (the only "
+        "keyring key cannot be revoked: rotate first); a revoked active key is replaced by a new one; "
+        "everything it signed is signed again. Devices refuse its signatures from then on.",
+        answer(200, "KeyringChange"),
+        errors=("signing_key_not_found", "keyring_key_missing", "keyring_refused", "keyring_changed")),
     # -- developer: apps and versions --------------------------------------------------------
     ("developer.create_app", "POST"): Operation(
         "createApp", "Register an app",
@@ -537,6 +627,24 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "A part number past this upload's `part_count` is 400 `invalid_field`.",
         answer(200, "PartUrls"), errors=(*DEVELOPER_VERSION, "invalid_state", "not_multipart"),
         body=ref("PartNumbers")),
+    # -- developer: tokens -------------------------------------------------------------------
+    ("tokens.list_tokens", "GET"): Operation(
+        "listIssuedTokens", "The tokens this token issued",
+        "Every token the calling token issued, and the ones those issued, oldest first (never the "
+        "tokens themselves).",
+        answer(200, "TokenList")),
+    ("tokens.issue_token", "POST"): Operation(
+        "issueNarrowerToken", "Issue a narrower token (shown once)",
+        "A token for the same developer, never broader than the calling one: only scopes it holds "
+        "(403 `insufficient_scope` names one it lacks), only its apps, and an expiry no later than "
+        "its own. Without a body the new token has exactly the caller's rights.",
+        answer(201, "IssuedToken", "Created"), errors=("app_not_found",),
+        body=ref("NewToken"), body_optional=True),
+    ("tokens.revoke_token", "DELETE"): Operation(
+        "revokeIssuedToken", "Revoke a token this token issued",
+        "The token, and every token it issued, is refused from the next request on. A token the "
+        "caller did not issue answers 404.",
+        answer(200, "TokenResult"), errors=("token_not_found",)),
     # -- developer: assets -------------------------------------------------------------------
     ("assets.get_icon", "GET"): Operation(
         "getIcon", "The app's icon URLs",
@@ -578,12 +686,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 # -- building the document -------------------------------------------------------------
 
 PARAMETER_SCHEMAS = {HexIdConverter: HEX_ID, VersionCodeConverter: VERSION_CODE, PackageIdConverter: PACKAGE_ID,
+                     KeyIdConverter: KEY_ID,
                      PositionConverter: {"type": "integer", "minimum": 0, "maximum": MAX_VERSION_CODE}}
 PARAMETER_TEXT = {
     "app_id": "The app's id", "version_code": "The version's version_code",
     "version_id": "The version's id", "package_id": "The app's package_id, such as com.example.notes",
     "developer_id": "The developer's id", "token_id": "The token's id",
     "position": "The screenshot's position, from 1", "key": "The object's storage key",
+    "version": "The keyring version, from 1", "key_id": "The signing key's id (16 hex digits)",
 }
 RULE_PARAMETER = re.compile(r"<(?:([a-zA-Z_]+)(?:\([^)]*\))?:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
@@ -632,6 +742,8 @@ def error_codes(operation: Operation, path: str, role: str | None, has_parameter
     codes = set(operation.errors) | set(EVERY_ROUTE_ERRORS)
     if role:
         codes |= set(AUTH_ERRORS)
+    if role == "developer":
+        codes |= set(SCOPE_ERRORS)
     if operation.body is not None:
         codes |= set(JSON_ERRORS)
     if operation.upload:
@@ -659,11 +771,16 @@ def _operation(flask_app, rule, method: str) -> dict:
     out["security"] = [{"bearer": []}] if role else []
     if role:
         out["x-role"] = role
+    scopes = getattr(flask_app.view_functions[rule.endpoint], "required_scope", None)
+    if scopes is not None:
+        out["x-scope"] = scopes.get(method, scopes[None])
+        out["description"] += f"\n\nNeeds a token with the `{out['x-scope']}` scope."
     params = parameters + list(spec.query)
     if params:
         out["parameters"] = params
     if spec.body is not None:
-        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": spec.body}}}
+        out["requestBody"] = {"required": not spec.body_optional,
+                              "content": {"application/json": {"schema": spec.body}}}
     if spec.upload:
         out["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": ref(spec.upload)}}}
     responses = {}

@@ -20,6 +20,7 @@ from app.api.inputs import SHA256_RE, query_value, query_version_code
 from app.api.openapi import document
 from app.catalog import assets, packages
 from app.edge.nginx import cache_has_room
+from app.platform import keys
 from app.platform.clock import iso
 from app.services import services
 
@@ -73,7 +74,21 @@ def download(package_id):
 
 @bp.get("/signing-key")
 def signing_key():
-    return shared(services().signing_key.public_info(), services().settings.public_static_max_age)
+    """The active packages key (what devices before the keyring pinned)."""
+    key = services().keys.current().packages_key
+    return shared({"algorithm": key.algorithm, "key_id": key.key_id, "public_key": key.public_key},
+                  services().settings.public_read_max_age)
+
+
+@bp.get("/signing-keys")
+def keyring():
+    return shared(keys.document(services().keys.current()), services().settings.public_read_max_age)
+
+
+@bp.get("/signing-keys/<code:version>")
+def keyring_version(version):
+    # A version never changes once made.
+    return shared(keys.document(keys.version(version)), services().settings.public_static_max_age)
 
 
 @bp.get("/openapi.json")

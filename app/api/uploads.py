@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, request
 
-from app.api.auth import require_developer
+from app.api.auth import own_app, require_developer
 from app.api.inputs import Field, integers, read_json
 from app.catalog import packages, uploads
 from app.services import services
@@ -13,17 +13,17 @@ bp = Blueprint("uploads", __name__, url_prefix="/v1/apps/<hexid:app_id>/versions
 
 
 def _version(app_id: str, version_code: int):
-    return packages.version_of(packages.app_of(g.principal.developer, app_id), version_code)
+    return packages.version_of(own_app(app_id), version_code)
 
 
 @bp.route("/upload", methods=["GET", "DELETE"])
-@require_developer
+@require_developer("read", DELETE="upload")
 def upload(app_id, version_code):
     # One rule for both methods: with two rules on one path, werkzeug answers
     # 405 instead of 404 when the version_code converter refuses the URL.
     if request.method == "DELETE":
         return _abort(app_id, version_code)
-    app = packages.app_of(g.principal.developer, app_id)
+    app = own_app(app_id)
     return {"upload": packages.upload_state(services(), app, version_code)}
 
 
@@ -34,9 +34,10 @@ def _abort(app_id: str, version_code: int):
 
 
 @bp.post("/upload/parts")
-@require_developer
+@require_developer("upload")
 def presign_parts(app_id, version_code):
     svc = services()
+    version = _version(app_id, version_code)  # the app first: another's is 404 whatever the body
     body = read_json({"part_numbers": Field(list)}, svc.settings.max_json_bytes)
     numbers = integers("part_numbers", body["part_numbers"])
-    return uploads.presign_parts(svc, _version(app_id, version_code), numbers)
+    return uploads.presign_parts(svc, version, numbers)

@@ -40,6 +40,7 @@ from app.platform.clock import naive_utc, utcnow
 from app.platform.errors import ApiError, Conflict, NotFound
 from app.platform.jobs import Job
 from app.platform.models import App, Screenshot, database, record_audit
+from app.platform.outbox import enqueue_copies, enqueue_deletes
 from app.platform.storage import ASSETS, icon_key, parse_asset_key, screenshot_key
 
 if TYPE_CHECKING:  # annotations only: the services are built above this layer
@@ -386,6 +387,9 @@ def set_icon(svc: Services, app: App, data: bytes, actor: str) -> App:
         current = _locked(app.id)
         replaced = current.icon_number
         App.update(icon_number=number, icon_sha256=digest).where(App.id == app.id).execute()
+        enqueue_copies(svc.settings, icon_keys(app.id, number))
+        if replaced is not None:
+            enqueue_deletes(svc.settings, icon_keys(app.id, replaced))
         record_audit(actor, "icon.updated", "app", app.id, number=number, sha256=digest)
     _listing_changed(svc, app)
     if replaced is not None:
@@ -400,6 +404,7 @@ def delete_icon(svc: Services, app: App, actor: str) -> None:
         if replaced is None:
             raise NotFound("the app has no icon", code="icon_not_found")
         App.update(icon_number=None, icon_sha256=None).where(App.id == app.id).execute()
+        enqueue_deletes(svc.settings, icon_keys(app.id, replaced))
         record_audit(actor, "icon.deleted", "app", app.id, number=replaced)
     _listing_changed(svc, app)
     _retire(svc, icon_keys(app.id, replaced))
@@ -453,6 +458,7 @@ def add_screenshot(svc: Services, app: App, data: bytes, actor: str) -> Screensh
                                     height=shot.height, size=len(shot.png),
                                     sha256=hashlib.sha256(shot.png).hexdigest(),
                                     webp_size=len(shot.webp) if shot.webp is not None else None)
+            enqueue_copies(svc.settings, objects)
             record_audit(actor, "screenshot.added", "app", app.id, number=number,
                          position=row.position)
     except Conflict:
@@ -478,6 +484,7 @@ def delete_screenshot(svc: Services, app: App, position: int, actor: str) -> Non
         # Close the gap: positions stay 1..n.
         (Screenshot.update(position=Screenshot.position - 1)
          .where((Screenshot.app == app) & (Screenshot.position > position)).execute())
+        enqueue_deletes(svc.settings, screenshot_keys(shot))
         record_audit(actor, "screenshot.deleted", "app", app.id, number=shot.number, position=position)
     _listing_changed(svc, app)
     _retire(svc, screenshot_keys(shot))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import peewee as pw
 
-from app.catalog import deltas, uploads
+from app.catalog import deltas, signatures, uploads
 from app.edge.purge import public_read_keys
 from app.platform import metrics
 from app.platform.clock import iso, utcnow
@@ -25,6 +25,7 @@ from app.platform.jobs import Job
 from app.platform.lifecycle import BY_OP, transition
 from app.platform.models import App, Developer, Version, database, new_id, record_audit
 from app.platform.models import VersionStatus as S
+from app.platform.outbox import enqueue_copies
 from app.platform.storage import manifest_key, package_key, parse_package_key, temp_key
 
 if TYPE_CHECKING:  # annotations only: the services are built above this layer
@@ -231,6 +232,7 @@ def _complete(svc: Services, app: App, version: Version) -> Version:
     with database.atomic():
         changed = transition(version, "complete", size=info.size)
         if changed:
+            enqueue_copies(svc.settings, [final])
             record_audit(f"developer:{app.developer_id}", "version.uploaded", "version", version.id,
                          version_code=version.version_code, size=info.size)
     if changed:
@@ -354,7 +356,7 @@ def published_app(package_id: str) -> tuple[App, Version]:
 # reading only the columns the answer needs.
 _DOWNLOAD = Compiled(lambda package_id: (
     Version.select(Version.version_code, Version.version_name, Version.size, Version.sha256,
-                   Version.signature, App.id, App.developer)
+                   Version.signature, App.id, App.developer, Version.id, Version.key_id)
     .join(App).where((App.package_id == package_id) & (Version.status == S.PUBLISHED)).limit(1)))
 
 
@@ -365,7 +367,10 @@ def download_info(svc: Services, package_id: str, from_version_code: int | None 
     row = _DOWNLOAD.first(package_id)
     if row is None:
         raise NotFound(f"{package_id!r} has no published version", code="package_not_found")
-    version_code, version_name, size, sha256, signature, app_id, developer_id = row
+    version_code, version_name, size, sha256, signature, app_id, developer_id, version_id, key_id = row
+    version = Version(id=version_id, version_code=version_code, size=size, sha256=sha256,
+                      signature=signature, key_id=key_id)
+    signature, key_id = signatures.servable(svc, version, package_id)
     expires = svc.link_expiry()
     metrics.DOWNLOAD_LINKS.inc()
     info = {
@@ -375,7 +380,7 @@ def download_info(svc: Services, package_id: str, from_version_code: int | None 
         "size": size,
         "sha256": sha256,
         "signature": signature,
-        "key_id": svc.signing_key.key_id,
+        "key_id": key_id,
         "expires_at": iso(dt.datetime.fromtimestamp(expires, dt.timezone.utc).replace(tzinfo=None)),
     }
     if from_version_code is not None or from_sha256 is not None:

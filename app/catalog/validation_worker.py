@@ -26,13 +26,15 @@ from typing import TYPE_CHECKING
 
 import peewee as pw
 
+from app.catalog import signatures
 from app.catalog.packages import keys_of
 from app.platform import metrics
 from app.platform.clock import utcnow
 from app.platform.errors import Unavailable
 from app.platform.lifecycle import transition
-from app.platform.models import App, Version, record_audit
+from app.platform.models import App, Version, database, record_audit
 from app.platform.models import VersionStatus as S
+from app.platform.outbox import enqueue_copies
 from app.platform.storage import ObjectUnreadable
 from mosis_format.validation import STREAM_CHUNK, Expected, PackageInvalid, validate_package
 
@@ -111,12 +113,16 @@ def validate_claimed(svc: Services, version: Version, owner: str) -> str:
         return _postpone(version, owner, settings, e.message)
     finally:
         metrics.VALIDATION_SECONDS.observe(time.monotonic() - started)
-    signature = svc.signing_key.sign_package(app.package_id, version.version_code, report.sha256,
-                                             report.size)
-    if _finish(version, owner, "validate", size=report.size, sha256=report.sha256,
-               manifest=report.manifest, signature=signature):
+    signature, key_id = signatures.sign(svc, app.package_id, version.version_code, report.sha256,
+                                        report.size)
+    with database.atomic():  # the manifest goes to the replica with the row that offers it
+        validated = _finish(version, owner, "validate", size=report.size, sha256=report.sha256,
+                            manifest=report.manifest, signature=signature, key_id=key_id)
+        if validated:
+            enqueue_copies(settings, [man_key])
+            record_audit("system", "version.validated", "version", version.id, sha256=report.sha256)
+    if validated:
         metrics.VALIDATIONS.labels(result="ok").inc()
-        record_audit("system", "version.validated", "version", version.id, sha256=report.sha256)
     return "ok"
 
 

@@ -1,8 +1,11 @@
 """The edge: nginx in front of the API, uploads, downloads and assets.
 
-One template, `nginx/nginx.conf.template`, rendered for a target: `native`
+One Jinja2 template, `templates/nginx.conf.j2` (package data, beside
+`headers.js` and Cloudflare's ranges), rendered for a target: `native`
 (scripts/run and the tests: local paths and ports) or `compose` (service
 names and container paths), so both ways of running share one configuration.
+Every value the template names must be given (StrictUndefined); nothing is
+escaped (it is nginx's syntax, not HTML).
 
 Download links are checked by nginx itself (the `secure_link` module): the
 app signs `{expires}{path} {secret}` with MD5 and nginx recomputes it with the
@@ -13,7 +16,7 @@ Invariants of the rendered configuration: what goes to storage is built only
 from captures of the raw request line checked against the app's own key
 patterns (rendered in from app/platform/storage.py and format/mosis_format/validation.py), never
 from nginx's decoded $uri or the client's query and headers; only the
-allow-listed response headers of storage reach a client (nginx/headers.js,
+allow-listed response headers of storage reach a client (headers.js,
 written beside the configuration); every error the edge raises is JSON; no
 signature reaches a log. Rendering raises ConfigError for settings the edge
 cannot serve and EdgeConfigError for a template or pattern it cannot fill;
@@ -42,20 +45,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import jinja2
+
 from app.platform.config import LINK_SECRET_RE, ConfigError, MiB, Settings
 from app.platform.storage import ASSET_KEY_RE, DELTA_KEY_RE, PACKAGE_KEY_RE, TEMP_KEY_RE, signed_host
 from mosis_format.validation import PACKAGE_ID_RE
 
-ROOT = Path(__file__).resolve().parents[2]
-NGINX_DIR = ROOT / "nginx"
-TEMPLATE = NGINX_DIR / "nginx.conf.template"
+# Package data: the template, and what the rendered configuration needs
+# besides it. The repository's nginx/ holds the operators' tools.
+TEMPLATES = Path(__file__).resolve().with_name("templates")
+TEMPLATE = TEMPLATES / "nginx.conf.j2"
 # The allow-list of storage's response headers (njs), written beside the
 # rendered configuration.
-HEADERS_JS = NGINX_DIR / "headers.js"
+HEADERS_JS = TEMPLATES / "headers.js"
 JS_MODULE = "ngx_http_js_module.so"
 # Where Debian's nginx and the official image keep dynamic modules.
 MODULES_DIR = "/usr/lib/nginx/modules"
-CLOUDFLARE_IPS = NGINX_DIR / "cloudflare-ips.txt"
+# Cloudflare's ranges (nginx/refresh-cloudflare-ips updates them).
+CLOUDFLARE_IPS = TEMPLATES / "cloudflare-ips.txt"
 
 LINK_SECRET_FILE = "download-link-secret"
 # The app's answer on a cache miss: where nginx continues, and the query
@@ -171,13 +178,16 @@ class Target:
     # Each connection may hold a client's, an upstream's and a cache file's
     # descriptor; nginx raises its workers' open-file limit to this.
     worker_rlimit_nofile: int = 3 * 4096
-    extra_locations: str = ""  # more locations in the public server
+    # Grafana behind the edge at /grafana/ (compose): resolved when asked,
+    # through Docker's DNS, so nginx starts whether or not Grafana is up yet.
+    grafana: bool = False
+    extra_locations: str = ""  # more locations in the public server (the benchmarks' own)
     storage_scheme: str = "http"  # https: hosted S3, or TLS in front of storage
     modules_dir: str = MODULES_DIR
 
     @property
     def js_dir(self) -> Path:
-        """Where nginx/headers.js is written: beside the configuration."""
+        """Where headers.js is written: beside the configuration."""
         return self.prefix
 
     @property
@@ -254,24 +264,6 @@ def _connection_limits() -> dict:
     return {"worker_connections": connections, "worker_rlimit_nofile": min(hard, 3 * connections)}
 
 
-# Grafana behind the edge (compose): resolved when asked, through Docker's
-# DNS, so nginx starts whether or not Grafana is up yet.
-GRAFANA_LOCATION = """\
-        # Grafana, with its own login (compose).
-        location /grafana/ {
-            resolver 127.0.0.11 valid=30s;
-            set $mosis_grafana http://grafana:3000;
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $remote_addr;
-            proxy_set_header X-Forwarded-Proto $mosis_forwarded_proto;
-            proxy_set_header X-Request-ID $request_id;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $mosis_connection_upgrade;
-            proxy_pass $mosis_grafana;
-        }
-"""
-
-
 def compose_target(settings: Settings, *, storage_servers: tuple[str, ...] | None = None,
                    app_servers: tuple[str, ...] = ("app:8000",)) -> Target:
     """The edge of compose.yaml: service names, and the volumes compose mounts
@@ -295,7 +287,7 @@ def compose_target(settings: Settings, *, storage_servers: tuple[str, ...] | Non
         error_log="stderr",
         tls_listen="8443",
         user="nginx",
-        extra_locations=GRAFANA_LOCATION,
+        grafana=True,
     )
 
 
@@ -350,55 +342,6 @@ _UPLOAD_PARAM = (r"(?:X-Amz-(?:Algorithm|Credential|Date|Expires|SignedHeaders|S
                  r"|partNumber|uploadId|uploads)(?:=(?:[A-Za-z0-9._~-]|%2[BbFf]|%3[Dd])*)?")
 UPLOAD_QUERY_RE = rf"{_UPLOAD_PARAM}(?:&{_UPLOAD_PARAM})*"
 
-# Storage's headers that would make nginx act (redirect, rate, buffering).
-_X_ACCEL = "X-Accel-Expires X-Accel-Redirect X-Accel-Limit-Rate X-Accel-Buffering X-Accel-Charset"
-
-# The uploads location, which talks to storage itself.
-STORAGE_REQUEST = """\
-            # Storage is asked for exactly the key checked above: no header
-            # and no query of the client's. Of its answer only allow-listed
-            # headers pass (nginx/headers.js); its X-Accel headers decide
-            # nothing.
-            proxy_pass_request_headers off;
-            proxy_set_header Connection "";
-            proxy_set_header Host {storage_host};
-            proxy_ignore_headers {x_accel};
-            js_header_filter mosis.allow_listed;"""
-
-# The cached locations, which fetch through the storage gateway.
-GATEWAY_REQUEST = """\
-            # Storage (through the gateway) is asked for exactly the key
-            # checked above: no header and no query of the client's. Its
-            # caching and X-Accel headers decide nothing.
-            proxy_pass_request_headers off;
-            proxy_set_header Connection "";
-            proxy_ignore_headers Cache-Control Expires Set-Cookie Vary {x_accel};"""
-
-# The gateway's locations on the internal server.
-GATEWAY = """\
-            if ($request_method !~ ^(GET|HEAD)$) {{
-                return 405 '{{"error":{{"code":"method_not_allowed","message":"the gateway only reads"}}}}\\n';
-            }}
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host {storage_host};
-            # Paced by the edge that asks: nothing is buffered twice.
-            proxy_buffering off;
-            proxy_read_timeout 300s;
-            proxy_ignore_headers {x_accel};
-            js_header_filter mosis.allow_listed;
-            proxy_pass {storage_scheme}://mosis_storage;"""
-
-# Locations whose request line or storage URL carries a signature: nginx
-# copies both into every error it logs, so these log nothing but what stops
-# nginx itself; their failures show in the access log (status,
-# upstream_status).
-QUIET_ERROR_LOG = """\
-            # A signature is in this request line or storage URL, and nginx
-            # writes both into any error it logs (docs/edge.md, Logs).
-            error_log {error_log} emerg;"""
-
-
 def _nginx_re(pattern: re.Pattern) -> str:
     """The body of an anchored Python pattern, for a quoted nginx regex."""
     body = pattern.pattern
@@ -418,16 +361,10 @@ def nginx_modules_dir() -> str:
     return found.group(1) if found else MODULES_DIR
 
 
-def _lines(indent: int, items, fmt: str) -> str:
-    return "\n".join(" " * indent + fmt.format(item) for item in items)
-
-
-def _sections(text: str, flags: dict[str, bool]) -> str:
-    """Keep one branch of each `# {{if NAME}} … # {{else NAME}} … # {{end NAME}}`."""
-    def pick(m):
-        return m.group(2) if flags[m.group(1)] else m.group(3)
-    return re.sub(r"^[ \t]*# {{if (\w+)}}\n(.*?)^[ \t]*# {{else \1}}\n(.*?)^[ \t]*# {{end \1}}\n",
-                  pick, text, flags=re.S | re.M)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=False,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True)
 
 
 def render(settings: Settings, target: Target, secret: str) -> str:
@@ -435,83 +372,33 @@ def render(settings: Settings, target: Target, secret: str) -> str:
     _check_settings(settings)
     if not LINK_SECRET_RE.match(secret):
         raise ConfigError("the download link secret is not valid")
-    trusted = cloudflare_networks() + list(settings.edge_trusted_proxies)
-    tls = ""
-    if settings.edge_tls_cert and target.tls_listen:
-        tls = "\n".join([
-            f"        listen {target.tls_listen} ssl http2 default_server;",
-            f"        ssl_certificate {settings.edge_tls_cert};",
-            f"        ssl_certificate_key {settings.edge_tls_key};",
-            "        ssl_protocols TLSv1.2 TLSv1.3;",
-            "        ssl_session_cache shared:mosis_tls:10m;",
-        ])
-    storage_tls = ""
-    if target.storage_scheme == "https":
-        # Hosted S3: SNI and the certificate checked for MOSIS_S3_ENDPOINT's name.
-        storage_tls = "\n".join([
-            "        proxy_ssl_server_name on;",
-            f"        proxy_ssl_name {urlparse(settings.s3_endpoint).hostname};",
-            "        proxy_ssl_verify on;",
-            "        proxy_ssl_verify_depth 4;",
-            f"        proxy_ssl_trusted_certificate {settings.s3_ca_file};",
-            "        proxy_ssl_protocols TLSv1.2 TLSv1.3;",
-            "        proxy_ssl_session_reuse on;",
-        ])
     values = {
-        "target": target.name,
-        "user": f"user {target.user};" if target.user else "# workers run as the user starting nginx",
-        "worker_processes": target.worker_processes,
-        "worker_connections": target.worker_connections,
-        "worker_rlimit_nofile": target.worker_rlimit_nofile,
+        "settings": settings,
+        "target": target,
+        "trusted": cloudflare_networks() + list(settings.edge_trusted_proxies),
+        "server_names": " ".join(server_names(settings)),
+        "link_secret": secret,
         "js_module": f"{target.modules_dir}/{JS_MODULE}",
-        "js_dir": target.js_dir,
         "package_key_re": _nginx_re(PACKAGE_KEY_RE),
         "delta_key_re": _nginx_re(DELTA_KEY_RE),
         "asset_key_re": _nginx_re(ASSET_KEY_RE),
         "temp_key_re": _nginx_re(TEMP_KEY_RE),
         "package_id_re": _nginx_re(PACKAGE_ID_RE),
         "upload_query_re": UPLOAD_QUERY_RE,
-        "pid_file": target.pid_file,
-        "error_log": target.error_log,
-        "temp_dir": target.temp_dir,
-        "access_log": target.access_log,
-        "set_real_ip_from": _lines(4, trusted, "set_real_ip_from {};"),
-        "trusted_proxy_geo": _lines(8, trusted, "{} 1;"),
-        "api_rate": settings.edge_api_rate,
-        "api_burst": settings.edge_api_burst,
-        "cache_dir": target.cache_dir,
+        "bucket_re": re.escape(settings.bucket),
         "keys_zone": CACHE_KEYS_ZONE,
-        "cache_max_bytes": settings.edge_cache_max_bytes,
-        "app_servers": _lines(8, target.app_servers, "server {};"),
-        "storage_servers": _lines(8, target.storage_servers, "server {};"),
         "asset_max_age": ASSET_MAX_AGE,
-        "listen": target.listen,
-        "tls": tls,
-        "server_names": " ".join(server_names(settings)),
-        "link_secret": secret,
-        "quiet_error_log": QUIET_ERROR_LOG.format(error_log=target.error_log),
-        "storage_request": STORAGE_REQUEST.format(storage_host=signed_host(settings), x_accel=_X_ACCEL),
-        "gateway_request": GATEWAY_REQUEST.format(x_accel=_X_ACCEL),
-        "gateway": GATEWAY.format(storage_host=signed_host(settings), storage_scheme=target.storage_scheme,
-                                  x_accel=_X_ACCEL),
+        # The host storage URLs are signed for, and the name its certificate is checked for.
+        "storage_host": signed_host(settings),
+        "storage_ssl_name": urlparse(settings.s3_endpoint).hostname,
         "gateway_server": target.internal_listen if ":" in target.internal_listen
         else f"127.0.0.1:{target.internal_listen}",
-        "storage_scheme": target.storage_scheme,
-        "storage_tls": storage_tls,
-        "bucket": settings.bucket,
-        "bucket_re": re.escape(settings.bucket),
-        "max_upload_bytes": settings.limits.max_package_bytes,
-        "internal_listen": target.internal_listen,
-        "internal_allow": _lines(8, target.internal_allow, "{} 1;"),
-        "internal_allow_deny": _lines(12, (*(f"allow {n}" for n in target.internal_allow), "deny all"), "{};"),
-        "extra_locations": target.extra_locations.rstrip("\n"),
         "api_max_body_bytes": max(2 * settings.max_asset_bytes, MiB),
     }
-    text = _sections(TEMPLATE.read_text(), {"public_assets": settings.s3_public_assets})
-    missing = sorted(set(re.findall(r"{{(\w+)}}", text)) - set(values))
-    if missing:
-        raise EdgeConfigError(f"the template needs values for {missing}")
-    return re.sub(r"{{(\w+)}}", lambda m: str(values[m.group(1)]), text)
+    try:
+        return _environment().get_template(TEMPLATE.name).render(values)
+    except jinja2.TemplateError as e:
+        raise EdgeConfigError(f"the template cannot be rendered: {e}") from None
 
 
 def write_config(settings: Settings, target: Target, secret: str) -> Path:
@@ -530,7 +417,7 @@ def write_config(settings: Settings, target: Target, secret: str) -> Path:
 
 
 def write_headers_js(directory: Path) -> Path:
-    """nginx/headers.js where the rendered configuration imports it from."""
+    """headers.js where the rendered configuration imports it from."""
     path = Path(directory) / HEADERS_JS.name
     shutil.copyfile(HEADERS_JS, path)
     return path
@@ -583,30 +470,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", choices=("native", "compose"), default="native")
     parser.add_argument("--out", type=Path, help="write here (default: standard output)")
     parser.add_argument("--check", action="store_true", help="validate with nginx -t")
-    parser.add_argument("--http-port", type=int, default=int(os.environ.get("MOSIS_HTTP_PORT", "8080")))
+    parser.add_argument("--http-port", type=int, help="native: the public port (default: MOSIS_HTTP_PORT)")
     parser.add_argument("--internal-port", type=int,
-                        default=int(os.environ.get("MOSIS_EDGE_INTERNAL_PORT", "8081")))
-    parser.add_argument("--app", default=os.environ.get("MOSIS_APP_BIND", "127.0.0.1:8000"),
-                        help="native: the API's address")
-    parser.add_argument("--storage", default=os.environ.get("MOSIS_EDGE_STORAGE_SERVERS", ""),
-                        help="compose: storage servers, comma-separated (default: MOSIS_EDGE_STORAGE_SERVERS, "
-                             "else MOSIS_S3_ENDPOINT's)")
+                        help="native: the internal server's port (default: MOSIS_EDGE_INTERNAL_PORT)")
+    parser.add_argument("--app", help="native: the API's address (default: MOSIS_APP_BIND)")
+    parser.add_argument("--storage", help="compose: storage servers, comma-separated (default: "
+                                          "MOSIS_EDGE_STORAGE_SERVERS, else MOSIS_S3_ENDPOINT's)")
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
         if args.target == "native":
-            target = native_target(settings, http_port=args.http_port, internal_port=args.internal_port,
-                                   app_bind=args.app)
+            target = native_target(settings, http_port=args.http_port or settings.http_port,
+                                   internal_port=args.internal_port or settings.edge_internal_port,
+                                   app_bind=args.app or settings.app_bind)
         else:
             if not settings.download_link_secret:
                 # The app and the edge run in separate containers: a generated
                 # secret would differ between them.
                 raise ConfigError("set MOSIS_DOWNLOAD_LINK_SECRET: the app and the edge must share it")
-            servers = tuple(s.strip() for s in args.storage.split(",") if s.strip())
+            servers = (tuple(s.strip() for s in args.storage.split(",") if s.strip()) if args.storage
+                       else settings.edge_storage_servers)
             target = compose_target(settings, storage_servers=servers or None)
         secret = link_secret(settings)
         if args.out:
-            # nginx/headers.js goes beside the file, where it is imported from.
+            # headers.js goes beside the file, where it is imported from.
             target = dataclasses.replace(target, prefix=args.out.resolve().parent)
         if args.check:
             check(settings, target, secret)

@@ -36,12 +36,18 @@ class PurgeError(RuntimeError):
 API_PREFIX = "v1/"
 
 
+INDEX_KEY = f"{API_PREFIX}index.json"
+# The cached reads a keyring change makes wrong (a keyring version's own
+# answer never changes).
+KEYRING_KEYS = [f"{API_PREFIX}signing-key", f"{API_PREFIX}signing-keys", INDEX_KEY]
+
+
 def public_read_keys(package_id: str, from_version_codes=()) -> list[str]:
     """The cached public reads that name a package's current version: its
-    listing, its download info, and the download info asked with each of
-    `from_version_codes` (a delta's source, docs/deltas.md)."""
+    listing, its download info, the download info asked with each of
+    `from_version_codes` (a delta's source, docs/deltas.md), and the catalog index."""
     return [f"{API_PREFIX}packages/{package_id}", f"{API_PREFIX}packages/{package_id}/download",
-            *(download_read_key(package_id, code) for code in from_version_codes)]
+            *(download_read_key(package_id, code) for code in from_version_codes), INDEX_KEY]
 
 
 def download_read_key(package_id: str, from_version_code: int) -> str:

@@ -34,7 +34,8 @@ from app.platform.clock import utcnow
 from app.platform.db import is_postgres
 from app.platform.jobs import Job
 from app.platform.models import database
-from app.platform.objectstore import ObjectInfo
+from app.platform.objectstore import ObjectInfo, ObjectStore
+from app.platform.outbox import enqueue_copies, enqueue_deletes
 from app.platform.storage import BACKUPS, backup_key
 
 if TYPE_CHECKING:  # annotations only: the services are built above this layer
@@ -151,9 +152,10 @@ def _sqlite_restore(backup_gz: Path, target_path: str) -> None:
 # -- backups in the bucket -------------------------------------------------------------------
 
 
-def list_backups(svc: Services) -> list[ObjectInfo]:
-    """The stored database backups, newest first."""
-    found = [o for o in svc.storage.list(f"{BACKUPS}/db/") if BACKUP_KEY_RE.match(o.key)]
+def list_backups(svc: Services, store: ObjectStore | None = None) -> list[ObjectInfo]:
+    """The stored database backups (in `store`, default the bucket), newest first."""
+    store = store or svc.storage
+    found = [o for o in store.list(f"{BACKUPS}/db/") if BACKUP_KEY_RE.match(o.key)]
     return sorted(found, key=lambda o: o.key, reverse=True)
 
 
@@ -161,6 +163,7 @@ def prune_backups(svc: Services, keep: int) -> list[str]:
     """Delete all but the newest `keep` backups; return the deleted keys."""
     old = [o.key for o in list_backups(svc)[keep:]]
     svc.storage.delete(*old)
+    enqueue_deletes(svc.settings, old)
     return old
 
 
@@ -178,6 +181,7 @@ def create_backup(svc: Services, now: dt.datetime | None = None) -> dict:
         key = backup_key(now, PG_EXT if path.name.endswith(PG_EXT) else SQLITE_EXT)
         size = path.stat().st_size
         svc.storage.put_file(key, path)
+    enqueue_copies(svc.settings, [key])  # a backup that never got here is replaced by the next
     pruned = prune_backups(svc, svc.settings.housekeeping.backup_keep)
     BACKUP_BYTES.set(size)
     BACKUPS_STORED.set(len(list_backups(svc)))
@@ -185,10 +189,14 @@ def create_backup(svc: Services, now: dt.datetime | None = None) -> dict:
     return {"key": key, "size": size, "pruned": pruned}
 
 
-def restore_backup(svc: Services, key: str | None = None, database_url: str | None = None) -> dict:
-    """Restore backup `key` (default: the newest) into `database_url` (default: ours)."""
+def restore_backup(svc: Services, key: str | None = None, database_url: str | None = None,
+                   store: ObjectStore | None = None) -> dict:
+    """Restore backup `key` (default: the newest) from `store` (default: the
+    bucket; the replica's, app.housekeeping.recovery) into `database_url`
+    (default: ours)."""
+    store = store or svc.storage
     if key is None:
-        stored = list_backups(svc)
+        stored = list_backups(svc, store)
         if not stored:
             raise BackupError(f"no backups in {BACKUPS}/db/")
         key = stored[0].key
@@ -199,12 +207,12 @@ def restore_backup(svc: Services, key: str | None = None, database_url: str | No
     if key.endswith(PG_EXT) != target_is_pg:
         kind = "PostgreSQL" if key.endswith(PG_EXT) else "SQLite"
         raise BackupError(f"{key} is a {kind} backup; it restores only into {kind}")
-    if svc.storage.stat(key) is None:
+    if store.stat(key) is None:
         raise BackupError(f"no such backup: {key}")
     svc.settings.data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="restore-", dir=svc.settings.data_dir) as tmp:
         path = Path(tmp) / key.rsplit("/", 1)[1]
-        svc.storage.get_file(key, path)
+        store.get_file(key, path)
         if target_is_pg:
             _pg_restore(url, path)
         else:

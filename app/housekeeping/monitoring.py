@@ -20,6 +20,7 @@ import shutil
 import peewee as pw
 from prometheus_client import Gauge
 
+from app.housekeeping import replica
 from app.housekeeping.cost import estimate, load_prices, monthly_usage
 from app.housekeeping.usage import latest_scan, versions_by_status
 from app.platform.clock import unix, utcnow
@@ -149,7 +150,8 @@ def refresh(svc, jobs=()) -> None:
         return
     for name, update in (("storage", lambda: _storage(svc.settings)),
                          ("cost", lambda: _costs(svc.settings, now)),
-                         ("jobs", lambda: _jobs(jobs))):
+                         ("jobs", lambda: _jobs(jobs)),
+                         ("replica", lambda: replica.refresh_gauges(svc))):
         try:
             update()
         except Exception:

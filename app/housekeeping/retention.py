@@ -50,11 +50,12 @@ from prometheus_client import Counter
 from app.catalog import deltas
 from app.catalog.packages import keys_of
 from app.platform.clock import iso, utcnow
-from app.platform.config import RetentionPolicy
+from app.platform.config import RetentionPolicy, Settings
 from app.platform.jobs import Job
 from app.platform.lifecycle import transition
 from app.platform.models import App, Version, database, record_audit
 from app.platform.models import VersionStatus as S
+from app.platform.outbox import enqueue_deletes
 from app.platform.storage import temp_key
 
 if TYPE_CHECKING:  # annotations only: the services are built above this layer
@@ -238,8 +239,9 @@ def delete_objects(svc: Services, expiry: Expiry) -> None:
     forget_cached(svc, expiry)
 
 
-def finish(expiry: Expiry, now: dt.datetime, actor: str) -> bool:
-    """Step 3: record the version as purged (or abandoned), with its audit event."""
+def finish(expiry: Expiry, now: dt.datetime, actor: str, settings: Settings) -> bool:
+    """Step 3: record the version as purged (or abandoned), with its audit
+    event and the (delayed) deletes of its objects on the replica."""
     v = expiry.version
     # A failed version may have been left unclaimed (see claim); any other
     # version is finished only from purging.
@@ -248,6 +250,7 @@ def finish(expiry: Expiry, now: dt.datetime, actor: str) -> bool:
         changed = transition(v, FINISH[expiry.outcome], sources=sources, now=now,
                              purged_from=expiry.from_status, purge_reason=expiry.reason)
         if changed:
+            enqueue_deletes(settings, expiry.keys, now)
             record_audit(actor, f"version.{expiry.outcome}", "version", v.id,
                          reason=expiry.reason, previous_status=expiry.from_status,
                          version_code=v.version_code, objects=expiry.keys, bytes=expiry.bytes)
@@ -259,7 +262,7 @@ def purge(svc: Services, expiry: Expiry, now: dt.datetime, actor: str = "system"
     if not claim(expiry, now):
         return False
     delete_objects(svc, expiry)
-    if not finish(expiry, now, actor):
+    if not finish(expiry, now, actor, svc.settings):
         return False
     RETENTION_VERSIONS.labels(expiry.from_status).inc()
     RETENTION_BYTES.inc(expiry.bytes)

@@ -18,6 +18,9 @@ from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 from app.platform.models import (
     ALL_MODELS,
     MONITORING_MODELS,
+    TRUST_MODELS,
+    ApiToken,
+    REPLICA_MODELS,
     App,
     Delta,
     EdgeTraffic,
@@ -73,6 +76,20 @@ def _assets_schema() -> None:
     database.create_tables([Screenshot], safe=True)
 
 
+def _token_scopes() -> None:
+    for column in ("scopes", "apps", "expires_at", "parent"):
+        add_column_if_missing(ApiToken, column)
+
+
+def _keyring_schema() -> None:
+    add_column_if_missing(Version, "key_id")
+    database.create_tables(TRUST_MODELS, safe=True)
+
+
+def _replica_outbox() -> None:
+    database.create_tables(REPLICA_MODELS, safe=True)
+
+
 def _deltas_schema() -> None:
     database.create_tables([Delta], safe=True)
     add_column_if_missing(EdgeTraffic, "replaced_bytes")
@@ -86,6 +103,11 @@ STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (61, "job_state.last_errors", _job_item_errors),
     (70, "edge log cursor, edge traffic, storage scans, usage snapshots", _monitoring_tables),
     (100, "multipart uploads: storage upload id and part size of a version", _multipart_uploads),
+    (120, "api_token scopes, apps, expires_at and parent", _token_scopes),
+    (121, "keyring versions, the signed index, the key of a version's signature", _keyring_schema),
+    (190, "replica outbox: objects to copy to and delete from the off-site replica", _replica_outbox),
+
+
     (180, "delta patches between versions", _deltas_schema),
 ]
 

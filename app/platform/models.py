@@ -45,7 +45,11 @@ class Developer(BaseModel):
 
 
 class ApiToken(BaseModel):
-    """A developer's bearer token; only its SHA-256 is stored."""
+    """A developer's bearer token; only its SHA-256 is stored.
+
+    `scopes` null: every developer scope (tokens from before scopes);
+    `apps` null: every app of the developer; `parent`: the token that
+    issued it (revoking a token revokes what it issued)."""
 
     id = pw.CharField(primary_key=True, max_length=32, default=new_id)
     developer = pw.ForeignKeyField(Developer, backref="tokens", on_delete="CASCADE")
@@ -54,6 +58,10 @@ class ApiToken(BaseModel):
     created_at = pw.DateTimeField(default=utcnow)
     revoked_at = pw.DateTimeField(null=True)
     last_used_at = pw.DateTimeField(null=True)
+    scopes = JSONField(null=True)
+    apps = JSONField(null=True)
+    expires_at = pw.DateTimeField(null=True)
+    parent = pw.CharField(max_length=32, null=True, index=True)
 
 
 class App(BaseModel):
@@ -87,6 +95,7 @@ class Version(BaseModel):
     sha256 = pw.CharField(max_length=64, null=True)
     manifest = JSONField(null=True)
     signature = pw.CharField(max_length=128, null=True)
+    key_id = pw.CharField(max_length=16, null=True)  # the key that made `signature`
     error_code = pw.CharField(max_length=64, null=True)
     error_message = pw.TextField(null=True)
     status_reason = pw.TextField(null=True)  # why an admin rejected or pulled it
@@ -132,6 +141,25 @@ class Screenshot(BaseModel):
 
     class Meta:
         indexes = ((("app", "number"), True),)
+
+
+class KeyringVersion(BaseModel):
+    """One version of the signing keyring (docs/signing.md), as served:
+    canonical JSON, every required signature on it. Never changed."""
+
+    version = pw.IntegerField(primary_key=True)
+    document = pw.TextField()
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class SignedIndex(BaseModel):
+    """The catalog index last signed (docs/signing.md): one row, replaced."""
+
+    id = pw.IntegerField(primary_key=True)  # always 1
+    document = pw.TextField()
+    digest = pw.CharField(max_length=64)  # of what it lists and its keyring version
+    issued_at = pw.DateTimeField()
+    expires_at = pw.DateTimeField()
 
 
 class AuditEvent(BaseModel):
@@ -217,6 +245,8 @@ class Delta(BaseModel):
 
 ALL_MODELS = [SchemaMigration, Developer, ApiToken, App, Version, AuditEvent, JobState]
 ALL_MODELS.append(Screenshot)
+TRUST_MODELS = [KeyringVersion, SignedIndex]
+ALL_MODELS += TRUST_MODELS
 ALL_MODELS.append(Delta)
 
 
@@ -286,3 +316,39 @@ class UsageSnapshot(BaseModel):
 
 MONITORING_MODELS = [LogCursor, EdgeTraffic, StorageScan, UsageSnapshot]
 ALL_MODELS += MONITORING_MODELS
+
+
+# -- the off-site replica ----------------------------------------------------------
+
+
+class ReplicaOutbox(BaseModel):
+    """One object to copy to, or delete from, the off-site replica.
+
+    Written in the same transaction as the change that makes the object
+    offered (or no longer offered), so a crash loses no copy; drained by
+    app.housekeeping.replica under a lease per row. A done copy row that no
+    later row for its key replaced is the replica's record of the object:
+    its size and the sha256 read back from the replica.
+    """
+
+    id = pw.BigAutoField()
+    key = pw.CharField(max_length=1024, index=True)
+    op = pw.CharField(max_length=8)  # copy, delete
+    created_at = pw.DateTimeField(default=utcnow)
+    due_at = pw.DateTimeField(default=utcnow)  # not before (deletes wait; failures back off)
+    lease_owner = pw.CharField(max_length=64, null=True)
+    lease_expires_at = pw.DateTimeField(null=True)
+    attempts = pw.IntegerField(default=0)  # failed ones
+    last_error = pw.TextField(null=True)
+    done_at = pw.DateTimeField(null=True)
+    # copied, deleted; gone (the primary no longer had it), skipped (a later row for the key won)
+    outcome = pw.CharField(max_length=16, null=True)
+    size = pw.BigIntegerField(null=True)
+    sha256 = pw.CharField(max_length=64, null=True)
+
+    class Meta:
+        indexes = ((("done_at", "due_at"), False),)
+
+
+REPLICA_MODELS = [ReplicaOutbox]
+ALL_MODELS += REPLICA_MODELS

@@ -1,7 +1,8 @@
-"""The store's Ed25519 signing key and the package signature format.
+"""The store's Ed25519 signing keys and the package signature format.
 
-Devices verify a download against the key from `/v1/signing-key`; the signed
-message is `mosis-package-v1\\n{package_id}\\n{version_code}\\n{sha256}\\n{size}`.
+Devices verify a download against the keyring (`/v1/signing-keys`,
+app.platform.keys); the signed message is
+`mosis-package-v1\\n{package_id}\\n{version_code}\\n{sha256}\\n{size}`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def raw_public_key(public: Ed25519PublicKey) -> bytes:
 class SigningKey:
     private: Ed25519PrivateKey
 
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
     # Derived once: every download answer names the key.
     @cached_property
     def public(self) -> Ed25519PublicKey:
@@ -39,6 +44,15 @@ class SigningKey:
     @cached_property
     def key_id(self) -> str:
         return key_id_of(raw_public_key(self.public))
+
+    @cached_property
+    def public_key(self) -> str:
+        """Base64 of the raw public key (with `key_id` and `sign`, a
+        mosis_format Signer)."""
+        return base64.b64encode(raw_public_key(self.public)).decode()
+
+    def sign(self, message: bytes) -> bytes:
+        return self.private.sign(message)
 
     def public_info(self) -> dict:
         return {"algorithm": ALGORITHM, "key_id": self.key_id,
@@ -66,8 +80,27 @@ def load_signing_key(seed_b64: str, data_dir: Path) -> SigningKey:
         return SigningKey(Ed25519PrivateKey.from_private_bytes(seed))
     path = Path(data_dir) / KEY_FILE
     if path.exists():
-        return SigningKey(serialization.load_pem_private_key(path.read_bytes(), password=None))
+        return read_key_file(path)
     private = Ed25519PrivateKey.generate()
+    if not write_key_file(path, private):
+        return load_signing_key("", data_dir)
+    return SigningKey(private)
+
+
+def read_key_file(path: Path) -> SigningKey:
+    """A PEM (PKCS#8) private key, or a base64 32-byte seed, from a file."""
+    data = Path(path).read_bytes()
+    if b"-----BEGIN" in data:
+        return SigningKey(serialization.load_pem_private_key(data, password=None))
+    seed = base64.b64decode(data.strip(), validate=True)
+    if len(seed) != 32:
+        raise ValueError(f"{path}: neither a PEM private key nor a base64 32-byte Ed25519 seed")
+    return SigningKey(Ed25519PrivateKey.from_private_bytes(seed))
+
+
+def write_key_file(path: Path, private: Ed25519PrivateKey) -> bool:
+    """Write `private` to `path` (owner-only) unless a file is there already;
+    whether it was written."""
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +115,7 @@ def load_signing_key(seed_b64: str, data_dir: Path) -> SigningKey:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        return load_signing_key("", data_dir)
+        return False
     finally:
         tmp.unlink(missing_ok=True)
-    return SigningKey(private)
+    return True

@@ -570,6 +570,15 @@ class Storage:
             self.client.fput_object(bucket_name=self.bucket, object_name=key, file_path=str(path),
                                     content_type=content_type)
 
+    def put_stream(self, key: str, chunks: Iterator[bytes], length: int,
+                   content_type: str = "application/octet-stream", cache_control: str | None = None) -> None:
+        """Write `length` bytes read from `chunks` (e.g. another store's
+        `stream`); memory stays at about one part."""
+        headers = {"Cache-Control": cache_control} if cache_control else None
+        with self._guard("write an object"):
+            self.client.put_object(bucket_name=self.bucket, object_name=key, data=_ChunkReader(chunks),
+                                   length=length, content_type=content_type, metadata=headers)
+
     def get_file(self, key: str, path) -> None:
         """Download an object into a local file."""
         with self._guard("read an object"):
@@ -627,6 +636,24 @@ class Storage:
 
     def _guard(self, doing: str):
         return _StorageGuard(doing, self)
+
+
+class _ChunkReader:
+    """A file-like `read(n)` over an iterator of byte chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks, self._buffer = iter(chunks), bytearray()
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buffer) < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        size = len(self._buffer) if n < 0 else min(n, len(self._buffer))
+        out = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return out
 
 
 class StorageStalled(Unavailable):

@@ -94,6 +94,14 @@ def network_error(what: str, url: str, err: Exception) -> CliError:
     return CliError(Exit.NETWORK, f"{what}: {message}" if what else message, code="network_error")
 
 
+# What to do when the token is not enough.
+TOKEN_HINTS = {
+    "insufficient_scope": "ask the store's admin (or whoever issued your token) for a token with the "
+                          "'{scope}' scope, then `mosis login` with it",
+    "token_expired": "your token has expired: get a new one, then `mosis login` with it",
+}
+
+
 class Api:
     """The appliance's JSON API at `url`, as the developer owning `token`."""
 
@@ -140,8 +148,14 @@ class Api:
             err = (body or {}).get("error") if isinstance(body, dict) else None
             if isinstance(err, dict):
                 code = str(err.get("code") or "error")
-                raise CliError(exit_for_status(r.status_code, code), str(err.get("message")),
-                               code=code, details=err.get("details") or {})
+                details = err.get("details") or {}
+                message, hint = str(err.get("message")), TOKEN_HINTS.get(code)
+                if code == "insufficient_scope":
+                    message = (f"your token lacks the '{details.get('scope')}' scope this needs "
+                               f"({method} {urlsplit(url).path})")
+                    hint = hint.format(scope=details.get("scope"))
+                raise CliError(exit_for_status(r.status_code, code), message, code=code,
+                               details=details, hint=hint)
             raise CliError(exit_for_status(r.status_code), f"{method} {url} answered HTTP "
                            f"{r.status_code}: {r.text[:200].strip()}", code=f"http_{r.status_code}")
         if not isinstance(body, dict):

@@ -43,19 +43,20 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True)
 class PackageLimits:
-    """What a `.mosis` archive may contain; see docs/validation.md."""
+    """What a `.mosis` archive may contain; see docs/validation.md. A server
+    sets them from its own settings; these are the defaults."""
 
-    max_package_bytes: int = 512 * MiB  # MOSIS_MAX_PACKAGE_BYTES
-    max_entries: int = 10_000  # MOSIS_MAX_PACKAGE_ENTRIES
-    max_unpacked_bytes: int = 2048 * MiB  # MOSIS_MAX_UNPACKED_BYTES
+    max_package_bytes: int = 512 * MiB
+    max_entries: int = 10_000
+    max_unpacked_bytes: int = 2048 * MiB
     # An entry whose unpacked size is above the floor and whose ratio is above
     # the maximum is refused as a likely zip bomb (Warehouse's rule, tightened).
-    max_compression_ratio: float = 50.0  # MOSIS_MAX_COMPRESSION_RATIO
-    compression_ratio_floor: int = 16 * MiB  # MOSIS_COMPRESSION_RATIO_FLOOR_BYTES
+    max_compression_ratio: float = 50.0
+    compression_ratio_floor: int = 16 * MiB
     max_manifest_bytes: int = 64 * 1024  # fixed by the package format
     # Archives inside the package are inflated as they stream by and count
     # towards the limits above; deeper nesting is refused.
-    max_nested_depth: int = 3  # MOSIS_MAX_NESTED_ARCHIVE_DEPTH
+    max_nested_depth: int = 3
 
 
 __all__ = ["Expected", "PackageInvalid", "PackageLimits", "Report", "STREAM_CHUNK", "validate_package",

@@ -41,8 +41,8 @@ MOSIS_NAME = re.compile(r"\bMOSIS_[A-Z0-9_]*[A-Z0-9]\b")
 # What the MinIO image carries besides the server: a shell, coreutils and mc;
 # no curl, wget, sed or awk.
 MINIO_IMAGE_TOOLS = {"sh", "cat", "dirname", "sleep", "mc"}
-# Helpers of app/platform/config.py that return a default when the variable is unset.
-CONFIG_READERS = {"_int", "_float", "_bool", "_words"}
+# Declarations of app/platform/config.py: each gives the default of its variable.
+CONFIG_READERS = {"setting", "Var"}
 
 
 @dataclass

@@ -42,8 +42,9 @@ from prometheus_client import Counter, Histogram
 from app.edge.purge import download_read_key
 from app.platform.clock import iso, utcnow
 from app.platform.errors import Unavailable
-from app.platform.models import App, Delta, DeltaStatus, Version
+from app.platform.models import App, Delta, DeltaStatus, Version, database
 from app.platform.models import VersionStatus as S
+from app.platform.outbox import enqueue_copies, enqueue_deletes
 from app.platform.storage import delta_key, package_key, parse_delta_key
 from mosis_format.delta import ALGORITHM, DeltaError
 from mosis_format.delta.generator import generate
@@ -151,7 +152,7 @@ def make_claimed(svc: Services, delta: Delta, owner: str) -> str:
             if info.size > svc.settings.delta_max_ratio * target.size:
                 _finish(delta, owner, D.SKIPPED, reason="too_large", size=info.size, sha256=info.sha256)
                 return "too_large"
-            signature = svc.signing_key.sign_delta(app.package_id, source.version_code, source.sha256,
+            signature = svc.keys.active().sign_delta(app.package_id, source.version_code, source.sha256,
                                                    target.version_code, target.sha256, info.sha256, info.size)
             svc.storage.put_file(key, paths[2])
     except DeltaError as e:  # the packages themselves: trying again changes nothing
@@ -164,8 +165,12 @@ def make_claimed(svc: Services, delta: Delta, owner: str) -> str:
         return "postponed"
     finally:
         DELTA_SECONDS.observe(time.monotonic() - started)
-    if not _finish(delta, owner, D.READY, size=info.size, sha256=info.sha256, signature=signature,
-                   from_sha256=source.sha256, to_sha256=target.sha256, to_size=target.size):
+    with database.atomic():  # the patch goes to the replica with the row that offers it
+        ready = _finish(delta, owner, D.READY, size=info.size, sha256=info.sha256, signature=signature,
+                        from_sha256=source.sha256, to_sha256=target.sha256, to_size=target.size)
+        if ready:
+            enqueue_copies(svc.settings, [key])
+    if not ready:
         # Removed (or taken over) meanwhile: what this worker stored is nobody's.
         if Delta.get_by_id(delta.id).status != D.PENDING:
             svc.storage.delete(key)
@@ -222,8 +227,10 @@ def retire(version: Version, reason: str) -> int:
 
 def remove_for(svc: Services, version: Version, reason: str) -> list[str]:
     """Retire the patches to and from `version`, delete them, make the caches forget them."""
-    retire(version, reason)
-    keys = keys_touching(version)
+    with database.atomic():
+        retire(version, reason)
+        keys = keys_touching(version)
+        enqueue_deletes(svc.settings, keys)  # the replica keeps them for the delete delay
     if keys:
         svc.purge_cached(keys)
         svc.storage.delete(*keys)

@@ -1,4 +1,4 @@
-"""The scheduler process: the validation queue and the housekeeping jobs.
+"""The scheduler process: the validation and delta queues and the housekeeping jobs.
 
 Run it as `python -m app.scheduler` (or `mosis-scheduler`). It exports its
 own metrics on MOSIS_SCHEDULER_METRICS_ADDR (default 127.0.0.1:8001).
@@ -20,7 +20,7 @@ os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 from apscheduler.schedulers.blocking import BlockingScheduler
 from prometheus_client import start_http_server
 
-from app.catalog import assets, packages, signatures, uploads, validation_worker
+from app.catalog import assets, deltas, packages, signatures, uploads, validation_worker
 from app.edge import access_log as edge_log
 from app.housekeeping import backup, cost, integrity, monitoring, replica, retention, usage
 from app.platform.config import settings_for_process
@@ -44,8 +44,8 @@ def with_db(job):
 
 # Housekeeping jobs, each run once per period across all schedulers (see
 # app.platform.jobs); each module declares its own as JOBS. The validation
-# queue is not among them: it runs on every scheduler, its rows are leased
-# one by one.
+# and delta queues are not among them: they run on every scheduler, their
+# rows are leased one by one.
 HOUSEKEEPING: list[Job] = [
     *retention.JOBS, *integrity.JOBS, *backup.JOBS,  # docs/retention.md
     *replica.JOBS,  # the off-site replica (docs/operations.md)
@@ -63,6 +63,8 @@ def build_scheduler(svc: Services, jobs: list[Job] | None = None) -> BlockingSch
                       seconds=svc.settings.validation_poll_seconds, args=[svc], id="validate",
                       name="validation queue")
     owner = validation_worker.worker_name()
+    scheduler.add_job(with_db(deltas.run_pending), "interval", seconds=svc.settings.validation_poll_seconds,
+                      args=[svc, owner], id="deltas", name="delta queue")
     if svc.replica is not None:  # the replica outbox, leased row by row like the validation queue
         scheduler.add_job(with_db(replica.drain), "interval", seconds=replica.DRAIN_SECONDS, args=[svc],
                           id="replicate", name="replica outbox")

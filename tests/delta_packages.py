@@ -170,3 +170,12 @@ def foreign_deflate(data: bytes) -> bytes:
     a 1 KiB window, which no common packer uses."""
     c = zlib.compressobj(6, zlib.DEFLATED, -10)
     return c.compress(data) + c.flush()
+
+
+def app_files(seed: int, version: int) -> dict[str, bytes]:
+    """An app whose versions differ a little; `seed` picks the app."""
+    rnd = random.Random(seed)
+    words = [bytes(rnd.choice(b"abcdefghijklmnop") for _ in range(6)) for _ in range(400)]
+    code = b"\n".join(b"function f%d() { return '%s'; }" % (i, rnd.choice(words)) for i in range(4000))
+    media = rnd.randbytes(60_000)  # already compressed: the same in every version
+    return {"app/main.js": code.replace(b"f17()", b"f17_v%d()" % version), "media/intro.bin": media}

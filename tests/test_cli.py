@@ -210,6 +210,56 @@ def test_pack_upload_publish_download_verify(live_stack, tmp_path):
 
 
 @on_sqlite
+def test_download_from_an_old_version_applies_a_signed_patch_or_falls_back(live_stack, tmp_path):
+    from tests.delta_packages import app_files
+    from tests.helpers import HttpApi
+
+    cli, dev, http = Cli(tmp_path), new_developer(live_stack.url), HttpApi(live_stack.url)
+    assert cli("login", "--url", live_stack.url, "--token", dev["token"]).code == 0
+    app = http.create_app(dev)
+    package_id = app["package_id"]
+    old, new = (build_package(package_id, code, app_files(7, code)) for code in (1, 2))
+    for code, data in ((1, old), (2, new)):
+        http.ship(dev, app, code, data)
+    old_path = tmp_path / "old.mosis"
+    old_path.write_bytes(old)
+    # The scheduler makes the patch from version 1 soon after the publish.
+    delta = wait_until(lambda: http.call("GET", f"/v1/packages/{package_id}/download?from_version_code=1",
+                                         200).json().get("delta"), "the patch from version 1")
+
+    r = cli("download", package_id, "--from", old_path, "-o", tmp_path / "a.mosis", "--json")
+    assert r.code == 0, r.stderr
+    assert (tmp_path / "a.mosis").read_bytes() == new and r.json["signature"] == "verified"
+    assert r.json["delta"] == {"size": delta["size"], "from_version_code": 1,
+                               "saved_bytes": len(new) - delta["size"]}
+    assert delta["size"] < len(new) * 0.6
+    r = cli("download", package_id, "--from", old_path, "-o", tmp_path / "b.mosis")
+    assert r.code == 0 and f"{len(new) - delta['size']} bytes saved" in r.stdout, r.stdout
+    assert sorted(p.name for p in tmp_path.glob("*.mosis*")) == ["a.mosis", "b.mosis", "old.mosis"]
+
+    # A version the store has no patch from: the full package, and one line saying so.
+    other = tmp_path / "other.mosis"
+    other.write_bytes(build_package(package_id, 1, app_files(8, 1)))
+    r = cli("download", package_id, "--from", other, "-o", tmp_path / "c.mosis")
+    assert r.code == 0 and (tmp_path / "c.mosis").read_bytes() == new
+    assert r.stderr.count("downloading the full package") == 1 and "no patch from other.mosis" in r.stderr
+
+    # A corrupt patch (storage hands out other bytes than were signed; the
+    # edge forgets its copy when told): the full package, saying why.
+    storage = Storage(live_stack.settings)
+    key = f"deltas/{dev['id']}/{app['id']}/1-2.patch"
+    signed = b"".join(storage.stream(key))
+    storage.put(key, signed[:200] + bytes([signed[200] ^ 1]) + signed[201:])
+    EdgePurger(live_stack.internal_url)([key])
+    r = cli("download", package_id, "--from", old_path, "-o", tmp_path / "d.mosis", "--json")
+    assert r.code == 0, r.stderr
+    assert (tmp_path / "d.mosis").read_bytes() == new and "delta" not in r.json
+    assert "patch not used: the patch is not the one the store signed" in r.stderr
+    assert sorted(p.name for p in tmp_path.glob("*.mosis*")) == ["a.mosis", "b.mosis", "c.mosis", "d.mosis",
+                                                               "old.mosis", "other.mosis"]
+
+
+@on_sqlite
 def test_a_multipart_upload_killed_half_way_resumes(live_stack, tmp_path):
     cli, dev, package_id = logged_in_with_app(live_stack, tmp_path)
     path = Path(cli("pack", app_folder(tmp_path, package_id, 1, blob=int(2.3 * PART)), "--json").json["path"])

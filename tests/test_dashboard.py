@@ -115,7 +115,9 @@ class Traffic:
                  edge_line(status=403, cache="", bytes_sent=200, request_time=0.001, time=now),
                  edge_line(uri="/assets/a/icon-64.png", cache="HIT", bytes_sent=3000, time=now),
                  edge_line(uri="/assets/a/icon-32.png", cache="MISS", bytes_sent=1000, time=now),
-                 edge_line(uri="/v1/packages/x.y", cache="", bytes_sent=500, time=now)]
+                 edge_line(uri="/v1/packages/x.y", cache="", bytes_sent=500, time=now),
+                 edge_line(uri=f"/deltas/{'a' * 32}/{'b' * 32}/1-2.patch", cache="MISS", bytes_sent=900,
+                           time=now)]
         with open(self.edge_log, "a") as f:
             f.write("".join(lines))
         self.edge_lines += len(lines)

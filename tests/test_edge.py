@@ -155,6 +155,49 @@ def test_range_and_conditional_requests(stack, http):
     assert requests.head(url, timeout=30).headers["Content-Length"] == str(len(data))
 
 
+def test_a_delta_patch_is_served_like_a_package_and_dies_with_its_source(stack, http):
+    from tests.delta_packages import app_files
+
+    dev = http.new_developer()
+    app = http.create_app(dev)
+    package_id = app["package_id"]
+    versions = {code: http.ship(dev, app, code, build_package(package_id, code, app_files(3, code)))
+                for code in (1, 2)}
+    # Through the edge, which caches the answer per from_version_code: the
+    # scheduler's patch purges the answer without it.
+    asked = f"{stack.edge_url}/v1/packages/{package_id}/download?from_version_code=1"
+    deadline = time.monotonic() + 60
+    while "delta" not in (answer := requests.get(asked, timeout=30).json()) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    delta = answer["delta"]
+    cdn = stack.settings.resolved_cdn_url
+    key = f"deltas/{dev['id']}/{app['id']}/1-2.patch"
+    assert delta["url"].startswith(f"{cdn}/{key}?expires=")
+    plain = requests.get(f"{stack.edge_url}/v1/packages/{package_id}/download", timeout=30).json()
+    assert "delta" not in plain  # another cache entry
+
+    first = requests.get(delta["url"], timeout=30)
+    assert first.status_code == 200 and first.headers["X-Cache-Status"] == "MISS"
+    assert len(first.content) == delta["size"] and sha256(first.content) == delta["sha256"]
+    assert first.headers["Cache-Control"] == IMMUTABLE and "Content-Encoding" not in first.headers
+    assert first.headers["Content-Disposition"] == f'attachment; filename="{package_id}-1-2.patch"'
+    assert stack.log_for(first)["uri"] == "/" + key
+    part = requests.get(delta["url"], headers={"Range": "bytes=10-99"}, timeout=30)
+    assert part.status_code == 206 and part.headers["X-Cache-Status"] == "HIT"
+    assert part.content == first.content[10:100]
+    assert part.headers["Content-Range"] == f"bytes 10-99/{delta['size']}"
+    forged = delta["url"].replace("/1-2.patch", "/1-3.patch")
+    assert requests.get(forged, timeout=30).status_code == 403  # the link signs the key
+
+    # Pulling the source removes the patch: the cached copy too.
+    source = http.call("GET", f"/v1/apps/{app['id']}/versions/1", 200, headers=dev["headers"]).json()["version"]
+    assert source["id"] != versions[2]["id"]
+    http.call("POST", f"/v1/admin/versions/{source['id']}/pull", 200, headers=ADMIN, json={"reason": "x"})
+    gone = requests.get(delta["url"], timeout=30)
+    assert gone.status_code == 404 and gone.headers["X-Cache-Status"] == "MISS"
+    assert "delta" not in requests.get(asked, timeout=30).json()
+
+
 def test_a_burst_of_misses_makes_one_storage_request(stack, http):
     _, app, _, data = shipped(http, size=2_000_000)
     url = http.download_info(app["package_id"])["download_url"]
@@ -302,7 +345,7 @@ def test_pull_purges_the_edge_and_cloudflare_and_the_link_dies(stack, http, clou
     api = f"{stack.settings.public_url}/v1/packages/{app['package_id']}"
     assert new_calls == [{"path": "/client/v4/zones/zone-1/purge_cache", "authorization": "Bearer cf-token",
                           "body": {"files": [f"{cdn}/{key}", f"{cdn}/{key[:-len('package.mosis')]}manifest.json",
-                                             api, f"{api}/download"]}}]
+                                             api, f"{api}/download", f"{api}/download?from_version_code=1"]}}]
     after = requests.get(url, timeout=30)
     assert after.status_code == 404 and after.json()["error"]["code"] == "not_found"
     assert after.headers["X-Cache-Status"] == "MISS"  # the entry is gone, and the app refused

@@ -377,9 +377,10 @@ def test_recent_pulls_are_purged_again(api, client, services):
     assert r.status_code == 200 and len(purged) == 1  # the pull's own purge
     keys = purged[0]
     assert keys[0].endswith("/package.mosis") and app["id"] in keys[0]
-    # and the public reads that named it, the catalog index among them
+    # and the public reads that named it, also as asked by devices that have it (a delta's source),
+    # the catalog index among them
     assert keys[2:] == [f"v1/packages/{app['package_id']}", f"v1/packages/{app['package_id']}/download",
-                        "v1/index.json"]
+                        f"v1/packages/{app['package_id']}/download?from_version_code=1", "v1/index.json"]
 
     assert purge_recent_pulls(services, utcnow()) == 1
     assert purged[1:] == [keys]
@@ -390,7 +391,8 @@ def test_recent_pulls_are_purged_again(api, client, services):
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_superseded_versions_retention_purged_are_purged_again(api, services):
     from app.platform.models import Version
-    from app.catalog.packages import keys_of, purge_recent_pulls
+    from app.catalog.deltas import keys_touching
+    from app.catalog.packages import held_codes, keys_of, purge_recent_pulls
     from app.housekeeping.retention import run_retention
     from tests.housekeeping_helpers import version_in
 
@@ -402,7 +404,11 @@ def test_superseded_versions_retention_purged_are_purged_again(api, services):
     services.cache_purgers.append(purged.append)
     assert purge_recent_pulls(services, now + dt.timedelta(minutes=1)) == 1
     version = Version.get_by_id(superseded)
-    assert purged == [[*keys_of(version), *public_read_keys(version.app.package_id)]]
+    # its package, the patches to and from it, and the public reads that named it
+    patches = keys_touching(version)
+    assert patches == [f"deltas/{version.app.developer_id}/{version.app_id}/1-2.patch"]
+    assert purged == [[*keys_of(version), *patches,
+                       *public_read_keys(version.app.package_id, held_codes(version.app))]]
     assert purge_recent_pulls(services, now + dt.timedelta(minutes=11)) == 0
 
 

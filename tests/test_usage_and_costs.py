@@ -48,12 +48,14 @@ def test_scan_counts_bytes_by_prefix_and_by_version_status(api, services, client
     orphan = package_key(dev["id"], "f" * 32, 7)
     storage.put(orphan, b"o" * 50)
     storage.put("misc/readme.txt", b"r" * 5)
+    storage.put(f"deltas/{dev['id']}/{app['id']}/1-2.patch", b"d" * 7)  # a delta patch: its own prefix
     manifest = storage.stat(package_key(dev["id"], app["id"], 1).replace("package.mosis", "manifest.json"))
 
     scan = scan_bucket(storage)
 
     assert scan["by_prefix"] == {
         "packages": {"bytes": len(shipped) + manifest.size + len(broken) + 50, "objects": 4},
+        "deltas": {"bytes": 7, "objects": 1},
         "assets": {"bytes": 100, "objects": 1},
         "temp": {"bytes": len(pending), "objects": 1},
         "backups": {"bytes": 1234, "objects": 1},
@@ -64,14 +66,14 @@ def test_scan_counts_bytes_by_prefix_and_by_version_status(api, services, client
     assert scan["by_status"]["uploading"] == {"bytes": len(pending), "objects": 1}
     assert scan["by_status"]["orphaned"] == {"bytes": 50, "objects": 1}
     assert scan["by_status"]["draft"] == {"bytes": 0, "objects": 0}
-    assert scan["total_objects"] == 8
+    assert scan["total_objects"] == 9
     assert scan["total_bytes"] == sum(v["bytes"] for v in scan["by_prefix"].values())
 
     # The admin route reports the latest scan (making one when there is none).
     r = client.get("/v1/admin/storage", headers=ADMIN)
     assert r.status_code == 200, r.json
     assert r.json["by_prefix"] == scan["by_prefix"] and r.json["by_status"] == scan["by_status"]
-    assert r.json["total"] == {"bytes": scan["total_bytes"], "objects": 8}
+    assert r.json["total"] == {"bytes": scan["total_bytes"], "objects": 9}
     assert r.json["budget_bytes"] == services.settings.storage_budget_bytes
     assert r.json["budget_used"] == pytest.approx(scan["total_bytes"] / services.settings.storage_budget_bytes,
                                                   rel=1e-5)

@@ -5,8 +5,9 @@ when its cache has no copy; the answer is an X-Accel-Redirect to its origin
 location with a storage URL presigned for the internal endpoint (the
 uncached one when the cache's disk has no room for the package; the URL
 makes storage answer with the package's type and file name), or a 404
-(a pulled version stays unavailable even to holders of a valid link). Cache
-hits never come here. nginx routes no public path to this blueprint.
+(a pulled version stays unavailable even to holders of a valid link). Delta
+patches (`deltas/…`) are asked about the same way: served while both their
+versions are. Cache hits never come here. nginx routes no public path to this blueprint.
 
 Assets come here too when the bucket is not public (MOSIS_S3_PUBLIC_ASSETS
 false): they are served to anyone, so the answer is a presigned URL and no
@@ -19,7 +20,7 @@ import logging
 
 from flask import Blueprint, Response
 
-from app.catalog import packages
+from app.catalog import deltas, packages
 from app.edge.nginx import (
     ASSET_ORIGIN_LOCATION,
     ORIGIN_LOCATION,
@@ -29,7 +30,7 @@ from app.edge.nginx import (
 )
 from app.platform import metrics
 from app.platform.errors import NotFound
-from app.platform.storage import ASSET_KEY_RE, ASSETS
+from app.platform.storage import ASSET_KEY_RE, ASSETS, DELTAS
 from app.services import services
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,19 @@ def origin(key):
         if not ASSET_KEY_RE.fullmatch(key):
             raise NotFound("no such asset", code="asset_not_found")
         return _redirect(ASSET_ORIGIN_LOCATION, svc.storage.presigned_get(key, ORIGIN_URL_TTL, internal=True))
-    version = packages.servable_package(key)
-    url = svc.storage.presigned_get(key, ORIGIN_URL_TTL, internal=True,
-                                    response_headers=package_response_headers(version))
+    if key.startswith(f"{DELTAS}/"):
+        found = deltas.servable(key)
+        if found is None:
+            raise NotFound("no such patch, or it is no longer available", code="delta_not_found")
+        delta, package_id = found
+        size = delta.size
+        headers = _attachment(f"{package_id}-{delta.from_version_code}-{delta.to_version_code}.patch")
+    else:
+        version = packages.servable_package(key)
+        size, headers = version.size, package_response_headers(version)
+    url = svc.storage.presigned_get(key, ORIGIN_URL_TTL, internal=True, response_headers=headers)
     location = ORIGIN_LOCATION
-    if not cache_has_room(svc.settings.resolved_edge_cache_dir, version.size or 0):
+    if not cache_has_room(svc.settings.resolved_edge_cache_dir, size or 0):
         # Served from storage all the same, only not kept.
         location = ORIGIN_UNCACHED_LOCATION
         metrics.EDGE_CACHE_BYPASSES.inc()
@@ -63,7 +72,10 @@ def origin(key):
 def package_response_headers(version) -> dict[str, str]:
     """What storage answers a package with, kept in the edge's cache with it:
     bytes to save, under a name a person recognises."""
-    name = f"{version.app.package_id}-{version.version_code}.mosis"
+    return _attachment(f"{version.app.package_id}-{version.version_code}.mosis")
+
+
+def _attachment(name: str) -> dict[str, str]:
     return {"response-content-type": "application/octet-stream",
             "response-content-disposition": f'attachment; filename="{name}"'}
 

@@ -85,6 +85,29 @@ def _is_kind(value, kind) -> bool:
     return isinstance(value, kind)
 
 
+def query_value(name: str, pattern: re.Pattern, hint: str) -> str | None:
+    """A query parameter given at most once and matching `pattern`, None when
+    absent; else 400 `invalid_parameter`."""
+    values = request.args.getlist(name)
+    if not values:
+        return None
+    if len(values) > 1 or not pattern.fullmatch(values[0]):
+        raise BadRequest(f"{name} must be {hint}, given once", code="invalid_parameter",
+                         details={"parameter": name})
+    return values[0]
+
+
+def query_version_code(name: str) -> int | None:
+    """A version code (1 to MAX_VERSION_CODE) in the query, or None."""
+    hint = f"a version code from 1 to {MAX_VERSION_CODE}"
+    value = query_value(name, VERSION_CODE_RE, hint)
+    if value is not None and int(value) > MAX_VERSION_CODE:
+        raise BadRequest(f"{name} must be {hint}", code="invalid_parameter", details={"parameter": name})
+    return int(value) if value is not None else None
+
+
+VERSION_CODE_RE = re.compile(r"[1-9][0-9]{0,9}")
+
 # Fields shared by several routes.
 PACKAGE_ID = Field(str, min_len=3, max_len=128, pattern=PACKAGE_ID_RE,
                    hint="lower-case dotted segments such as com.example.notes")

@@ -134,7 +134,19 @@ SCHEMAS = {
                              "versions; publish; assets: icons and screenshots; tokens: issue narrower tokens"},
     "Download": obj({"download_url": STRING, "version": STRING,
                      "version_code": VERSION_CODE, "size": INTEGER, "sha256": SHA256,
-                     "signature": STRING, "key_id": STRING, "expires_at": TIME}),
+                     "signature": STRING, "key_id": STRING, "expires_at": TIME},
+                    {"delta": ref("Delta")}),
+    # A patch from the version the device has (docs/deltas.md): only when one is ready.
+    "Delta": obj({
+        "url": {"type": "string", "description": "Signed, expiring edge link to the patch (Range requests work)"},
+        "size": INTEGER, "sha256": SHA256,
+        "algorithm": {"type": "string", "description": "The patch format; `mosis-zipdelta-v1` (docs/deltas.md)"},
+        "from_version_code": VERSION_CODE, "from_sha256": SHA256,
+        "signature": {"type": "string", "description": "Ed25519 by the store's key, base64, over "
+                                                       "`mosis-delta-v1\\n{package_id}\\n{from_version_code}"
+                                                       "\\n{from_sha256}\\n{to_version_code}\\n{to_sha256}"
+                                                       "\\n{patch_sha256}\\n{patch_size}`"},
+        "expires_at": TIME}),
     "Icons": obj({"32": STRING, "64": STRING, "128": STRING}),
     "Screenshot": obj({
         "position": {"type": "integer", "minimum": 1}, "url": STRING,
@@ -212,6 +224,10 @@ SCHEMAS = {
             "day": {"type": "string", "format": "date"}, "storage_bytes": INTEGER,
             "storage_objects": INTEGER, "requests": INTEGER,
             "egress_bytes": INTEGER, "downloads": INTEGER})),
+        # What delta patches saved over the last 30 days (docs/deltas.md).
+        "deltas": obj({"since": {"type": "string", "format": "date"}, "patch_bytes_sent": INTEGER,
+                       "full_bytes_replaced": INTEGER, "egress_saved_bytes": INTEGER,
+                       "egress_saved_gb": {"type": "number"}}),
     }),
     # What operations answer with: named, so generated clients get these names.
     "Health": obj({"status": {"const": "ok"}}),
@@ -291,6 +307,7 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "app_not_found": (404, "no such app, or not the caller's"),
     "version_not_found": (404, "no such version"),
     "package_not_found": (404, "no published version of that package_id, or no such package"),
+    "delta_not_found": (404, "no such delta patch, or one of its versions is no longer servable"),
     "developer_not_found": (404, "no such developer"),
     "token_not_found": (404, "no such token"),
     "keyring_version_not_found": (404, "no such keyring version (yet)"),
@@ -424,9 +441,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "authorizeEdgeFetch", "May the edge serve this object? Where from",
         "The edge's question on a cache miss, after it checked the link's signature and expiry: "
         "an `X-Accel-Redirect` to its origin location with a presigned storage query, or 404 for "
-        "a package no longer servable (pulled, purged). The edge never routes a public request here.",
+        "a package no longer servable (pulled, purged), or a delta patch either of whose versions is "
+        "not. The edge never routes a public request here.",
         {200: ("`X-Accel-Redirect` and `X-Mosis-Origin-Query` (a presigned storage query); no body", None)},
-        errors=("asset_not_found", "package_not_found"), tag="ops", internal=True),
+        errors=("asset_not_found", "package_not_found", "delta_not_found"), tag="ops", internal=True),
     # -- public -----------------------------------------------------------------------------
     ("public.openapi", "GET"): Operation(
         "getOpenApiDocument", "This document",
@@ -457,8 +475,17 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "getDownloadInfo", "Signed, expiring download link of the current published version",
         "A link through the edge that expires (`expires_at`), the package's size and SHA-256, and "
         "the store's signature over them (`key_id` names the key of `getSigningKey`). Devices "
-        "check both before installing. 404 when the app has no published version.",
-        answer(200, "Download"), errors=("package_not_found",), tag="public", shared=True),
+        "check both before installing. 404 when the app has no published version. With "
+        "`from_version_code` or `from_sha256` (the version the device has), the answer also has "
+        "`delta` when a signed patch from that version is ready (docs/deltas.md); without one, "
+        "no `delta` key, never an error.",
+        answer(200, "Download"), errors=("package_not_found", "invalid_parameter"), tag="public", shared=True,
+        query=({"name": "from_version_code", "in": "query", "required": False,
+                "description": "The version_code of the package the device has: ask for a patch from it",
+                "schema": VERSION_CODE},
+               {"name": "from_sha256", "in": "query", "required": False,
+                "description": "The SHA-256 of the package the device has: ask for a patch from it",
+                "schema": SHA256})),
     # -- admin ------------------------------------------------------------------------------
     ("admin.create_developer", "POST"): Operation(
         "createDeveloper", "Create a developer; its token is shown once",

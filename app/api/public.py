@@ -16,6 +16,7 @@ import hashlib
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from app.api.inputs import SHA256_RE, query_value, query_version_code
 from app.api.openapi import document
 from app.catalog import assets, packages
 from app.edge.nginx import cache_has_room
@@ -64,7 +65,11 @@ def package(package_id):
 
 @bp.get("/packages/<package_id:package_id>/download")
 def download(package_id):
-    return shared(packages.download_info(services(), package_id), services().settings.public_read_max_age)
+    # The version the device has: a patch from it comes along when one is ready (docs/deltas.md).
+    from_code = query_version_code("from_version_code")
+    from_sha256 = query_value("from_sha256", SHA256_RE, "64 lower-case hex digits")
+    return shared(packages.download_info(services(), package_id, from_code, from_sha256),
+                  services().settings.public_read_max_age)
 
 
 @bp.get("/signing-key")

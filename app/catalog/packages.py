@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import peewee as pw
 
-from app.catalog import signatures, uploads
+from app.catalog import deltas, signatures, uploads
 from app.edge.purge import public_read_keys
 from app.platform import metrics
 from app.platform.clock import iso, utcnow
@@ -264,8 +264,10 @@ def publish(svc: Services, app: App, version_code: int) -> Version:
             raise Conflict("the version changed while it was being published", code="invalid_state")
         record_audit(f"developer:{app.developer_id}", "version.published", "version", version.id,
                      version_code=version_code)
+        # Patches from the versions devices have: made by the scheduler.
+        deltas.enqueue(svc, version)
     # Caches answering "what is the latest version?" learn it now.
-    svc.purge_cached(public_read_keys(app.package_id))
+    svc.purge_cached(public_read_keys(app.package_id, held_codes(app)))
     return Version.get_by_id(version.id)
 
 
@@ -276,9 +278,23 @@ def reject(version_id: str, reason: str) -> Version:
 def pull(svc: Services, version_id: str, reason: str) -> Version:
     version = _admin_transition(version_id, reason, "pull")
     # After the row no longer offers it, make every cache forget it: its
-    # objects, and the public answers that named it.
-    svc.purge_cached([*keys_of(version), *public_read_keys(version.app.package_id)])
+    # objects, the patches to and from it, and the public answers that named it.
+    deltas.remove_for(svc, version, "pulled")
+    svc.purge_cached([*keys_of(version), *public_read_keys(version.app.package_id, held_codes(version.app))])
     return version
+
+
+# Download info asked with `from_version_code` is cached per code: purges
+# name the codes of this many of an app's latest versions that devices may hold.
+HELD_CODES = 50
+
+
+def held_codes(app: App) -> list[int]:
+    """Version codes devices may have installed: of versions ever published and still kept."""
+    return [code for (code,) in Version.select(Version.version_code)
+            .where((Version.app == app.id) & Version.published_at.is_null(False)
+                   & Version.status.not_in(S.RELEASED))
+            .order_by(Version.version_code.desc()).limit(HELD_CODES).tuples()]
 
 
 # The edge may have started filling its cache for a download just before a
@@ -297,7 +313,12 @@ def purge_recent_pulls(svc: Services, now: dt.datetime) -> int:
               & (Version.purged_at >= since))
     recent = list(Version.select().where(pulled | purged))
     for version in recent:
-        svc.purge_cached([*keys_of(version), *public_read_keys(version.app.package_id)])
+        # Also finishes a pull cut off before its patches were removed.
+        deltas.retire(version, version.status)
+        patches = deltas.keys_touching(version)
+        svc.storage.delete(*patches)
+        svc.purge_cached([*keys_of(version), *patches,
+                          *public_read_keys(version.app.package_id, held_codes(version.app))])
     return len(recent)
 
 
@@ -339,7 +360,10 @@ _DOWNLOAD = Compiled(lambda package_id: (
     .join(App).where((App.package_id == package_id) & (Version.status == S.PUBLISHED)).limit(1)))
 
 
-def download_info(svc: Services, package_id: str) -> dict:
+def download_info(svc: Services, package_id: str, from_version_code: int | None = None,
+                  from_sha256: str | None = None) -> dict:
+    """The published version's download; with `from_…` (the version a device
+    has), also a patch from it when one is ready (`delta`; none: no key)."""
     row = _DOWNLOAD.first(package_id)
     if row is None:
         raise NotFound(f"{package_id!r} has no published version", code="package_not_found")
@@ -349,7 +373,7 @@ def download_info(svc: Services, package_id: str) -> dict:
     signature, key_id = signatures.servable(svc, version, package_id)
     expires = svc.link_expiry()
     metrics.DOWNLOAD_LINKS.inc()
-    return {
+    info = {
         "download_url": svc.download_link(package_key(developer_id, app_id, version_code), expires=expires),
         "version": version_name,
         "version_code": version_code,
@@ -359,12 +383,15 @@ def download_info(svc: Services, package_id: str) -> dict:
         "key_id": key_id,
         "expires_at": iso(dt.datetime.fromtimestamp(expires, dt.timezone.utc).replace(tzinfo=None)),
     }
+    if from_version_code is not None or from_sha256 is not None:
+        delta = deltas.offer(svc, app_id, developer_id, version_code, sha256, expires,
+                             from_version_code, from_sha256)
+        if delta is not None:
+            info["delta"] = delta
+    return info
 
 
-# Versions whose package the edge may still serve to a link holder: links
-# are issued for the published one and stay good for their lifetime after a
-# newer version supersedes it; a pulled (or any other) one is refused.
-SERVABLE = (S.PUBLISHED, S.SUPERSEDED)
+SERVABLE = S.SERVABLE
 
 
 def servable_package(key: str) -> Version:

@@ -11,7 +11,9 @@ query (links and uploads carry signatures there).
 The `edge_log` housekeeping job reads what was appended since its last run and
 turns it into Prometheus counters (requests, downloads, bytes sent, cache
 status, request time) and per-day totals in the database (`edge_traffic`, the
-input of cost tracking). Its position (`log_cursor`) is committed in the same
+input of cost tracking). Delta patches (area `deltas`) also count the bytes of
+full packages they replaced: the target's size in proportion to the share of
+the patch sent (a resumed range counts its part), from the patch's row. Its position (`log_cursor`) is committed in the same
 transaction as the totals, so a line is counted once even across crashes and
 restarts. Rotation is followed: when the file at the path is another file
 (new inode, or different first bytes after a truncation), the rest of the
@@ -41,7 +43,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from app.platform.clock import utcnow
 from app.platform.jobs import Job
-from app.platform.models import EdgeTraffic, LogCursor, database
+from app.platform.models import Delta, EdgeTraffic, LogCursor, database
+from app.platform.storage import parse_delta_key
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ CHUNK = 4 * 1024 * 1024  # bytes read and committed at a time
 MAX_CHUNKS_PER_RUN = 64
 HEAD_BYTES = 256  # fingerprint of a file's start
 
-AREAS = ("packages", "assets", "uploads", "api", "other")
+AREAS = ("packages", "deltas", "assets", "uploads", "api", "other")
 CACHE_STATUSES = ("hit", "miss", "expired", "stale", "updating", "revalidated", "bypass")
 # Responses whose body came from the edge's cache, not from storage.
 SERVED_FROM_CACHE = {"hit", "stale", "updating", "revalidated"}
@@ -68,6 +71,10 @@ EDGE_SENT_BYTES = Counter("mosis_edge_sent_bytes_total", "Bytes the edge sent to
 EDGE_DOWNLOADS = Counter("mosis_edge_downloads_total",
                          "Package downloads the edge served (GET /packages/... answered 200 or 206)",
                          ["cache"])
+EDGE_DELTA_REPLACED_BYTES = Counter(
+    "mosis_edge_delta_replaced_bytes_total",
+    "Bytes of full packages that the delta patches the edge sent replaced (compare "
+    "mosis_edge_sent_bytes_total{area=\"deltas\"}: the difference is egress saved)")
 EDGE_REQUEST_SECONDS = Histogram(
     "mosis_edge_request_duration_seconds", "Time the edge took to answer, by area", ["area"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
@@ -97,10 +104,17 @@ class Request:
     cache: str
     bytes_sent: int
     request_time: float
+    path: str = ""
+    body_bytes: int = 0
 
     @property
     def is_download(self) -> bool:
         return self.area == "packages" and self.method == "GET" and self.status in (200, 206)
+
+    @property
+    def is_patch(self) -> bool:
+        """A delta patch sent (whole or a range)."""
+        return self.area == "deltas" and self.method == "GET" and self.status in (200, 206)
 
     @property
     def from_cache(self) -> bool:
@@ -111,6 +125,8 @@ def area_of(method: str, uri: str) -> str:
     path = uri.split("?", 1)[0]
     if path.startswith("/packages/"):
         return "packages"
+    if path.startswith("/deltas/"):
+        return "deltas"
     if path.startswith("/assets/"):
         return "assets"
     if path.startswith("/v1/") or path in ("/healthz", "/readyz", "/metrics"):
@@ -127,6 +143,7 @@ def parse_line(line: bytes) -> Request | None:
         at = dt.datetime.fromisoformat(entry["time"])
         status = int(entry["status"])
         bytes_sent = int(entry.get("bytes_sent") or 0)
+        body_bytes = int(entry.get("body_bytes_sent") or 0)
         request_time = float(entry.get("request_time") or 0)
         method, uri = str(entry["method"]), str(entry["uri"])
     except (ValueError, TypeError, KeyError, AttributeError):
@@ -138,16 +155,43 @@ def parse_line(line: bytes) -> Request | None:
     if cache not in CACHE_STATUSES and cache != "none":
         cache = "other"
     return Request(at.replace(tzinfo=None), area_of(method, uri), method, status, cache, bytes_sent,
-                   request_time)
+                   request_time, uri.split("?", 1)[0], max(body_bytes, 0))
+
+
+def _patch_sizes(path: str) -> tuple[int, int] | None:
+    """(patch size, target package size) of the patch at a /deltas/ path, if known."""
+    parsed = parse_delta_key(path.lstrip("/"))
+    if parsed is None:
+        return None
+    _, app_id, from_code, to_code = parsed
+    row = (Delta.select(Delta.size, Delta.to_size)
+           .where((Delta.app == app_id) & (Delta.from_version_code == from_code)
+                  & (Delta.to_version_code == to_code) & Delta.size.is_null(False))
+           .order_by(Delta.created_at.desc()).tuples().first())
+    return row if row and row[0] and row[1] else None
 
 
 # -- a batch of lines --------------------------------------------------------------------
 
 @dataclass
 class Batch:
-    traffic: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0, 0]))
+    traffic: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0, 0, 0]))
     requests: list[Request] = field(default_factory=list)
     malformed: int = 0
+    patches: dict = field(default_factory=dict)  # path -> (patch size, target size) or None
+    replaced: int = 0
+
+    def replaced_by(self, req: Request) -> int:
+        """Full-package bytes a delta patch download stood in for."""
+        if not req.is_patch:
+            return 0
+        if req.path not in self.patches:
+            self.patches[req.path] = _patch_sizes(req.path)
+        sizes = self.patches[req.path]
+        if sizes is None:
+            return 0
+        patch, target = sizes
+        return target * min(req.body_bytes, patch) // patch
 
     def add_lines(self, data: bytes) -> None:
         for line in data.splitlines():
@@ -164,13 +208,17 @@ class Batch:
             row[2] += req.bytes_sent
             row[3] += req.from_cache
             row[4] += req.status >= 500
+            replaced = self.replaced_by(req)
+            row[5] += replaced
+            self.replaced += replaced
 
     def save_totals(self) -> None:
-        for (day, area), (requests, downloads, sent, hits, errors) in self.traffic.items():
+        for (day, area), (requests, downloads, sent, hits, errors, replaced) in self.traffic.items():
             T = EdgeTraffic
             (T.insert(day=day, area=area, requests=requests, downloads=downloads, bytes_sent=sent,
-                      cache_hits=hits, errors=errors)
+                      cache_hits=hits, errors=errors, replaced_bytes=replaced)
              .on_conflict(conflict_target=[T.day, T.area], update={
+                 T.replaced_bytes: T.replaced_bytes + pw.EXCLUDED.replaced_bytes,
                  T.requests: T.requests + pw.EXCLUDED.requests,
                  T.downloads: T.downloads + pw.EXCLUDED.downloads,
                  T.bytes_sent: T.bytes_sent + pw.EXCLUDED.bytes_sent,
@@ -181,6 +229,7 @@ class Batch:
     def export(self) -> None:
         """Prometheus counters: only once the batch is committed."""
         EDGE_LOG_LINES.labels("ok").inc(len(self.requests))
+        EDGE_DELTA_REPLACED_BYTES.inc(self.replaced)
         if self.malformed:
             EDGE_LOG_LINES.labels("malformed").inc(self.malformed)
         for req in self.requests:

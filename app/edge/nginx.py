@@ -48,7 +48,7 @@ from urllib.parse import urlparse
 import jinja2
 
 from app.platform.config import LINK_SECRET_RE, ConfigError, MiB, Settings
-from app.platform.storage import ASSET_KEY_RE, PACKAGE_KEY_RE, TEMP_KEY_RE, signed_host
+from app.platform.storage import ASSET_KEY_RE, DELTA_KEY_RE, PACKAGE_KEY_RE, TEMP_KEY_RE, signed_host
 from mosis_format.validation import PACKAGE_ID_RE
 
 # Package data: the template, and what the rendered configuration needs
@@ -79,7 +79,7 @@ ORIGIN_QUERY_HEADER = "X-Mosis-Origin-Query"
 ASSET_MAX_AGE = 31536000
 CACHE_KEYS_ZONE = "32m"  # about 250,000 cached objects
 # First path segments the edge routes itself: a bucket cannot be named so.
-RESERVED_PATHS = {"v1", "packages", "assets", "healthz", "readyz", "edge", "purge"}
+RESERVED_PATHS = {"v1", "packages", "deltas", "assets", "healthz", "readyz", "edge", "purge"}
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
 PRIVATE_NETWORKS = ("127.0.0.0/8", "::1", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 
@@ -380,6 +380,7 @@ def render(settings: Settings, target: Target, secret: str) -> str:
         "link_secret": secret,
         "js_module": f"{target.modules_dir}/{JS_MODULE}",
         "package_key_re": _nginx_re(PACKAGE_KEY_RE),
+        "delta_key_re": _nginx_re(DELTA_KEY_RE),
         "asset_key_re": _nginx_re(ASSET_KEY_RE),
         "temp_key_re": _nginx_re(TEMP_KEY_RE),
         "package_id_re": _nginx_re(PACKAGE_ID_RE),

@@ -42,10 +42,18 @@ INDEX_KEY = f"{API_PREFIX}index.json"
 KEYRING_KEYS = [f"{API_PREFIX}signing-key", f"{API_PREFIX}signing-keys", INDEX_KEY]
 
 
-def public_read_keys(package_id: str) -> list[str]:
-    """The cached public reads that name a package's current version (the
-    catalog index among them)."""
-    return [f"{API_PREFIX}packages/{package_id}", f"{API_PREFIX}packages/{package_id}/download", INDEX_KEY]
+def public_read_keys(package_id: str, from_version_codes=()) -> list[str]:
+    """The cached public reads that name a package's current version: its
+    listing, its download info, the download info asked with each of
+    `from_version_codes` (a delta's source, docs/deltas.md), and the catalog index."""
+    return [f"{API_PREFIX}packages/{package_id}", f"{API_PREFIX}packages/{package_id}/download",
+            *(download_read_key(package_id, code) for code in from_version_codes), INDEX_KEY]
+
+
+def download_read_key(package_id: str, from_version_code: int) -> str:
+    """The cached download info asked `?from_version_code=N` (nginx's
+    $mosis_read_key: the path and that one parameter, as sent)."""
+    return f"{API_PREFIX}packages/{package_id}/download?from_version_code={int(from_version_code)}"
 
 
 def edge_cache_path(key: str) -> str:

@@ -3,8 +3,10 @@
 Usage comes from the appliance's own records:
 
 - storage: the latest bucket scan (app.housekeeping.usage), billed as GB-months;
-- requests and egress: what the edge served for packages, assets and uploads
-  (app.edge.access_log), the traffic a storage/CDN provider would carry. API calls
+- requests and egress: what the edge served for packages, delta patches,
+  assets and uploads (app.edge.access_log), the traffic a storage/CDN provider
+  would carry. The report also shows what delta patches saved: the bytes of
+  the full packages they replaced minus the patch bytes sent. API calls
   are served by the appliance's own host under every option, so they are
   not billed here.
 
@@ -44,7 +46,7 @@ UNITS = {
     "month": "month",
 }
 # Edge areas a storage/CDN provider carries (see app.edge.access_log).
-BILLED_AREAS = ("packages", "assets", "uploads")
+BILLED_AREAS = ("packages", "deltas", "assets", "uploads")
 WINDOW_DAYS = 30
 SNAPSHOT_PERIOD = dt.timedelta(days=1)
 CENT = Decimal("0.01")
@@ -269,10 +271,22 @@ def cost_report(settings, now: dt.datetime | None = None, overrides: dict | None
         "usage": {"storage_gb": float(q["storage_gb"]), "requests": float(usage.requests),
                   "egress_gb": float(q["egress_gb"]), "basis": usage.basis},
         "options": estimate(prices, usage),
+        "deltas": delta_savings(now, prices.bytes_per_gb),
         "history": [{"day": s.day.isoformat(), "storage_bytes": s.storage_bytes,
                      "storage_objects": s.storage_objects, "requests": s.requests,
                      "egress_bytes": s.egress_bytes, "downloads": s.downloads} for s in history],
     }
+
+
+def delta_savings(now: dt.datetime, bytes_per_gb: int) -> dict:
+    """Egress delta patches saved over the last WINDOW_DAYS days (today included)."""
+    since = now.date() - dt.timedelta(days=WINDOW_DAYS - 1)
+    sent, replaced = (EdgeTraffic.select(pw.fn.COALESCE(pw.fn.SUM(EdgeTraffic.bytes_sent), 0),
+                                         pw.fn.COALESCE(pw.fn.SUM(EdgeTraffic.replaced_bytes), 0))
+                      .where((EdgeTraffic.area == "deltas") & (EdgeTraffic.day >= since)).tuples().first())
+    saved = max(int(replaced) - int(sent), 0)
+    return {"since": since.isoformat(), "patch_bytes_sent": int(sent), "full_bytes_replaced": int(replaced),
+            "egress_saved_bytes": saved, "egress_saved_gb": float(Decimal(saved) / Decimal(bytes_per_gb))}
 
 
 # -- the daily snapshot -----------------------------------------------------------------

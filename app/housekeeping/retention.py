@@ -22,8 +22,10 @@ a row that is offered pointing at a deleted object:
    download need other statuses), and it keeps holding its version_code, so
    no new upload can land on its keys while they are deleted. If the version changed meanwhile (published,
    pulled), the UPDATE matches nothing and retention leaves it alone.
-2. make the edge and CDN forget the package, delete its objects (package,
-   manifest, temp upload), and make them forget it once more (a cache fill
+2. retire the delta patches to and from it (app.catalog.deltas: the rows
+   first), make the edge and CDN forget the package and the patches, delete
+   its objects (package, manifest, temp upload, patches), and make them
+   forget it once more (a cache fill
    started before the claim may end during the deletes); deleting what is
    already gone is not an error, so this step can be repeated.
 3. finish: `purge` (or `abandon`), a conditional UPDATE `purging -> purged`
@@ -45,6 +47,7 @@ from typing import TYPE_CHECKING
 import peewee as pw
 from prometheus_client import Counter
 
+from app.catalog import deltas
 from app.catalog.packages import keys_of
 from app.platform.clock import iso, utcnow
 from app.platform.config import RetentionPolicy, Settings
@@ -159,7 +162,7 @@ def owns_its_keys(version: Version) -> bool:
 
 
 def _keys(version: Version) -> list[str]:
-    own = list(keys_of(version)) if owns_its_keys(version) else []
+    own = [*keys_of(version), *deltas.keys_touching(version)] if owns_its_keys(version) else []
     return own + [temp_key(version.upload_id)]
 
 
@@ -225,9 +228,11 @@ def forget_cached(svc: Services, expiry: Expiry) -> None:
 
 def delete_objects(svc: Services, expiry: Expiry) -> None:
     """Step 2: delete the objects; repeatable (deleting what is gone succeeds)."""
-    # Claimed, the version is refused on a cache miss; forgetting cached
-    # copies first means a link holder gets a 404 from here on, even if the
-    # deletes hang or the process dies during them.
+    # Claimed, the version is refused on a cache miss, and so are its
+    # patches; no patch to or from it is offered (or made) from here on.
+    # Forgetting cached copies first means a link holder gets a 404 from
+    # here on, even if the deletes hang or the process dies during them.
+    deltas.retire(expiry.version, "purged")
     forget_cached(svc, expiry)
     svc.storage.delete(*expiry.keys)
     # Again: a cache fill the edge started before the claim may have ended since.

@@ -191,6 +191,13 @@ def _upper(name: str, value: str) -> str:
     return value.upper()
 
 
+def _share(name: str, value: float) -> float:
+    """A share of a whole: above 0, at most 1."""
+    if not 0 < value <= 1:
+        raise ConfigError(f"{name} must be above 0 and at most 1, got {value}")
+    return value
+
+
 # The secret is written into nginx's configuration: keep it to characters
 # that need no quoting there.
 LINK_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{32,256}\Z")
@@ -428,6 +435,16 @@ class Settings:
         failures postpone a validation without counting an attempt while the version was uploaded less than this
         long ago; then each counts, so a version never stays `validating` for ever
         ([validation](validation.md#storages-fault-or-the-packages))""", section="uploads")
+    # Delta updates (docs/deltas.md): a published version gets patches from
+    # this many previous versions, each kept only if it is at most this share
+    # of the full package.
+    delta_from_versions: int = setting("MOSIS_DELTA_FROM_VERSIONS", 3, """when a version is published, the
+        scheduler makes patches to it from this many previous published versions of the app whose package is still
+        stored; 0: no patches ([deltas](deltas.md#the-store-making-serving-and-removing-patches))""",
+                                       section="uploads", minimum=0)
+    delta_max_ratio: float = setting("MOSIS_DELTA_MAX_RATIO", 0.6, """a patch is kept only if it is at most this
+        share of the target package's size (above 0, at most 1); a larger one saves too little to be worth a second
+        download path""", section="uploads", kind="float", check=_share)
     max_json_bytes: int = setting("MOSIS_MAX_JSON_BYTES", 64 * 1024, """largest request body on every route but
         the icon and screenshot uploads (413 `body_too_large`)""", section="uploads", minimum=1024)
 

@@ -77,6 +77,10 @@ class VersionStatus:
            ABANDONED, PURGED, PURGING)
     # Statuses that release their version_code for reuse.
     RELEASED = (FAILED, ABANDONED, PURGED)
+    # Versions whose package the edge may still serve to a link holder: links
+    # are issued for the published one and stay good for their lifetime after
+    # a newer version supersedes it; a pulled (or any other) one is refused.
+    SERVABLE = (PUBLISHED, SUPERSEDED)
 
 
 S = VersionStatus

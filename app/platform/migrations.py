@@ -22,6 +22,8 @@ from app.platform.models import (
     ApiToken,
     REPLICA_MODELS,
     App,
+    Delta,
+    EdgeTraffic,
     JobState,
     SchemaMigration,
     Screenshot,
@@ -88,6 +90,11 @@ def _replica_outbox() -> None:
     database.create_tables(REPLICA_MODELS, safe=True)
 
 
+def _deltas_schema() -> None:
+    database.create_tables([Delta], safe=True)
+    add_column_if_missing(EdgeTraffic, "replaced_bytes")
+
+
 # (number, name, function). Later issues append here.
 STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _initial_schema),
@@ -99,6 +106,9 @@ STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (120, "api_token scopes, apps, expires_at and parent", _token_scopes),
     (121, "keyring versions, the signed index, the key of a version's signature", _keyring_schema),
     (190, "replica outbox: objects to copy to and delete from the off-site replica", _replica_outbox),
+
+
+    (180, "delta patches between versions", _deltas_schema),
 ]
 
 

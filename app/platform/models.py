@@ -202,10 +202,52 @@ Version.add_index(
     .where(pw.SQL(f"status = '{VersionStatus.PUBLISHED}'"))
 )
 
+class DeltaStatus:
+    PENDING = "pending"  # queued: a scheduler makes it
+    READY = "ready"  # stored, between two servable versions: offered to devices
+    SKIPPED = "skipped"  # not kept: too large, or a package no longer stored
+    FAILED = "failed"  # gave up after its attempts
+    REMOVED = "removed"  # was ready; a version left (pulled, purged) and the patch was deleted
+
+    ALL = (PENDING, READY, SKIPPED, FAILED, REMOVED)
+
+
+class Delta(BaseModel):
+    """A patch from one version of an app to a later one (app.catalog.deltas).
+
+    The row is its queue entry (claimed with a lease, like validation) and,
+    once `ready`, what the download API offers: a ready row always names a
+    stored patch between two versions the edge may serve."""
+
+    id = pw.CharField(primary_key=True, max_length=32, default=new_id)
+    app = pw.ForeignKeyField(App, backref="deltas", on_delete="RESTRICT")
+    from_version = pw.ForeignKeyField(Version, backref="deltas_from", on_delete="RESTRICT")
+    to_version = pw.ForeignKeyField(Version, backref="deltas_to", on_delete="RESTRICT")
+    from_version_code = pw.BigIntegerField()
+    to_version_code = pw.BigIntegerField()
+    status = pw.CharField(max_length=16, default=DeltaStatus.PENDING, index=True)
+    from_sha256 = pw.CharField(max_length=64, null=True)
+    to_sha256 = pw.CharField(max_length=64, null=True)
+    to_size = pw.BigIntegerField(null=True)
+    size = pw.BigIntegerField(null=True)  # of the patch (also when skipped as too large)
+    sha256 = pw.CharField(max_length=64, null=True)
+    signature = pw.CharField(max_length=128, null=True)
+    reason = pw.TextField(null=True)  # why it was skipped, failed or removed
+    attempts = pw.IntegerField(default=0)
+    lease_owner = pw.CharField(max_length=64, null=True)
+    lease_expires_at = pw.DateTimeField(null=True, index=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("from_version", "to_version"), True),)
+
+
 ALL_MODELS = [SchemaMigration, Developer, ApiToken, App, Version, AuditEvent, JobState]
 ALL_MODELS.append(Screenshot)
 TRUST_MODELS = [KeyringVersion, SignedIndex]
 ALL_MODELS += TRUST_MODELS
+ALL_MODELS.append(Delta)
 
 
 def record_audit(actor: str, action: str, subject_type: str, subject_id: str, **details) -> AuditEvent:
@@ -232,7 +274,7 @@ class LogCursor(BaseModel):
 
 
 class EdgeTraffic(BaseModel):
-    """What the edge served, per UTC day and area (packages, assets, uploads, api, other)."""
+    """What the edge served, per UTC day and area (packages, deltas, assets, uploads, api, other)."""
 
     day = pw.DateField()
     area = pw.CharField(max_length=16)
@@ -241,6 +283,8 @@ class EdgeTraffic(BaseModel):
     bytes_sent = pw.BigIntegerField(default=0)
     cache_hits = pw.BigIntegerField(default=0)
     errors = pw.BigIntegerField(default=0)  # 5xx
+    # Area `deltas`: bytes of the full packages the patches sent stood in for.
+    replaced_bytes = pw.BigIntegerField(default=0)
 
     class Meta:
         primary_key = pw.CompositeKey("day", "area")

@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from mosis_format.delta import signed_message as delta_message
 from mosis_format.signing import key_id_of, package_message
 
 ALGORITHM = "ed25519"
@@ -59,6 +60,13 @@ class SigningKey:
 
     def sign_package(self, package_id: str, version_code: int, sha256: str, size: int) -> str:
         sig = self.private.sign(package_message(package_id, version_code, sha256, size))
+        return base64.b64encode(sig).decode()
+
+    def sign_delta(self, package_id: str, from_version_code: int, from_sha256: str, to_version_code: int,
+                   to_sha256: str, patch_sha256: str, patch_size: int) -> str:
+        """The signature of a patch (`mosis-delta-v1…`, docs/deltas.md)."""
+        sig = self.private.sign(delta_message(package_id, from_version_code, from_sha256, to_version_code,
+                                              to_sha256, patch_sha256, patch_size))
         return base64.b64encode(sig).decode()
 
 

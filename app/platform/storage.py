@@ -12,6 +12,7 @@ bucket layout of the design contract lives in one place:
     packages/{developer_id}/{app_id}/{version_code}/manifest.json
     assets/{app_id}/icons/{n}/icon-{32,64,128}.png
     assets/{app_id}/screenshots/{n}.png   (and {n}.webp when smaller)
+    deltas/{developer_id}/{app_id}/{from_version_code}-{to_version_code}.patch
     temp/{upload_id}/package.mosis
     backups/db/mosis-{YYYYmmddTHHMMSSZ}.{sqlite3.gz|pgdump}
     health/canary-{host}-{pid}   (2 bytes, while the check that storage takes writes runs)
@@ -59,7 +60,7 @@ from minio import Minio
 
 log = logging.getLogger(__name__)
 
-PACKAGES, ASSETS, TEMP, BACKUPS = "packages", "assets", "temp", "backups"
+PACKAGES, ASSETS, TEMP, BACKUPS, DELTAS = "packages", "assets", "temp", "backups", "deltas"
 # Written (2 bytes) and deleted again by the health check that storage takes
 # writes, one key per process (writers of one key at once may be refused);
 # it asks this many times before it takes a 5xx for a refusal.
@@ -69,7 +70,7 @@ CANARY_ATTEMPTS = 3
 
 def canary_key() -> str:
     return f"{CANARY_PREFIX}{socket.gethostname()}-{os.getpid()}"
-PREFIXES = (PACKAGES, ASSETS, TEMP, BACKUPS)
+PREFIXES = (PACKAGES, DELTAS, ASSETS, TEMP, BACKUPS)
 CHUNK = 1024 * 1024
 MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchVersion", "NotFound"}
 # Storage is there but busy: retried, never taken for a refusal.
@@ -114,6 +115,21 @@ def split_package_path(key: str) -> tuple[str, str, int, str] | None:
     housekeeping reads what it finds (ids unchecked, rest any path), else None."""
     m = _UNDER_PACKAGE_DIR_RE.fullmatch(key)
     return (m.group(1), m.group(2), int(m.group(3)), m.group(4)) if m else None
+
+
+def delta_key(developer_id: str, app_id: str, from_version_code: int, to_version_code: int) -> str:
+    """Where the patch from one version of an app to another is kept (docs/deltas.md)."""
+    return f"{DELTAS}/{developer_id}/{app_id}/{int(from_version_code)}-{int(to_version_code)}.patch"
+
+
+DELTA_KEY_RE = re.compile(rf"^{DELTAS}/([0-9a-f]{{32}})/([0-9a-f]{{32}})/([1-9][0-9]{{0,9}})-([1-9][0-9]{{0,9}})"
+                          r"\.patch$")
+
+
+def parse_delta_key(key: str) -> tuple[str, str, int, int] | None:
+    """(developer_id, app_id, from_version_code, to_version_code) of a patch's key, else None."""
+    m = DELTA_KEY_RE.fullmatch(key)
+    return (m.group(1), m.group(2), int(m.group(3)), int(m.group(4))) if m else None
 
 
 def temp_key(upload_id: str) -> str:

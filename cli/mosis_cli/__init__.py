@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="file or folder to write (default: PACKAGE_ID-CODE.mosis)")
     p.add_argument("--public-key", help="require this store key (base64, as /v1/signing-key gives)")
     p.add_argument("--limit-rate", type=_rate, help="cap the download speed, e.g. 500K or 4M (bytes/s)")
+    p.add_argument("--from", dest="from_package", metavar="OLD.mosis",
+                   help="the version you have: download a patch from it when the store has one "
+                        "(falls back to the full package)")
 
     icon = sub.add_parser("icon", help="the app's icon").add_subparsers(
         dest="icon_command", required=True, metavar="COMMAND")

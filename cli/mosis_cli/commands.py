@@ -32,6 +32,7 @@ from mosis_cli.http import (
 from mosis_cli.pack import VALIDATION_HINT, Checked, check_package, pack, read_package_unchecked
 from mosis_cli.progress import Progress, RateLimit, end_line, human_bytes
 from mosis_cli.topics import TOPICS, summary, topic_text
+from mosis_format.delta import DeltaError, apply, signed_message
 from mosis_format.signing import package_message, verify_raw
 
 SIGNING_HINT = "what is verified and why: mosis help signing"
@@ -511,11 +512,67 @@ def _fetch_round(url: str, part: Path, total: int, progress: Progress, limit: Ra
             raise CliError(Exit.ERROR, f"cannot write {part}: {e}", code="write_failed") from None
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK * 4), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class PatchUnusable(Exception):
+    """Why a delta patch was not used (the full package is downloaded instead)."""
+
+
+def _patched(ctx: Context, key: dict, package_id: str, info: dict, old: Path, old_sha256: str,
+             part: Path) -> int:
+    """Download the answer's patch, check it, apply it to `old` into `part`;
+    return the patch's size. Raises PatchUnusable saying why not."""
+    delta = info["delta"]
+    if delta.get("algorithm") != "mosis-zipdelta-v1":
+        raise PatchUnusable(f"the patch format {delta.get('algorithm')!r} is not one this client applies")
+    if delta.get("from_sha256") != old_sha256:
+        raise PatchUnusable("the patch was made from another package than the one given with --from")
+    message = signed_message(package_id, delta["from_version_code"], delta["from_sha256"], info["version_code"],
+                             info["sha256"], delta["sha256"], delta["size"])
+    if not verify_raw(ctx.args.public_key or key["public_key"], delta.get("signature") or "", message):
+        raise PatchUnusable("the patch's signature does not verify")
+    patch = part.with_name(f"{part.name}.patch")
+    try:
+        try:
+            with requests.get(delta["url"], headers={"User-Agent": USER_AGENT}, stream=True,
+                              timeout=(CONNECT_TIMEOUT, READ_TIMEOUT)) as r:
+                if r.status_code != 200:
+                    raise PatchUnusable(f"the edge answered HTTP {r.status_code} to the patch")
+                with open(patch, "wb") as f:
+                    for chunk in r.iter_content(CHUNK):
+                        f.write(chunk)
+        except requests.RequestException as e:
+            raise PatchUnusable(f"the patch did not download: {e}") from None
+        if patch.stat().st_size != delta["size"] or _file_sha256(patch) != delta["sha256"]:
+            raise PatchUnusable("the patch is not the one the store signed (size or sha256)")
+        try:  # streaming, in bounded memory; checks the source before and the target after
+            apply(old, patch, part, expected_target_sha256=info["sha256"], max_target_size=info["size"])
+        except DeltaError as e:
+            raise PatchUnusable(f"the patch does not apply ({e.code}: {e.message})") from None
+        if part.stat().st_size != info["size"] or _file_sha256(part) != info["sha256"]:
+            part.unlink()
+            raise PatchUnusable("the patched package does not match the signed sha256")
+        return delta["size"]
+    finally:
+        patch.unlink(missing_ok=True)
+
+
 def download(ctx: Context) -> None:
     args = ctx.args
     package_id = args.package_id
     api = ctx.api(auth=False)  # downloads are public
-    info = api.call("GET", f"/v1/packages/{package_id}/download")
+    old, old_sha256 = None, None
+    if args.from_package:
+        old = _existing_file(args.from_package)
+        old_sha256 = _file_sha256(old)
+    query = f"?from_sha256={old_sha256}" if old_sha256 else ""
+    info = api.call("GET", f"/v1/packages/{package_id}/download{query}")
     key = _verify_signature(ctx, api, package_id, info)
     out = Path(args.output or f"{package_id}-{info['version_code']}.mosis")
     if out.is_dir():
@@ -530,6 +587,24 @@ def download(ctx: Context) -> None:
         ctx.out.result(result, done_line + " (already here)")
         return
     part = out.with_name(f"{out.name}.{info['sha256'][:16]}.part")
+    if old is not None:
+        if "delta" not in info:
+            ctx.out.note(f"no patch from {old.name} to version_code {info['version_code']}; "
+                         "downloading the full package")
+        else:
+            try:
+                patch_size = _patched(ctx, key, package_id, info, old, old_sha256,
+                                      part.with_name(part.name + ".delta"))
+            except (PatchUnusable, OSError) as e:
+                ctx.out.note(f"patch not used: {e}; downloading the full package")
+            else:
+                part.with_name(part.name + ".delta").replace(out)
+                saved = info["size"] - patch_size
+                result["delta"] = {"size": patch_size, "from_version_code": info["delta"]["from_version_code"],
+                                   "saved_bytes": saved}
+                ctx.out.result(result, f"{done_line}; patched from {old.name} with a {patch_size}-byte "
+                                       f"patch: {saved} bytes saved")
+                return
     have = part.stat().st_size if part.exists() else 0
     if have > info["size"]:
         part.unlink()

@@ -10,6 +10,7 @@ indexes keep version codes unique and one published version per app.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,8 @@ from app.platform.storage import manifest_key, package_key, parse_package_key, t
 
 if TYPE_CHECKING:  # annotations only: the services are built above this layer
     from app.services import Services
+
+log = logging.getLogger(__name__)
 
 # -- apps ---------------------------------------------------------------------
 
@@ -279,7 +282,10 @@ def pull(svc: Services, version_id: str, reason: str) -> Version:
     version = _admin_transition(version_id, reason, "pull")
     # After the row no longer offers it, make every cache forget it: its
     # objects, the patches to and from it, and the public answers that named it.
-    deltas.remove_for(svc, version, "pulled")
+    try:
+        deltas.remove_for(svc, version, "pulled")
+    except Unavailable as e:  # the pull stands; purge_recent_pulls deletes the patches within a minute
+        log.warning("pulled %s; its patches stay until storage answers: %s", version.id, e.message)
     svc.purge_cached([*keys_of(version), *public_read_keys(version.app.package_id, held_codes(version.app))])
     return version
 
@@ -305,8 +311,8 @@ REPURGE_WINDOW = dt.timedelta(minutes=10)
 
 
 def purge_recent_pulls(svc: Services, now: dt.datetime) -> int:
-    if not svc.cache_purgers:
-        return 0
+    """Purge recent pulls again, and delete the patches a pull cut off left
+    (caches or not: the patches are objects of ours)."""
     since = now - REPURGE_WINDOW
     pulled = (Version.status == S.PULLED) & (Version.pulled_at >= since)
     purged = ((Version.status == S.PURGED) & Version.purged_from.in_(SERVABLE)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import uuid
 
@@ -17,7 +18,7 @@ from app.housekeeping.retention import run_retention
 from app.platform.clock import utcnow
 from app.platform.config import RetentionPolicy
 from app.platform.models import ReplicaOutbox, Version, database
-from app.platform.outbox import enqueue_copies, enqueue_deletes
+from app.platform.outbox import REPLICATED, enqueue_copies, enqueue_deletes
 from app.services import build_services
 from tests import images as I
 from tests.helpers import ADMIN, bytes_behind_link
@@ -116,6 +117,53 @@ def test_without_a_replica_nothing_queues_and_nothing_breaks(settings):
         assert ReplicaOutbox.select().count() == 0
         assert replica.drain(svc) == {"items": 0, "errors": 0}
         assert replica.status(svc)["configured"] is False
+
+
+def replicated_on_primary(svc) -> dict[str, str]:
+    """Every object of the primary under the replicated prefixes, with its sha256."""
+    return {o.key: replica.hash_stream(svc.storage.stream(o.key))[0]
+            for prefix in REPLICATED for o in svc.storage.list(f"{prefix}/")}
+
+
+def test_sync_queues_what_was_written_before_the_replica_was_configured(settings, services):
+    from app import create_app
+    from app.housekeeping.backup import create_backup
+    from tests.helpers import Api
+
+    before = build_services(settings.replace(replica_s3_endpoint=""))
+    api = Api(create_app(before.settings, services=before).test_client(), before)
+    dev = api.new_developer()
+    app = api.create_app(dev)
+    api.ship(dev, app, 1)
+    api.ship(dev, app, 2)
+    add_assets(api, dev, app)
+    with database.connection_context():
+        create_backup(before)
+        assert ReplicaOutbox.select().count() == 0
+    # The replica is configured now; one more version is written with it.
+    cli = create_app(settings, services=services).test_cli_runner()
+    plain = create_app(before.settings, services=before).test_cli_runner()
+    refused = plain.invoke(args=["replica", "sync"])
+    assert refused.exit_code != 0 and "no replica is configured" in refused.output
+    api_now = Api(create_app(settings, services=services).test_client(), services)
+    api_now.ship(dev, app, 3)
+    objects = replicated_on_primary(services)
+    with database.connection_context():
+        queued_by_writes = {r.key for r in ReplicaOutbox.select()}
+    assert queued_by_writes and queued_by_writes < set(objects)
+
+    result = cli.invoke(args=["replica", "sync"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output)
+    assert counts == {"objects": len(objects), "queued": len(objects) - len(queued_by_writes),
+                      "known": len(queued_by_writes)}
+    again = json.loads(cli.invoke(args=["replica", "sync"]).output)  # nothing twice, even before the drain
+    assert again == {"objects": len(objects), "queued": 0, "known": len(objects)}
+    drain_all(services)
+    assert {k: on_replica(services, k) for k in objects} == objects
+    with database.connection_context():
+        assert replica.status(services)["copied"] == len(objects)
+    assert json.loads(cli.invoke(args=["replica", "sync"]).output)["queued"] == 0
 
 
 def test_a_dead_worker_and_a_stopped_replica_lose_no_copy(api, services, replica_weed):

@@ -19,6 +19,7 @@ from app.housekeeping.integrity import scrub, sweep_orphans
 from app.platform import conformance
 from app.platform.errors import ApiError
 from app.platform.models import database
+from app.platform.outbox import enqueue_missing
 from app.platform.signing import read_key_file
 from app.platform.storage import Storage
 from app.services import services
@@ -277,6 +278,19 @@ def replica_status() -> None:
     """What is pending, copied and verified on the replica."""
     with database.connection_context():
         _echo(replica.status(services()))
+
+
+@replica_cli.command("sync")
+def replica_sync() -> None:
+    """Queue copies of the objects the replica was never told about: those
+    written before it was configured. Safe to run again: what the outbox
+    knows is not queued twice."""
+    svc = services()
+    if not svc.settings.replica_configured:
+        raise click.ClickException("no replica is configured: set MOSIS_REPLICA_S3_ENDPOINT and the other "
+                                   "MOSIS_REPLICA_S3_* settings first")
+    with database.connection_context():
+        _echo(enqueue_missing(svc.settings, svc.storage))
 
 
 @replica_cli.command("restore")

@@ -105,7 +105,13 @@ def stack_env(settings: Settings, api_port: int, scheduler_port: int) -> dict:
                         ("MOSIS_CLOUDFLARE_API_TOKEN", settings.cloudflare_api_token),
                         ("MOSIS_CLOUDFLARE_API_URL", settings.cloudflare_api_url),
                         ("MOSIS_MAX_PACKAGE_BYTES", str(settings.limits.max_package_bytes)),
-                        ("MOSIS_S3_PUBLIC_ASSETS", "" if settings.s3_public_assets else "false")):
+                        ("MOSIS_S3_PUBLIC_ASSETS", "" if settings.s3_public_assets else "false"),
+                        # The off-site replica, when the test configures one.
+                        ("MOSIS_REPLICA_S3_ENDPOINT", settings.replica_s3_endpoint),
+                        ("MOSIS_REPLICA_S3_BUCKET", settings.replica_bucket),
+                        ("MOSIS_REPLICA_S3_ACCESS_KEY", settings.replica_access_key),
+                        ("MOSIS_REPLICA_S3_SECRET_KEY", settings.replica_secret_key),
+                        ("MOSIS_REPLICA_DELETE_DELAY_SECONDS", str(settings.replica_delete_delay))):
         if value:
             env[name] = value
     return env

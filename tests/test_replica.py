@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import os
 import uuid
 
@@ -17,7 +18,7 @@ from app.housekeeping.retention import run_retention
 from app.platform.clock import utcnow
 from app.platform.config import RetentionPolicy
 from app.platform.models import ReplicaOutbox, Version, database
-from app.platform.outbox import enqueue_copies, enqueue_deletes
+from app.platform.outbox import REPLICATED, enqueue_copies, enqueue_deletes
 from app.services import build_services
 from tests import images as I
 from tests.helpers import ADMIN, bytes_behind_link
@@ -116,6 +117,53 @@ def test_without_a_replica_nothing_queues_and_nothing_breaks(settings):
         assert ReplicaOutbox.select().count() == 0
         assert replica.drain(svc) == {"items": 0, "errors": 0}
         assert replica.status(svc)["configured"] is False
+
+
+def replicated_on_primary(svc) -> dict[str, str]:
+    """Every object of the primary under the replicated prefixes, with its sha256."""
+    return {o.key: replica.hash_stream(svc.storage.stream(o.key))[0]
+            for prefix in REPLICATED for o in svc.storage.list(f"{prefix}/")}
+
+
+def test_sync_queues_what_was_written_before_the_replica_was_configured(settings, services):
+    from app import create_app
+    from app.housekeeping.backup import create_backup
+    from tests.helpers import Api
+
+    before = build_services(settings.replace(replica_s3_endpoint=""))
+    api = Api(create_app(before.settings, services=before).test_client(), before)
+    dev = api.new_developer()
+    app = api.create_app(dev)
+    api.ship(dev, app, 1)
+    api.ship(dev, app, 2)
+    add_assets(api, dev, app)
+    with database.connection_context():
+        create_backup(before)
+        assert ReplicaOutbox.select().count() == 0
+    # The replica is configured now; one more version is written with it.
+    cli = create_app(settings, services=services).test_cli_runner()
+    plain = create_app(before.settings, services=before).test_cli_runner()
+    refused = plain.invoke(args=["replica", "sync"])
+    assert refused.exit_code != 0 and "no replica is configured" in refused.output
+    api_now = Api(create_app(settings, services=services).test_client(), services)
+    api_now.ship(dev, app, 3)
+    objects = replicated_on_primary(services)
+    with database.connection_context():
+        queued_by_writes = {r.key for r in ReplicaOutbox.select()}
+    assert queued_by_writes and queued_by_writes < set(objects)
+
+    result = cli.invoke(args=["replica", "sync"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output)
+    assert counts == {"objects": len(objects), "queued": len(objects) - len(queued_by_writes),
+                      "known": len(queued_by_writes)}
+    again = json.loads(cli.invoke(args=["replica", "sync"]).output)  # nothing twice, even before the drain
+    assert again == {"objects": len(objects), "queued": 0, "known": len(objects)}
+    drain_all(services)
+    assert {k: on_replica(services, k) for k in objects} == objects
+    with database.connection_context():
+        assert replica.status(services)["copied"] == len(objects)
+    assert json.loads(cli.invoke(args=["replica", "sync"]).output)["queued"] == 0
 
 
 def test_a_dead_worker_and_a_stopped_replica_lose_no_copy(api, services, replica_weed):
@@ -222,3 +270,91 @@ def test_the_drill_lose_bucket_and_database_restore_from_the_replica(api, servic
     # Run again: nothing to do, and it says so.
     again = flask_app.test_cli_runner().invoke(args=["replica", "restore", "--json"])
     assert again.exit_code == 1 and "not empty" in again.output
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_scheduler_killed_mid_replication_loses_and_doubles_nothing(settings, services, replica_weed):
+    """The release flow through a real API and scheduler; the scheduler is
+    SIGKILLed at random points and started again, the replica's server is
+    crashed and started again once. Afterwards the replica holds every
+    object, each counted once."""
+    import random
+    import threading
+    import time
+
+    from app.native import free_ports, start_api, start_scheduler
+    from tests.faults import wait_until
+    from tests.helpers import HttpApi, build_package
+    from tests.stack import stack_env
+
+    rnd = random.Random()
+    api_port, scheduler_port = free_ports(2)
+    env = {**stack_env(settings, api_port, scheduler_port), "MOSIS_JOB_LEASE_SECONDS": "3",
+           "MOSIS_VALIDATION_LEASE_SECONDS": "5", "MOSIS_LOG_LEVEL": "WARNING"}
+    logs = settings.data_dir / "logs"
+    api_proc = start_api(env, env["MOSIS_APP_BIND"], logs)
+    procs = [api_proc]
+    released: list = []
+    try:
+        api_proc.wait_ready(60)
+        procs.append(start_scheduler(env, logs))
+        procs[-1].wait_ready(60)
+        http = HttpApi(f"http://127.0.0.1:{api_port}")
+
+        def release():
+            try:
+                dev = http.new_developer()
+                for a in range(2):
+                    app = http.create_app(dev)
+                    r = http.call("PUT", f"/v1/apps/{app['id']}/icon", headers=dev["headers"],
+                                  files={"icon": ("icon.png", I.encode(I.icon(), "PNG"), "image/png")})
+                    assert r.status_code == 200, r.text
+                    for code in (1, 2, 3):
+                        data = build_package(app["package_id"], code, files={"blob.bin": os.urandom(200_000)})
+                        released.append(http.ship(dev, app, code, data))
+            except BaseException as e:  # the test fails with it below
+                released.append(e)
+
+        flow = threading.Thread(target=release)
+        flow.start()
+        kills = 0
+        while flow.is_alive() or kills < 3:
+            time.sleep(rnd.uniform(0.3, 2.5))
+            procs[-1].kill()
+            kills += 1
+            if kills == 2:  # the replica's server goes away while nobody drains, and comes back
+                replica_weed.crash()
+                time.sleep(rnd.uniform(0, 1))
+                procs.append(start_scheduler(env, logs))  # it drains against a dead replica a while
+                procs[-1].wait_ready(60)
+                time.sleep(rnd.uniform(1, 3))
+                replica_weed.start()
+                continue
+            time.sleep(rnd.uniform(0, 1))
+            procs.append(start_scheduler(env, logs))
+            procs[-1].wait_ready(60)
+        flow.join()
+        errors = [r for r in released if isinstance(r, BaseException)]
+        assert not errors and len(released) == 6, errors
+
+        objects = replicated_on_primary(services)
+        assert sum(k.startswith("packages/") for k in objects) == 2 * 3 * 2  # packages and manifests
+        assert any(k.startswith("assets/") for k in objects) and any(k.startswith("backups/") for k in objects)
+
+        def caught_up():
+            with database.connection_context():
+                if replica.status(services)["pending"]:
+                    return False
+            return all(on_replica(services, k) == sha for k, sha in objects.items())
+
+        # Failed rows back off 2^attempts s; the replica was down a few seconds.
+        wait_until(caught_up, timeout=60, interval=0.5, what=f"the replica to catch up\n{procs[-1].tail()}")
+    finally:
+        for p in reversed(procs):
+            p.stop()
+    with database.connection_context():
+        copies = list(ReplicaOutbox.select().where(ReplicaOutbox.outcome == "copied"))
+        assert len(copies) == len({r.key for r in copies}), "a key copied and counted twice"
+        assert {r.key: r.sha256 for r in copies} == objects
+        assert replica.status(services)["copied"] == len(objects)
+        assert kills >= 3

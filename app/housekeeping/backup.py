@@ -35,7 +35,7 @@ from app.platform.db import is_postgres
 from app.platform.jobs import Job
 from app.platform.models import database
 from app.platform.objectstore import ObjectInfo, ObjectStore
-from app.platform.outbox import enqueue_copies, enqueue_deletes
+from app.platform.outbox import enqueue_deletes, enqueue_missing
 from app.platform.storage import BACKUPS, backup_key
 
 if TYPE_CHECKING:  # annotations only: the services are built above this layer
@@ -181,7 +181,8 @@ def create_backup(svc: Services, now: dt.datetime | None = None) -> dict:
         key = backup_key(now, PG_EXT if path.name.endswith(PG_EXT) else SQLITE_EXT)
         size = path.stat().st_size
         svc.storage.put_file(key, path)
-    enqueue_copies(svc.settings, [key])  # a backup that never got here is replaced by the next
+    # This backup, and any whose writer died between its upload and this line.
+    enqueue_missing(svc.settings, svc.storage, [BACKUPS])
     pruned = prune_backups(svc, svc.settings.housekeeping.backup_keep)
     BACKUP_BYTES.set(size)
     BACKUPS_STORED.set(len(list_backups(svc)))

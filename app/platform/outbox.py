@@ -12,16 +12,22 @@ Invariants:
   health canaries), and nothing is queued while no replica is configured.
 - A delete is due MOSIS_REPLICA_DELETE_DELAY_SECONDS after it is queued;
   a copy at once. The rows are drained by app.housekeeping.replica.
+- enqueue_missing (`flask --app app replica sync`) queues a copy of every
+  object the store holds that the outbox does not know: no copy of it pending
+  or done, no delete of it queued. Run twice, the second run queues nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import islice
+
 
 from app.platform.clock import utcnow
 from app.platform.config import Settings
 from app.platform.models import ReplicaOutbox
+from app.platform.objectstore import ObjectStore
 from app.platform.storage import ASSETS, BACKUPS, PACKAGES
 
 REPLICATED = (PACKAGES, ASSETS, BACKUPS, "deltas")
@@ -51,3 +57,31 @@ def enqueue_copies(settings: Settings, keys: Iterable[str], now: dt.datetime | N
 def enqueue_deletes(settings: Settings, keys: Iterable[str], now: dt.datetime | None = None) -> int:
     """Queue deletes of `keys` on the replica, due after the delete delay."""
     return _enqueue(settings, DELETE, keys, settings.replica_delete_delay, now)
+
+
+def _known(keys: list[str]) -> set[str]:
+    """Those of `keys` the outbox knows: a copy pending or done, or a delete queued."""
+    copy = (ReplicaOutbox.op == COPY) & (ReplicaOutbox.outcome.is_null() | (ReplicaOutbox.outcome == "copied"))
+    return {r.key for r in ReplicaOutbox.select(ReplicaOutbox.key).distinct()
+            .where(ReplicaOutbox.key.in_(keys) & ((ReplicaOutbox.op == DELETE) | copy))}
+
+
+def _batches(items: Iterator[str], size: int) -> Iterator[list[str]]:
+    while batch := list(islice(items, size)):
+        yield batch
+
+
+def enqueue_missing(settings: Settings, store: ObjectStore, prefixes: Iterable[str] = REPLICATED,
+                    batch: int = 500) -> dict:
+    """Queue copies of what `store` holds under `prefixes` and the outbox does
+    not know (see the module's invariants); counts of objects seen, queued and known."""
+    counts = {"objects": 0, "queued": 0, "known": 0}
+    if not settings.replica_configured:
+        return counts
+    keys = (o.key for prefix in prefixes for o in store.list(f"{prefix.rstrip('/')}/"))
+    for chunk in _batches(keys, batch):
+        known = _known(chunk)  # one query per batch of listed keys
+        counts["objects"] += len(chunk)
+        counts["known"] += len(known)
+        counts["queued"] += enqueue_copies(settings, [k for k in chunk if k not in known])
+    return counts

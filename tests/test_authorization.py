@@ -95,6 +95,7 @@ def table(w) -> list[tuple[str, str, object, dict]]:
         ("GET", "/v1/signing-key", {}, PUBLIC),
         ("GET", "/v1/signing-keys", {}, PUBLIC),
         ("GET", "/v1/signing-keys/1", {}, PUBLIC),
+        ("GET", "/v1/index.json", {}, PUBLIC),
         ("GET", f"/v1/packages/{pkg}", {}, PUBLIC),
         ("GET", f"/v1/packages/{pkg}/download", {}, PUBLIC),
         # The edge's question on a cache miss; nginx never routes it publicly.
@@ -130,6 +131,7 @@ def table(w) -> list[tuple[str, str, object, dict]]:
         ("POST", "/v1/admin/retention/run", {"json": {"dry_run": True}}, admin_route(200)),
         ("GET", "/v1/admin/storage", {}, admin_route(200)),
         ("GET", "/v1/admin/costs", {}, admin_route(200)),
+        ("GET", "/v1/admin/replica", {}, admin_route(200)),
         # Rotation retires the first key, which may then be revoked.
         ("POST", "/v1/admin/signing-keys/rotate", {}, admin_route(200)),
         ("POST", f"/v1/admin/signing-keys/{w['first_key']}/revoke", {}, admin_route(200)),

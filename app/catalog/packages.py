@@ -264,8 +264,8 @@ def publish(svc: Services, app: App, version_code: int) -> Version:
             raise Conflict("the version changed while it was being published", code="invalid_state")
         record_audit(f"developer:{app.developer_id}", "version.published", "version", version.id,
                      version_code=version_code)
-    # Caches answering "what is the latest version?" learn it now.
-    svc.purge_cached(public_read_keys(app.package_id))
+    # The index and caches answering "what is the latest version?" learn it now.
+    signatures.index_changed(svc, public_read_keys(app.package_id))
     return Version.get_by_id(version.id)
 
 
@@ -276,8 +276,8 @@ def reject(version_id: str, reason: str) -> Version:
 def pull(svc: Services, version_id: str, reason: str) -> Version:
     version = _admin_transition(version_id, reason, "pull")
     # After the row no longer offers it, make every cache forget it: its
-    # objects, and the public answers that named it.
-    svc.purge_cached([*keys_of(version), *public_read_keys(version.app.package_id)])
+    # objects, and the public answers (the index among them) that named it.
+    signatures.index_changed(svc, [*keys_of(version), *public_read_keys(version.app.package_id)])
     return version
 
 

@@ -712,3 +712,145 @@ def test_a_scoped_token_says_what_it_lacks(live_stack, tmp_path):
     r = cli("publish", package_id, 1, "--json")
     assert r.json["error"]["code"] == "insufficient_scope"
     assert r.json["error"]["details"] == {"scope": "publish"}
+
+
+class StubStore:
+    """A store on 127.0.0.1 that answers what the test puts in `routes`
+    (path -> JSON, or bytes): a keyring, download answers and an index
+    the real store would never serve."""
+
+    def __init__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.routes: dict[str, object] = {}
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = stub.routes.get(self.path)
+                status = 200 if body is not None else 404
+                if body is None:
+                    body = {"error": {"code": "not_found", "message": "no such route"}}
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/octet-stream" if isinstance(body, bytes)
+                                 else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def keyrings(self, *versions) -> None:
+        for ring in versions:
+            self.routes[f"/v1/signing-keys/{ring.version}"] = ring.to_json()
+        self.routes["/v1/signing-keys"] = versions[-1].to_json()
+
+    def package(self, package_id: str, data: bytes, signer) -> None:
+        from mosis_format.signing import Signature, package_message
+
+        message = package_message(package_id, 1, sha256(data), len(data))
+        self.routes[f"/v1/packages/{package_id}/download"] = {
+            "download_url": f"{self.url}/blob", "version": "1.0", "version_code": 1, "size": len(data),
+            "sha256": sha256(data), "signature": Signature.made_by(signer, message).signature,
+            "key_id": signer.key_id, "expires_at": "2099-01-01T00:00:00Z"}
+        self.routes["/blob"] = data
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stub_store():
+    stub = StubStore()
+    yield stub
+    stub.close()
+
+
+def test_the_cli_follows_the_keyring_and_refuses_forgery_rollback_revoked_keys_and_old_indexes(stub_store, tmp_path):
+    import datetime as dt
+
+    from mosis_format import index as mindex
+    from mosis_format import keyring as kr
+    from mosis_format.signing import Ed25519Signer
+
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    a, b, attacker = (Ed25519Signer.generate() for _ in range(3))
+    v1 = kr.sign(kr.first(a.public_key, now=now), [a])
+    v2 = kr.sign(kr.rotate(v1, b.public_key, now=now), [a, b], v1)
+    v3 = kr.sign(kr.revoke(v2, a.key_id, now=now), [b], v2)
+    cli, env = Cli(tmp_path), {"MOSIS_URL": stub_store.url}
+    kept = lambda: json.loads(next((tmp_path / "config" / "mosis" / "keyrings").glob("*.json")).read_text())
+    data = b"package bytes" * 100
+
+    def download(name: str) -> Result:
+        return cli("download", "com.example.notes", "-o", tmp_path / name, "--json", env=env)
+
+    # Version 1, trusted on first use; a package signed by its key.
+    stub_store.keyrings(v1)
+    stub_store.package("com.example.notes", data, a)
+    r = download("1.mosis")
+    assert r.code == 0 and r.json["key_id"] == a.key_id, r.stderr
+    assert (tmp_path / "1.mosis").read_bytes() == data and kept()["keyring"] == v1.to_json()
+    # A rotation: followed version by version; the new key's signature verifies.
+    stub_store.keyrings(v1, v2)
+    stub_store.package("com.example.notes", data, b)
+    r = download("2.mosis")
+    assert r.code == 0 and r.json["key_id"] == b.key_id and kept()["keyring"]["version"] == 2, r.stderr
+    # The old key is revoked: its signature is refused, in one line and a hint.
+    stub_store.keyrings(v1, v2, v3)
+    stub_store.package("com.example.notes", data, a)
+    r = cli("download", "com.example.notes", "-o", tmp_path / "3.mosis", env=env)
+    assert r.code == 9 and not (tmp_path / "3.mosis").exists()
+    assert r.stderr.splitlines() == [
+        f"error: com.example.notes 1.0 (version_code 1) is signed by key {a.key_id}, which the store "
+        f"revoked: do not install it [revoked_key]", "hint: what is verified and why: mosis help signing"]
+    assert kept()["keyring"]["version"] == 3
+    # A forged version 4 (the attacker's key, signed only by itself) and a tampered one.
+    forged = kr.sign(kr.rotate(v3, attacker.public_key, now=now), [attacker], v3)
+    tampered = json.loads(json.dumps(v3.to_json()))
+    tampered["version"] = 4
+    for doc, reason in ((forged.to_json(), "missing_signature"), (tampered, "bad_signature")):
+        stub_store.routes["/v1/signing-keys"] = stub_store.routes["/v1/signing-keys/4"] = doc
+        stub_store.package("com.example.notes", data, attacker if doc is not tampered else b)
+        r = download("4.mosis")
+        assert r.code == 9 and r.json["error"]["code"] == "untrusted_keyring", r.stderr
+        assert r.json["error"]["details"] == {"reason": reason}
+        assert kept()["keyring"] == v3.to_json() and not (tmp_path / "4.mosis").exists()
+    # A rollback to version 2 is refused; the kept keyring stays.
+    stub_store.keyrings(v1, v2)
+    stub_store.package("com.example.notes", data, b)
+    r = download("5.mosis")
+    assert r.code == 9 and r.json["error"]["details"] == {"reason": "rollback"} and kept()["keyring"]["version"] == 3
+    stub_store.keyrings(v1, v2, v3)
+    # A first key pinned that the keyring does not start from.
+    other = Cli(tmp_path / "other")
+    (tmp_path / "other").mkdir()
+    r = other("download", "com.example.notes", "--public-key", attacker.public_key, "--json", env=env)
+    assert r.code == 9 and r.json["error"]["code"] == "unknown_signing_key", r.stderr
+    r = other("download", "com.example.notes", "--public-key", a.public_key, "--json", env=env)
+    assert r.code == 0 and r.json["key_id"] == b.key_id, r.stderr
+
+    # The index: verified, then an older one and an expired one refused.
+    entry = mindex.Entry("com.example.notes", 1, len(data), sha256(data),
+                         stub_store.routes["/v1/packages/com.example.notes/download"]["signature"], b.key_id)
+    older = mindex.make([entry], v3, b, now=now - dt.timedelta(hours=1))
+    stub_store.routes["/v1/index.json"] = mindex.make([entry], v3, b, now=now).to_json()
+    r = cli("catalog", "--json", env=env)
+    assert r.code == 0 and r.json["packages"] == [entry.to_json()], r.stderr
+    assert kept()["index_issued_at"] == stub_store.routes["/v1/index.json"]["issued_at"]
+    assert "com.example.notes" in cli("catalog", env=env).stdout
+    stub_store.routes["/v1/index.json"] = older.to_json()
+    r = cli("catalog", "--json", env=env)
+    assert r.code == 9 and r.json["error"]["code"] == "untrusted_index"
+    assert r.json["error"]["details"] == {"reason": "rollback"}
+    expired = mindex.make([entry], v3, b, now=now - dt.timedelta(days=8))
+    stub_store.routes["/v1/index.json"] = expired.to_json()
+    r = other("catalog", "--json", env=env)
+    assert r.code == 9 and r.json["error"]["details"] == {"reason": "expired"}, r.stderr

@@ -32,9 +32,8 @@ from mosis_cli.http import (
 from mosis_cli.pack import VALIDATION_HINT, Checked, check_package, pack, read_package_unchecked
 from mosis_cli.progress import Progress, RateLimit, end_line, human_bytes
 from mosis_cli.topics import TOPICS, summary, topic_text
-from mosis_format.signing import package_message, verify_raw
-
-SIGNING_HINT = "what is verified and why: mosis help signing"
+from mosis_cli.trust import SIGNING_HINT, Trust
+from mosis_format import keyring as kr
 RESTART_HINT = "run again with --restart to abort it and upload this file (mosis help uploads)"
 POLL_SECONDS = 0.5
 DOWNLOAD_ROUNDS_WITHOUT_PROGRESS = 3
@@ -444,20 +443,12 @@ def upload(ctx: Context) -> None:
 
 # -- download ------------------------------------------------------------------------------
 
-def _verify_signature(ctx: Context, api: Api, package_id: str, info: dict) -> dict:
-    key = api.call("GET", "/v1/signing-key")
-    pinned = ctx.args.public_key
-    if pinned and pinned != key["public_key"]:
-        raise CliError(Exit.INTEGRITY, "the store's signing key is not the key you pinned with "
-                       "--public-key", code="unknown_signing_key", hint=SIGNING_HINT)
-    if info.get("key_id") and info["key_id"] != key.get("key_id"):
-        raise CliError(Exit.INTEGRITY, f"the package is signed with key {info['key_id']} but the "
-                       f"store publishes key {key.get('key_id')}", code="unknown_signing_key", hint=SIGNING_HINT)
-    message = package_message(package_id, info["version_code"], info["sha256"], info["size"])
-    if not info.get("signature") or not verify_raw(pinned or key["public_key"], info["signature"], message):
-        raise CliError(Exit.INTEGRITY, f"the signature of {package_id} {info['version']} does not "
-                       "verify: do not install it", code="bad_signature", hint=SIGNING_HINT)
-    return key
+def _verify_signature(ctx: Context, api: Api, package_id: str, info: dict) -> kr.Key:
+    """The key behind the download's signature, checked against the keyring
+    this client follows (updated first, so it knows every revocation)."""
+    trust = Trust(api, ctx.args.public_key)
+    trust.update()
+    return trust.check_package(package_id, info)
 
 
 def _object_size(r: requests.Response) -> int | None:
@@ -522,7 +513,7 @@ def download(ctx: Context) -> None:
         out = out / f"{package_id}-{info['version_code']}.mosis"
     result = {"path": str(out), "package_id": package_id, "version": info["version"],
               "version_code": info["version_code"], "size": info["size"], "sha256": info["sha256"],
-              "key_id": key.get("key_id"), "signature": "verified"}
+              "key_id": key.key_id, "signature": "verified"}
     done_line = (f"{out}: {package_id} {info['version']} (version_code {info['version_code']}), "
                  f"{info['size']} bytes, sha256 and signature verified")
     if out.is_file() and out.stat().st_size == info["size"] and \
@@ -567,6 +558,18 @@ def download(ctx: Context) -> None:
                        code="sha256_mismatch", hint=SIGNING_HINT)
     part.replace(out)
     ctx.out.result(result, done_line)
+
+
+def catalog(ctx: Context) -> None:
+    """The store's signed catalog index, verified against the keyring."""
+    trust = Trust(ctx.api(auth=False), ctx.args.public_key)
+    trust.update()
+    index = trust.index()
+    rows = [[e.package_id, str(e.version_code), str(e.size), e.key_id] for e in index.packages]
+    ctx.out.result({**index.to_json(), "signature": "verified"},
+                   table(rows, ["package_id", "version_code", "size", "key_id"])
+                   + [f"{len(rows)} apps; index signed by {index.key_id} under keyring version "
+                      f"{index.keyring_version}, issued {index.issued_at}, valid until {index.expires}"])
 
 
 # -- icons and screenshots ----------------------------------------------------------------

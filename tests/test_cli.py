@@ -33,7 +33,7 @@ from app.edge.purge import EdgePurger
 from app.platform.storage import Storage, package_key, temp_key
 import mosis_cli
 from mosis_cli.topics import TOPICS
-from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
+from tests.helpers import ADMIN, QuietHandler, bearer, build_package, reply, serve, sha256, unique_package_id
 
 on_sqlite = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 PART = S3_MIN_PART_BYTES
@@ -203,6 +203,21 @@ def test_pack_upload_publish_download_verify(live_stack, tmp_path):
     assert list(out.iterdir()) == [got]  # no partial file left behind
     r = cli("download", package_id, "-o", got)
     assert r.code == 0 and "already here" in r.stdout
+    # The store rotates its key, then revokes the first one: downloads follow the keyring.
+    first_key = json.loads(cli("download", package_id, "-o", got, "--json").stdout)["key_id"]
+    rotated = requests.post(f"{live_stack.url}/v1/admin/signing-keys/rotate", headers=ADMIN, timeout=60)
+    assert rotated.status_code == 200, rotated.text
+    r = cli("download", package_id, "-o", tmp_path / "rotated.mosis", "--json")
+    assert r.code == 0 and r.json["key_id"] == rotated.json()["new_key"] != first_key, r.stderr
+    revoked = requests.post(f"{live_stack.url}/v1/admin/signing-keys/{first_key}/revoke", headers=ADMIN,
+                            timeout=60)
+    assert revoked.status_code == 200, revoked.text
+    r = cli("download", package_id, "-o", tmp_path / "revoked.mosis", "--json")
+    assert r.code == 0 and r.json["key_id"] == rotated.json()["new_key"], r.stderr
+    kept = json.loads(next((tmp_path / "config" / "mosis" / "keyrings").glob("*.json")).read_text())
+    assert kept["keyring"]["version"] == 3 and kept["url"] == live_stack.url
+    r = cli("catalog", "--json")
+    assert r.code == 0 and [p["package_id"] for p in r.json["packages"]] == [package_id], r.stderr
 
     assert cli("logout").code == 0 and not cli.config.exists()
     r = cli("apps", "list", process=True)
@@ -720,31 +735,19 @@ class StubStore:
     the real store would never serve."""
 
     def __init__(self):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.routes: dict[str, object] = {}
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):
                 body = stub.routes.get(self.path)
-                status = 200 if body is not None else 404
                 if body is None:
-                    body = {"error": {"code": "not_found", "message": "no such route"}}
-                data = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/octet-stream" if isinstance(body, bytes)
-                                 else "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                    reply(self, 404, {"error": {"code": "not_found", "message": "no such route"}})
+                else:
+                    reply(self, 200, body)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = serve(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def keyrings(self, *versions) -> None:
         for ring in versions:

@@ -169,7 +169,7 @@ def refresh_index(svc: Services, now: dt.datetime | None = None) -> tuple[Signed
         if row is not None and row.digest == digest and not _due(row, now):
             return row, False
         issued = max(now, row.issued_at if row is not None else now).replace(microsecond=0)
-        index = mindex.make(entries, ring, svc.keys.active(), now=issued.replace(tzinfo=dt.timezone.utc),
+        index = mindex.make(entries, ring, svc.keys.active(), now=issued.replace(tzinfo=dt.UTC),
                             lifetime=dt.timedelta(seconds=svc.settings.index_lifetime))
         fields = {"document": index.dumps().decode(), "digest": digest, "issued_at": issued,
                   "expires_at": naive_utc(canonical.parse_time(index.expires))}

@@ -124,8 +124,9 @@ def split(svc: Services, keyring_key: SigningKey, actor: str = "admin") -> dict:
 
 
 def _changed(svc: Services, ring: Keyring, **extra) -> dict:
+    svc.purge_cached(KEYRING_KEYS)  # devices learn the new version before they meet its signatures
     resigned = resign_all(svc)
-    index_changed(svc, KEYRING_KEYS)
+    index_changed(svc, [INDEX_KEY])  # under the new keyring version, even if nothing moved
     return {"keyring": ring.to_json(), "active_key": ring.packages_key.key_id, **extra, "resigned": resigned}
 
 

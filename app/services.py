@@ -20,9 +20,9 @@ from app.platform.config import Settings
 from app.platform.db import bind_database
 from app.platform.errors import Unavailable
 from app.platform.files import private_dir
+from app.platform.keys import KeyStore
 from app.platform.migrations import migrate_database
 from app.platform.objectstore import ObjectStore
-from app.platform.keys import KeyStore
 from app.platform.signing import SigningKey, load_signing_key
 from app.platform.storage import Storage
 

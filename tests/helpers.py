@@ -176,6 +176,29 @@ class HttpApi:
         return self.call("GET", f"/v1/packages/{package_id}/download", 200).json()
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def reply(handler: BaseHTTPRequestHandler, status: int, body) -> None:
+    """Answer `body`: bytes as they are, anything else as JSON."""
+    raw = isinstance(body, bytes)
+    data = body if raw else json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/octet-stream" if raw else "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """`handler` served on 127.0.0.1 (a free port) from a thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 class CloudflareStub:
     """Cloudflare's purge API, recorded: the one third party we cannot reach."""
 
@@ -184,26 +207,17 @@ class CloudflareStub:
         self.fail = False
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 stub.calls.append({"path": self.path, "authorization": self.headers.get("Authorization"),
                                    "body": json.loads(body)})
                 status, answer = (500, {"success": False, "errors": [{"code": 10000}]}) if stub.fail else (
                     200, {"success": True, "errors": [], "messages": [], "result": {"id": "purge"}})
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, status, answer)
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = serve(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/client/v4"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
         self.server.shutdown()

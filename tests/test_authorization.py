@@ -95,6 +95,7 @@ def table(w) -> list[tuple[str, str, object, dict]]:
         ("GET", "/v1/signing-key", {}, PUBLIC),
         ("GET", "/v1/signing-keys", {}, PUBLIC),
         ("GET", "/v1/signing-keys/1", {}, PUBLIC),
+        ("GET", "/v1/index.json", {}, PUBLIC),
         ("GET", f"/v1/packages/{pkg}", {}, PUBLIC),
         ("GET", f"/v1/packages/{pkg}/download", {}, PUBLIC),
         # The edge's question on a cache miss; nginx never routes it publicly.

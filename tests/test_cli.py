@@ -33,7 +33,7 @@ from app.edge.purge import EdgePurger
 from app.platform.storage import Storage, package_key, temp_key
 import mosis_cli
 from mosis_cli.topics import TOPICS
-from tests.helpers import ADMIN, bearer, build_package, sha256, unique_package_id
+from tests.helpers import ADMIN, QuietHandler, bearer, build_package, reply, serve, sha256, unique_package_id
 
 on_sqlite = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 PART = S3_MIN_PART_BYTES
@@ -203,6 +203,21 @@ def test_pack_upload_publish_download_verify(live_stack, tmp_path):
     assert list(out.iterdir()) == [got]  # no partial file left behind
     r = cli("download", package_id, "-o", got)
     assert r.code == 0 and "already here" in r.stdout
+    # The store rotates its key, then revokes the first one: downloads follow the keyring.
+    first_key = json.loads(cli("download", package_id, "-o", got, "--json").stdout)["key_id"]
+    rotated = requests.post(f"{live_stack.url}/v1/admin/signing-keys/rotate", headers=ADMIN, timeout=60)
+    assert rotated.status_code == 200, rotated.text
+    r = cli("download", package_id, "-o", tmp_path / "rotated.mosis", "--json")
+    assert r.code == 0 and r.json["key_id"] == rotated.json()["new_key"] != first_key, r.stderr
+    revoked = requests.post(f"{live_stack.url}/v1/admin/signing-keys/{first_key}/revoke", headers=ADMIN,
+                            timeout=60)
+    assert revoked.status_code == 200, revoked.text
+    r = cli("download", package_id, "-o", tmp_path / "revoked.mosis", "--json")
+    assert r.code == 0 and r.json["key_id"] == rotated.json()["new_key"], r.stderr
+    kept = json.loads(next((tmp_path / "config" / "mosis" / "keyrings").glob("*.json")).read_text())
+    assert kept["keyring"]["version"] == 3 and kept["url"] == live_stack.url
+    r = cli("catalog", "--json")
+    assert r.code == 0 and [p["package_id"] for p in r.json["packages"]] == [package_id], r.stderr
 
     assert cli("logout").code == 0 and not cli.config.exists()
     r = cli("apps", "list", process=True)
@@ -762,3 +777,133 @@ def test_a_scoped_token_says_what_it_lacks(live_stack, tmp_path):
     r = cli("publish", package_id, 1, "--json")
     assert r.json["error"]["code"] == "insufficient_scope"
     assert r.json["error"]["details"] == {"scope": "publish"}
+
+
+class StubStore:
+    """A store on 127.0.0.1 that answers what the test puts in `routes`
+    (path -> JSON, or bytes): a keyring, download answers and an index
+    the real store would never serve."""
+
+    def __init__(self):
+        self.routes: dict[str, object] = {}
+        stub = self
+
+        class Handler(QuietHandler):
+            def do_GET(self):
+                body = stub.routes.get(self.path)
+                if body is None:
+                    reply(self, 404, {"error": {"code": "not_found", "message": "no such route"}})
+                else:
+                    reply(self, 200, body)
+
+        self.server = serve(Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def keyrings(self, *versions) -> None:
+        for ring in versions:
+            self.routes[f"/v1/signing-keys/{ring.version}"] = ring.to_json()
+        self.routes["/v1/signing-keys"] = versions[-1].to_json()
+
+    def package(self, package_id: str, data: bytes, signer) -> None:
+        from mosis_format.signing import Signature, package_message
+
+        message = package_message(package_id, 1, sha256(data), len(data))
+        self.routes[f"/v1/packages/{package_id}/download"] = {
+            "download_url": f"{self.url}/blob", "version": "1.0", "version_code": 1, "size": len(data),
+            "sha256": sha256(data), "signature": Signature.made_by(signer, message).signature,
+            "key_id": signer.key_id, "expires_at": "2099-01-01T00:00:00Z"}
+        self.routes["/blob"] = data
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stub_store():
+    stub = StubStore()
+    yield stub
+    stub.close()
+
+
+def test_the_cli_follows_the_keyring_and_refuses_forgery_rollback_revoked_keys_and_old_indexes(stub_store, tmp_path):
+    import datetime as dt
+
+    from mosis_format import index as mindex
+    from mosis_format import keyring as kr
+    from mosis_format.signing import Ed25519Signer
+
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    a, b, attacker = (Ed25519Signer.generate() for _ in range(3))
+    v1 = kr.sign(kr.first(a.public_key, now=now), [a])
+    v2 = kr.sign(kr.rotate(v1, b.public_key, now=now), [a, b], v1)
+    v3 = kr.sign(kr.revoke(v2, a.key_id, now=now), [b], v2)
+    cli, env = Cli(tmp_path), {"MOSIS_URL": stub_store.url}
+    kept = lambda: json.loads(next((tmp_path / "config" / "mosis" / "keyrings").glob("*.json")).read_text())
+    data = b"package bytes" * 100
+
+    def download(name: str) -> Result:
+        return cli("download", "com.example.notes", "-o", tmp_path / name, "--json", env=env)
+
+    # Version 1, trusted on first use; a package signed by its key.
+    stub_store.keyrings(v1)
+    stub_store.package("com.example.notes", data, a)
+    r = download("1.mosis")
+    assert r.code == 0 and r.json["key_id"] == a.key_id, r.stderr
+    assert (tmp_path / "1.mosis").read_bytes() == data and kept()["keyring"] == v1.to_json()
+    # A rotation: followed version by version; the new key's signature verifies.
+    stub_store.keyrings(v1, v2)
+    stub_store.package("com.example.notes", data, b)
+    r = download("2.mosis")
+    assert r.code == 0 and r.json["key_id"] == b.key_id and kept()["keyring"]["version"] == 2, r.stderr
+    # The old key is revoked: its signature is refused, in one line and a hint.
+    stub_store.keyrings(v1, v2, v3)
+    stub_store.package("com.example.notes", data, a)
+    r = cli("download", "com.example.notes", "-o", tmp_path / "3.mosis", env=env)
+    assert r.code == 9 and not (tmp_path / "3.mosis").exists()
+    assert r.stderr.splitlines() == [
+        f"error: com.example.notes 1.0 (version_code 1) is signed by key {a.key_id}, which the store "
+        f"revoked: do not install it [revoked_key]", "hint: what is verified and why: mosis help signing"]
+    assert kept()["keyring"]["version"] == 3
+    # A forged version 4 (the attacker's key, signed only by itself) and a tampered one.
+    forged = kr.sign(kr.rotate(v3, attacker.public_key, now=now), [attacker], v3)
+    tampered = json.loads(json.dumps(v3.to_json()))
+    tampered["version"] = 4
+    for doc, reason in ((forged.to_json(), "missing_signature"), (tampered, "bad_signature")):
+        stub_store.routes["/v1/signing-keys"] = stub_store.routes["/v1/signing-keys/4"] = doc
+        stub_store.package("com.example.notes", data, attacker if doc is not tampered else b)
+        r = download("4.mosis")
+        assert r.code == 9 and r.json["error"]["code"] == "untrusted_keyring", r.stderr
+        assert r.json["error"]["details"] == {"reason": reason}
+        assert kept()["keyring"] == v3.to_json() and not (tmp_path / "4.mosis").exists()
+    # A rollback to version 2 is refused; the kept keyring stays.
+    stub_store.keyrings(v1, v2)
+    stub_store.package("com.example.notes", data, b)
+    r = download("5.mosis")
+    assert r.code == 9 and r.json["error"]["details"] == {"reason": "rollback"} and kept()["keyring"]["version"] == 3
+    stub_store.keyrings(v1, v2, v3)
+    # A first key pinned that the keyring does not start from.
+    other = Cli(tmp_path / "other")
+    (tmp_path / "other").mkdir()
+    r = other("download", "com.example.notes", "--public-key", attacker.public_key, "--json", env=env)
+    assert r.code == 9 and r.json["error"]["code"] == "unknown_signing_key", r.stderr
+    r = other("download", "com.example.notes", "--public-key", a.public_key, "--json", env=env)
+    assert r.code == 0 and r.json["key_id"] == b.key_id, r.stderr
+
+    # The index: verified, then an older one and an expired one refused.
+    entry = mindex.Entry("com.example.notes", 1, len(data), sha256(data),
+                         stub_store.routes["/v1/packages/com.example.notes/download"]["signature"], b.key_id)
+    older = mindex.make([entry], v3, b, now=now - dt.timedelta(hours=1))
+    stub_store.routes["/v1/index.json"] = mindex.make([entry], v3, b, now=now).to_json()
+    r = cli("catalog", "--json", env=env)
+    assert r.code == 0 and r.json["packages"] == [entry.to_json()], r.stderr
+    assert kept()["index_issued_at"] == stub_store.routes["/v1/index.json"]["issued_at"]
+    assert "com.example.notes" in cli("catalog", env=env).stdout
+    stub_store.routes["/v1/index.json"] = older.to_json()
+    r = cli("catalog", "--json", env=env)
+    assert r.code == 9 and r.json["error"]["code"] == "untrusted_index"
+    assert r.json["error"]["details"] == {"reason": "rollback"}
+    expired = mindex.make([entry], v3, b, now=now - dt.timedelta(days=8))
+    stub_store.routes["/v1/index.json"] = expired.to_json()
+    r = other("catalog", "--json", env=env)
+    assert r.code == 9 and r.json["error"]["details"] == {"reason": "expired"}, r.stderr

@@ -7,7 +7,6 @@ the storage outage test runs its own storage, so the session's stays up.
 from __future__ import annotations
 
 import concurrent.futures
-import datetime as dt
 import json
 import os
 import time
@@ -17,10 +16,10 @@ import pytest
 import requests
 from minio.datatypes import Part
 
-from app.platform.config import PackageLimits, Settings
 from app.edge.nginx import signed_link
-from app.native import WeedPorts, free_ports, start_edge, start_weed
 from app.edge.purge import EdgePurger
+from app.native import WeedPorts, free_ports, start_edge, start_weed
+from app.platform.config import PackageLimits, Settings
 from app.platform.storage import Storage, icon_key, temp_key
 from tests.helpers import ADMIN, ADMIN_TOKEN, CloudflareStub, HttpApi, build_package, sha256
 from tests.stack import edge_settings, start_live_stack
@@ -345,12 +344,43 @@ def test_pull_purges_the_edge_and_cloudflare_and_the_link_dies(stack, http, clou
     api = f"{stack.settings.public_url}/v1/packages/{app['package_id']}"
     assert new_calls == [{"path": "/client/v4/zones/zone-1/purge_cache", "authorization": "Bearer cf-token",
                           "body": {"files": [f"{cdn}/{key}", f"{cdn}/{key[:-len('package.mosis')]}manifest.json",
-                                             api, f"{api}/download", f"{api}/download?from_version_code=1"]}}]
+                                             api, f"{api}/download", f"{api}/download?from_version_code=1",
+                                             f"{stack.settings.public_url}/v1/index.json"]}}]
     after = requests.get(url, timeout=30)
     assert after.status_code == 404 and after.json()["error"]["code"] == "not_found"
     assert after.headers["X-Cache-Status"] == "MISS"  # the entry is gone, and the app refused
     assert requests.get(url, timeout=30).status_code == 404
     assert requests.get(f"{stack.edge_url}/v1/packages/{app['package_id']}/download", timeout=30).status_code == 404
+
+
+def test_the_catalog_index_is_cached_and_a_publish_or_pull_purges_it(stack, http, cloudflare):
+    from mosis_format import index as mindex
+    from mosis_format import keyring as kr
+
+    url = f"{stack.edge_url}/v1/index.json"
+    EdgePurger(stack.internal_url)(["v1/index.json"])  # whatever an earlier test left
+    first = requests.get(url, timeout=30)
+    assert first.status_code == 200 and first.headers["X-Cache-Status"] == "MISS"
+    second = requests.get(url, timeout=30)
+    assert second.headers["X-Cache-Status"] == "HIT" and second.content == first.content
+    assert requests.get(url, headers={"If-None-Match": first.headers["ETag"]}, timeout=30).status_code == 304
+    calls_before = len(cloudflare.calls)
+    _, app, version, _ = shipped(http)
+    assert f"{stack.settings.public_url}/v1/index.json" in cloudflare.calls[-1]["body"]["files"]
+    assert len(cloudflare.calls) > calls_before
+    published = requests.get(url, timeout=30)
+    assert published.headers["X-Cache-Status"] == "MISS"
+    ring = kr.verify_root(requests.get(f"{stack.edge_url}/v1/signing-keys/1", timeout=30).json())
+    ring = kr.verify_chain(ring, [requests.get(f"{stack.edge_url}/v1/signing-keys/{v}", timeout=30).json()
+                                  for v in range(2, requests.get(f"{stack.edge_url}/v1/signing-keys",
+                                                                 timeout=30).json()["version"] + 1)])
+    index = mindex.verify(published.json(), ring)
+    assert index.entry(app["package_id"]).sha256 == version["sha256"]
+    assert requests.get(url, timeout=30).headers["X-Cache-Status"] == "HIT"
+    http.call("POST", f"/v1/admin/versions/{version['id']}/pull", 200, headers=ADMIN, json={"reason": "malware"})
+    pulled = requests.get(url, timeout=30)
+    assert pulled.headers["X-Cache-Status"] == "MISS"
+    assert mindex.verify(pulled.json(), ring).entry(app["package_id"]) is None
 
 
 def test_a_failing_cloudflare_does_not_undo_a_pull(stack, http, cloudflare):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 
 import pytest
 
@@ -98,6 +99,56 @@ def test_rotation_and_revocation_never_serve_an_unverifiable_signature(client, s
     assert {device.check_download(p) for p in packages} == {new.key_id}
     assert device.update().key(first).status == kr.Status.REVOKED
     assert Version.select().where(Version.key_id == first).count() == 0
+
+
+def test_rotation_and_revocation_under_load(app, client, shipped):
+    """Downloads run in threads, each a device that follows the keyring and
+    then asks for a download: while the store rotates and revokes, every
+    answer verifies against a keyring at least as new as the device's."""
+    packages, first = shipped["packages"], shipped["first"]
+    stop, lock = threading.Event(), threading.Lock()
+    seen: list[tuple[int, str]] = []  # (keyring version the device held, key_id)
+    errors: list[BaseException] = []
+
+    def downloads():
+        device = Device(app.test_client(), first["public_key"])
+        try:
+            while not stop.is_set():
+                for p in packages:
+                    held = device.update().version  # before the answer: it is at least as new
+                    key_id = device.check_download(p)
+                    with lock:
+                        seen.append((held, key_id))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=downloads) for _ in range(3)]
+    for t in threads:
+        t.start()
+
+    def after(n: int) -> None:  # let the devices download n more times
+        with lock:
+            goal = len(seen) + n
+        while len(seen) < goal and not errors:
+            stop.wait(0.01)
+
+    try:
+        after(6)
+        rotated = client.post("/v1/admin/signing-keys/rotate", headers=ADMIN)
+        assert rotated.status_code == 200, rotated.json
+        after(12)
+        revoked = client.post(f"/v1/admin/signing-keys/{first['key_id']}/revoke", headers=ADMIN)
+        assert revoked.status_code == 200, revoked.json
+        after(12)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    new = rotated.json["new_key"]
+    assert {k for _, k in seen} == {first["key_id"], new}
+    # Once a device holds the keyring that revokes the first key, it never sees its signature.
+    assert [k for v, k in seen if v == 3] and all(k == new for v, k in seen if v == 3)
 
 
 def test_a_device_refuses_forgery_rollback_revoked_signatures_and_expired_indexes(client, services, shipped):

@@ -170,6 +170,15 @@ SCHEMAS = {
                        "roles": array({"type": "string", "enum": ["keyring", "packages"]}),
                        "not_before": STRING}, {"not_after": STRING}, closed=True),
     "DocumentSignature": obj({"key_id": KEY_ID, "signature": STRING}, closed=True),
+    "CatalogIndex": obj({"keyring_version": {"type": "integer", "minimum": 1},
+                         "issued_at": {"type": "string", "format": "date-time"},
+                         "expires": {"type": "string", "format": "date-time",
+                                     "description": "Devices refuse the index from then on (a freeze attack)"},
+                         "packages": array(ref("IndexEntry")),
+                         "signatures": array(ref("DocumentSignature"))}, closed=True),
+    "IndexEntry": obj({"package_id": PACKAGE_ID, "version_code": VERSION_CODE,
+                       "size": {"type": "integer", "minimum": 0}, "sha256": SHA256,
+                       "signature": STRING, "key_id": KEY_ID}, closed=True),
     "KeyringChange": obj({"keyring": ref("Keyring"), "active_key": KEY_ID,
                           "resigned": {"type": "integer", "minimum": 0,
                                        "description": "Versions signed again with the active key"}},
@@ -486,6 +495,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                {"name": "from_sha256", "in": "query", "required": False,
                 "description": "The SHA-256 of the package the device has: ask for a patch from it",
                 "schema": SHA256})),
+    ("public.catalog_index", "GET"): Operation(
+        "getCatalogIndex", "The signed catalog index",
+        "Every app's current published version (`package_id`, `version_code`, `size`, `sha256` and the "
+        "package `signature` with its `key_id`, as the download answers them) and the keyring version, "
+        "signed by the keyring's active packages key over `mosis-index-v1\\n` and the canonical encoding "
+        "(docs/signing.md). It expires (`expires`, MOSIS_INDEX_LIFETIME_SECONDS) and the store signs a "
+        "fresh one long before: a device refuses an expired index, one older than the last it accepted, "
+        "and one under an older keyring version than its own.",
+        answer(200, "CatalogIndex"), tag="public", shared=True),
     # -- admin ------------------------------------------------------------------------------
     ("admin.create_developer", "POST"): Operation(
         "createDeveloper", "Create a developer; its token is shown once",

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from app.api.inputs import SHA256_RE, query_value, query_version_code
 from app.api.openapi import document
-from app.catalog import assets, packages
+from app.catalog import assets, packages, signatures
 from app.edge.nginx import cache_has_room
 from app.platform import keys
 from app.platform.clock import iso
@@ -89,6 +89,13 @@ def keyring():
 def keyring_version(version):
     # A version never changes once made.
     return shared(keys.document(keys.version(version)), services().settings.public_static_max_age)
+
+
+@bp.get("/index.json")
+def catalog_index():
+    """The signed catalog index (docs/signing.md); it changes on publish and
+    pull, which purge it."""
+    return shared(signatures.served_index(services()), services().settings.public_read_max_age)
 
 
 @bp.get("/openapi.json")

@@ -269,8 +269,8 @@ def publish(svc: Services, app: App, version_code: int) -> Version:
                      version_code=version_code)
         # Patches from the versions devices have: made by the scheduler.
         deltas.enqueue(svc, version)
-    # Caches answering "what is the latest version?" learn it now.
-    svc.purge_cached(public_read_keys(app.package_id, held_codes(app)))
+    # The index and caches answering "what is the latest version?" learn it now.
+    signatures.index_changed(svc, public_read_keys(app.package_id, held_codes(app)))
     return Version.get_by_id(version.id)
 
 
@@ -281,12 +281,14 @@ def reject(version_id: str, reason: str) -> Version:
 def pull(svc: Services, version_id: str, reason: str) -> Version:
     version = _admin_transition(version_id, reason, "pull")
     # After the row no longer offers it, make every cache forget it: its
-    # objects, the patches to and from it, and the public answers that named it.
+    # objects, the patches to and from it, and the public answers (the index
+    # among them) that named it.
     try:
         deltas.remove_for(svc, version, "pulled")
     except Unavailable as e:  # the pull stands; purge_recent_pulls deletes the patches within a minute
         log.warning("pulled %s; its patches stay until storage answers: %s", version.id, e.message)
-    svc.purge_cached([*keys_of(version), *public_read_keys(version.app.package_id, held_codes(version.app))])
+    signatures.index_changed(svc, [*keys_of(version), *public_read_keys(version.app.package_id,
+                                                                        held_codes(version.app))])
     return version
 
 

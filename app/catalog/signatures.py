@@ -13,26 +13,46 @@ Invariants:
   active key, one row at a time: interrupted, it is resumed by running it
   again, which the scheduler does every minute (`JOBS`). Until it reaches
   a version, the version keeps its older, still valid, signature.
+- The catalog index (`/v1/index.json`, mosis_format.index) is one row of
+  `signed_index`: every app's current version with the signature its
+  download answers, under the current keyring, signed by the active key.
+  `refresh_index` signs a new one when what it lists or the keyring
+  version changed (its `digest`), or when a third of its life has passed;
+  publish, pull, supersede and every keyring change call it, and the
+  scheduler does every minute (`JOBS`), so a missed call is made good.
+- The row only moves forward: it is replaced by a compare-and-set on the
+  row that was read before the catalog was read, so of two racing
+  refreshes the one that read the older catalog never overwrites the
+  newer; `issued_at` never goes back (devices refuse an older index).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import logging
 from typing import TYPE_CHECKING
 
-from app.edge.purge import KEYRING_KEYS, public_read_keys
+from app.edge.purge import INDEX_KEY, KEYRING_KEYS, public_read_keys
 from app.platform import keys
+from app.platform.clock import naive_utc, utcnow
 from app.platform.jobs import Job
 from app.platform.keys import KeyStore
-from app.platform.models import App, Version
+from app.platform.models import App, SignedIndex, Version
 from app.platform.models import VersionStatus as S
 from app.platform.signing import SigningKey
+from mosis_format import canonical
+from mosis_format import index as mindex
 from mosis_format.keyring import Keyring, Status
 
 if TYPE_CHECKING:
     from app.services import Services
 
+log = logging.getLogger(__name__)
+
 SIGNED = (S.DRAFT, S.PUBLISHED, S.SUPERSEDED)
+INDEX_ROW = 1
 
 
 def sign(svc: Services, package_id: str, version_code: int, sha256: str, size: int) -> tuple[str, str]:
@@ -78,8 +98,8 @@ def resign_all(svc: Services, limit: int | None = None) -> int:
         moved += 1
         if version.status == S.PUBLISHED:
             purge.add(version.app.package_id)
-    for package_id in sorted(purge):  # cached download answers name the old signature
-        svc.purge_cached(public_read_keys(package_id))
+    if purge:  # cached download answers, and the index, name the old signatures
+        index_changed(svc, [k for p in sorted(purge) for k in public_read_keys(p)])
     return moved
 
 
@@ -104,13 +124,96 @@ def split(svc: Services, keyring_key: SigningKey, actor: str = "admin") -> dict:
 
 
 def _changed(svc: Services, ring: Keyring, **extra) -> dict:
-    svc.purge_cached(KEYRING_KEYS)
-    return {"keyring": ring.to_json(), "active_key": ring.packages_key.key_id, **extra,
-            "resigned": resign_all(svc)}
+    svc.purge_cached(KEYRING_KEYS)  # devices learn the new version before they meet its signatures
+    resigned = resign_all(svc)
+    index_changed(svc, [INDEX_KEY])  # under the new keyring version, even if nothing moved
+    return {"keyring": ring.to_json(), "active_key": ring.packages_key.key_id, **extra, "resigned": resigned}
 
 
 def resign_job(svc: Services, now: dt.datetime) -> dict:
     return {"resigned": resign_all(svc)}
 
 
-JOBS = (Job("resign_packages", resign_job, dt.timedelta(minutes=1)),)
+# -- the signed catalog index --------------------------------------------------------------
+
+def _entries(svc: Services) -> list[mindex.Entry]:
+    """Every app's current version, with the signature its download answers."""
+    rows = (Version.select(Version, App).join(App).where(Version.status == S.PUBLISHED)
+            .order_by(App.package_id))
+    entries = []
+    for version in rows:
+        package_id = version.app.package_id
+        signature, key_id = servable(svc, version, package_id)
+        entries.append(mindex.Entry(package_id, version.version_code, version.size, version.sha256,
+                                    signature, key_id))
+    return entries
+
+
+def _digest(ring: Keyring, entries: list[mindex.Entry]) -> str:
+    return hashlib.sha256(canonical.dumps({"keyring_version": ring.version,
+                                           "packages": [e.to_json() for e in entries]})).hexdigest()
+
+
+def _due(row: SignedIndex, now: dt.datetime) -> bool:
+    """A third of its life has passed: time to sign a fresh one."""
+    return now >= row.issued_at + (row.expires_at - row.issued_at) / 3
+
+
+def refresh_index(svc: Services, now: dt.datetime | None = None) -> tuple[SignedIndex, bool]:
+    """The current signed index row, and whether it was signed anew."""
+    while True:
+        now = naive_utc(now) or utcnow()
+        row = SignedIndex.get_or_none(SignedIndex.id == INDEX_ROW)  # before the catalog is read
+        ring = svc.keys.current()
+        entries = _entries(svc)
+        digest = _digest(ring, entries)
+        if row is not None and row.digest == digest and not _due(row, now):
+            return row, False
+        issued = max(now, row.issued_at if row is not None else now).replace(microsecond=0)
+        index = mindex.make(entries, ring, svc.keys.active(), now=issued.replace(tzinfo=dt.UTC),
+                            lifetime=dt.timedelta(seconds=svc.settings.index_lifetime))
+        fields = {"document": index.dumps().decode(), "digest": digest, "issued_at": issued,
+                  "expires_at": naive_utc(canonical.parse_time(index.expires))}
+        if row is None:
+            written = SignedIndex.insert(id=INDEX_ROW, **fields).on_conflict_ignore().execute()
+            written = written and SignedIndex.get_by_id(INDEX_ROW).digest == digest
+        else:
+            written = (SignedIndex.update(**fields)
+                       .where((SignedIndex.id == INDEX_ROW) & (SignedIndex.digest == row.digest)
+                              & (SignedIndex.issued_at == row.issued_at)).execute())
+        if written:
+            return SignedIndex.get_by_id(INDEX_ROW), True
+        now = None  # another process wrote one meanwhile: read again
+
+
+def served_index(svc: Services) -> dict:
+    """The index to answer `/v1/index.json` with: the stored one while it is
+    under the current keyring and not due, else a fresh one."""
+    row = SignedIndex.get_or_none(SignedIndex.id == INDEX_ROW)
+    if row is None or _due(row, utcnow()) or \
+            json.loads(row.document)["keyring_version"] != svc.keys.current().version:
+        row, _ = refresh_index(svc)
+    return json.loads(row.document)
+
+
+def index_changed(svc: Services, purge: list[str]) -> None:
+    """After the catalog or the keyring changed: sign the index anew, then
+    make the caches forget `purge` (the index among them). A failure to
+    sign is logged, not raised: the change is made, and the scheduler's
+    job signs the index within a minute."""
+    try:
+        refresh_index(svc)
+    except Exception:
+        log.exception("the catalog index could not be signed; the sign_index job retries")
+    svc.purge_cached(list(dict.fromkeys([*purge, INDEX_KEY])))
+
+
+def index_job(svc: Services, now: dt.datetime) -> dict:
+    _, signed = refresh_index(svc, now)
+    if signed:
+        svc.purge_cached([INDEX_KEY])
+    return {"items": int(signed)}
+
+
+JOBS = (Job("resign_packages", resign_job, dt.timedelta(minutes=1)),
+        Job("sign_index", index_job, dt.timedelta(minutes=1)))

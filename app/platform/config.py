@@ -309,6 +309,9 @@ class Settings:
         `info.contact` of `/v1/openapi.json` (with `MOSIS_PUBLIC_URL`)""", section="core")
     signing_key: str = setting("MOSIS_SIGNING_KEY", "", "base64 of a raw 32-byte Ed25519 seed", section="core",
                                kind="secret", shown="generated into `$MOSIS_DATA_DIR/signing-key.pem`")
+    index_lifetime: int = setting("MOSIS_INDEX_LIFETIME_SECONDS", 7 * DAY, """how long a signed catalog index
+        (`/v1/index.json`) stays valid for devices; the scheduler signs a fresh one before a third of it has
+        passed ([signing.md](signing.md#the-catalog-index))""", section="core", minimum=600)
     log_level: str = setting("MOSIS_LOG_LEVEL", "INFO", "the lowest level logged (any case)", section="core",
                              check=_upper, choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     log_format: str = setting("MOSIS_LOG_FORMAT", "json", "`json` (one object per line, with `request_id`) or "

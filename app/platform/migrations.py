@@ -18,9 +18,9 @@ from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 from app.platform.models import (
     ALL_MODELS,
     MONITORING_MODELS,
+    REPLICA_MODELS,
     TRUST_MODELS,
     ApiToken,
-    REPLICA_MODELS,
     App,
     Delta,
     EdgeTraffic,

@@ -23,7 +23,6 @@ import datetime as dt
 from collections.abc import Iterable, Iterator
 from itertools import islice
 
-
 from app.platform.clock import utcnow
 from app.platform.config import Settings
 from app.platform.models import ReplicaOutbox

@@ -3,7 +3,7 @@
     mosis login --url https://store.example.com --token mos_...
     mosis pack ./notes            # -> com.example.notes-42.mosis, checked
     mosis upload com.example.notes-42.mosis --publish
-    mosis download com.example.notes
+    mosis download com.example.notes   # signature checked against the keyring
 
 Commands: `mosis --help`; packaging, validation, uploads, signing,
 configuration and exit codes: `mosis help` (mosis_cli/topics/).
@@ -19,6 +19,8 @@ from mosis_cli.errors import CliError, Exit
 from mosis_cli.progress import parse_rate
 from mosis_cli.topics import TOPICS
 
+PUBLIC_KEY_HELP = ("trust only a keyring that starts from this key (base64: the store's first key, "
+                   "as /v1/signing-keys/1 holds it)")
 EXIT_CODES = "\n".join(f"  {int(e):>3}  {e.name.lower()}" for e in Exit)
 
 
@@ -111,11 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
                 "download the published version, verify sha256 and signature (resumes)")
     p.add_argument("package_id")
     p.add_argument("-o", "--output", help="file or folder to write (default: PACKAGE_ID-CODE.mosis)")
-    p.add_argument("--public-key", help="require this store key (base64, as /v1/signing-key gives)")
+    p.add_argument("--public-key", help=PUBLIC_KEY_HELP)
     p.add_argument("--limit-rate", type=_rate, help="cap the download speed, e.g. 500K or 4M (bytes/s)")
     p.add_argument("--from", dest="from_package", metavar="OLD.mosis",
                    help="the version you have: download a patch from it when the store has one "
                         "(falls back to the full package)")
+
+    p = command("catalog", commands.catalog, "list every app's current version from the store's signed index")
+    p.add_argument("--public-key", help=PUBLIC_KEY_HELP)
 
     icon = sub.add_parser("icon", help="the app's icon").add_subparsers(
         dest="icon_command", required=True, metavar="COMMAND")

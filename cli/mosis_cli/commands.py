@@ -32,10 +32,10 @@ from mosis_cli.http import (
 from mosis_cli.pack import VALIDATION_HINT, Checked, check_package, pack, read_package_unchecked
 from mosis_cli.progress import Progress, RateLimit, end_line, human_bytes
 from mosis_cli.topics import TOPICS, summary, topic_text
+from mosis_cli.trust import SIGNING_HINT, Trust
+from mosis_format import keyring as kr
 from mosis_format.delta import DeltaError, apply, signed_message
-from mosis_format.signing import package_message, verify_raw
 
-SIGNING_HINT = "what is verified and why: mosis help signing"
 RESTART_HINT = "run again with --restart to abort it and upload this file (mosis help uploads)"
 POLL_SECONDS = 0.5
 DOWNLOAD_ROUNDS_WITHOUT_PROGRESS = 3
@@ -445,20 +445,12 @@ def upload(ctx: Context) -> None:
 
 # -- download ------------------------------------------------------------------------------
 
-def _verify_signature(ctx: Context, api: Api, package_id: str, info: dict) -> dict:
-    key = api.call("GET", "/v1/signing-key")
-    pinned = ctx.args.public_key
-    if pinned and pinned != key["public_key"]:
-        raise CliError(Exit.INTEGRITY, "the store's signing key is not the key you pinned with "
-                       "--public-key", code="unknown_signing_key", hint=SIGNING_HINT)
-    if info.get("key_id") and info["key_id"] != key.get("key_id"):
-        raise CliError(Exit.INTEGRITY, f"the package is signed with key {info['key_id']} but the "
-                       f"store publishes key {key.get('key_id')}", code="unknown_signing_key", hint=SIGNING_HINT)
-    message = package_message(package_id, info["version_code"], info["sha256"], info["size"])
-    if not info.get("signature") or not verify_raw(pinned or key["public_key"], info["signature"], message):
-        raise CliError(Exit.INTEGRITY, f"the signature of {package_id} {info['version']} does not "
-                       "verify: do not install it", code="bad_signature", hint=SIGNING_HINT)
-    return key
+def _verify_signature(ctx: Context, api: Api, package_id: str, info: dict) -> tuple[Trust, kr.Key]:
+    """The keyring this client follows (updated first, so it knows every
+    revocation) and the key behind the download's signature, checked against it."""
+    trust = Trust(api, ctx.args.public_key)
+    trust.update()
+    return trust, trust.check_package(package_id, info)
 
 
 def _object_size(r: requests.Response) -> int | None:
@@ -524,7 +516,7 @@ class PatchUnusable(Exception):
     """Why a delta patch was not used (the full package is downloaded instead)."""
 
 
-def _patched(ctx: Context, key: dict, package_id: str, info: dict, old: Path, old_sha256: str,
+def _patched(ctx: Context, trust: Trust, package_id: str, info: dict, old: Path, old_sha256: str,
              part: Path) -> int:
     """Download the answer's patch, check it, apply it to `old` into `part`;
     return the patch's size. Raises PatchUnusable saying why not."""
@@ -535,8 +527,8 @@ def _patched(ctx: Context, key: dict, package_id: str, info: dict, old: Path, ol
         raise PatchUnusable("the patch was made from another package than the one given with --from")
     message = signed_message(package_id, delta["from_version_code"], delta["from_sha256"], info["version_code"],
                              info["sha256"], delta["sha256"], delta["size"])
-    if not verify_raw(ctx.args.public_key or key["public_key"], delta.get("signature") or "", message):
-        raise PatchUnusable("the patch's signature does not verify")
+    if not trust.signed_by_a_trusted_key(delta.get("signature") or "", message):
+        raise PatchUnusable("the patch's signature does not verify with a key of the store's keyring")
     patch = part.with_name(f"{part.name}.patch")
     try:
         try:
@@ -573,13 +565,13 @@ def download(ctx: Context) -> None:
         old_sha256 = _file_sha256(old)
     query = f"?from_sha256={old_sha256}" if old_sha256 else ""
     info = api.call("GET", f"/v1/packages/{package_id}/download{query}")
-    key = _verify_signature(ctx, api, package_id, info)
+    trust, key = _verify_signature(ctx, api, package_id, info)
     out = Path(args.output or f"{package_id}-{info['version_code']}.mosis")
     if out.is_dir():
         out = out / f"{package_id}-{info['version_code']}.mosis"
     result = {"path": str(out), "package_id": package_id, "version": info["version"],
               "version_code": info["version_code"], "size": info["size"], "sha256": info["sha256"],
-              "key_id": key.get("key_id"), "signature": "verified"}
+              "key_id": key.key_id, "signature": "verified"}
     done_line = (f"{out}: {package_id} {info['version']} (version_code {info['version_code']}), "
                  f"{info['size']} bytes, sha256 and signature verified")
     if out.is_file() and out.stat().st_size == info["size"] and \
@@ -593,7 +585,7 @@ def download(ctx: Context) -> None:
                          "downloading the full package")
         else:
             try:
-                patch_size = _patched(ctx, key, package_id, info, old, old_sha256,
+                patch_size = _patched(ctx, trust, package_id, info, old, old_sha256,
                                       part.with_name(part.name + ".delta"))
             except (PatchUnusable, OSError) as e:
                 ctx.out.note(f"patch not used: {e}; downloading the full package")
@@ -642,6 +634,18 @@ def download(ctx: Context) -> None:
                        code="sha256_mismatch", hint=SIGNING_HINT)
     part.replace(out)
     ctx.out.result(result, done_line)
+
+
+def catalog(ctx: Context) -> None:
+    """The store's signed catalog index, verified against the keyring."""
+    trust = Trust(ctx.api(auth=False), ctx.args.public_key)
+    trust.update()
+    index = trust.index()
+    rows = [[e.package_id, str(e.version_code), str(e.size), e.key_id] for e in index.packages]
+    ctx.out.result({**index.to_json(), "signature": "verified"},
+                   table(rows, ["package_id", "version_code", "size", "key_id"])
+                   + [f"{len(rows)} apps; index signed by {index.key_id} under keyring version "
+                      f"{index.keyring_version}, issued {index.issued_at}, valid until {index.expires}"])
 
 
 # -- icons and screenshots ----------------------------------------------------------------

@@ -276,7 +276,8 @@ SCHEMAS = {
                                   "description": "Only these apps of the developer. Default: every one "
                                                  "(of the issuing token)"},
                          "expires_at": {"type": ["string", "null"], "format": "date-time", "maxLength": 64,
-                                        "description": "Refused from then on (401 `token_expired`). "
+                                        "description": "Refused from then on (401 `token_expired`); a time "
+                                                       "already past is 400 `invalid_field`. "
                                                        "Default: never (the issuing token's expiry)"}},
                     closed=True),
     # A forecast may name the time it looks at; a real run always uses the current time.

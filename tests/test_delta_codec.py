@@ -131,6 +131,24 @@ def test_binary_entries_use_bsdiff(tmp_path):
     assert (tmp_path / "p.patch").stat().st_size > size
 
 
+def _code_like(rnd: random.Random, records: int, shift: int = 0) -> bytes:
+    """Compiled-code-like bytes: records whose embedded offsets all move by `shift`."""
+    body = [rnd.randbytes(10) for _ in range(records)]
+    return b"".join(b"\x00\xe8" + (i * 40 + shift).to_bytes(4, "little") + r for i, r in enumerate(body))
+
+
+def test_bsdiff_chunk_that_starts_inside_its_window(tmp_path):
+    # bsdiff matches the new content's first byte further into the old one
+    # (a leading seek, which the format has no record for).
+    rnd = random.Random(18)
+    blob = _code_like(rnd, 20_000)
+    shifted = _code_like(random.Random(18), 20_000, shift=16)
+    a, b = pair(tmp_path, [Member("lib.so", rnd.randbytes(3_000) + blob)], [Member("lib.so", shifted)])
+    patch, stats = round_trip(tmp_path, a, b)
+    assert stats["chunks_bsdiff"] == 1
+    assert patch.stat().st_size < 20_000
+
+
 def test_large_entries_are_diffed_in_windows(tmp_path):
     rnd = random.Random(10)
     big = code(rnd, 300_000)

@@ -428,30 +428,43 @@ def _similar(t: _Entry, candidates: list[_Entry]) -> _Entry | None:
 def _bsdiff_stream(old: bytes, new: bytes) -> bytes | None:
     """bsdiff's records interleaved (control, its diff bytes, its extra
     bytes), or None when they break the format's rules (never seen; the
-    zstd chunk is then used)."""
+    zstd chunk is then used).
+
+    bsdiff writes empty records (add = copy = 0) that only seek; the format
+    has none, so a seek is folded into the record before it. A leading one
+    (the new content starts where the old window does not) becomes a first
+    record of one diff byte against the window's first byte, its seek the
+    leading one: the chunk's bytes and later positions stay the same."""
     control, diff, extra = bsdiff4.core.diff(old, new)
-    out = []
-    old_pos = new_pos = d = x = 0
-    pending_seek = None
+    records: list[list] = []  # [add, copy, seek, diff bytes, extra bytes]
+    lead = d = x = 0
     for i in range(0, len(control), 24):
         add, copy, seek = (read_bsdiff_int(control, i + k) for k in (0, 8, 16))
-        if add == 0 and copy == 0:
-            if pending_seek is None:
-                return None
-            pending_seek += seek
-            old_pos += seek
-            continue
-        if add < 0 or copy < 0 or old_pos < 0 or old_pos + add > len(old):
+        if add < 0 or copy < 0:
             return None
-        if pending_seek is not None:
-            out[-3] = out[-3][:16] + bsdiff_int(pending_seek)
-        out += [bsdiff_int(add) + bsdiff_int(copy) + bsdiff_int(seek), diff[d:d + add], extra[x:x + copy]]
+        dd, xx = diff[d:d + add], extra[x:x + copy]
         d, x = d + add, x + copy
-        pending_seek = seek
+        if not records and lead and (add or copy):
+            if add:
+                records.append([1, 0, lead, bytes([(new[0] - old[0]) & 0xFF]), b""])
+                add, dd = add - 1, dd[1:]
+            else:
+                seek += lead
+        if add == 0 and copy == 0:
+            if records:
+                records[-1][2] += seek
+            else:
+                lead += seek
+            continue
+        records.append([add, copy, seek, dd, xx])
+    out = []
+    old_pos = new_pos = 0
+    for add, copy, seek, dd, xx in records:
+        if old_pos < 0 or old_pos + add > len(old):
+            return None
+        out += [bsdiff_int(add) + bsdiff_int(copy) + bsdiff_int(seek), dd, xx]
         old_pos += add + seek
         new_pos += add + copy
-    if pending_seek is not None:
-        out[-3] = out[-3][:16] + bsdiff_int(pending_seek)
     if new_pos != len(new):
         return None
     return b"".join(out)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from mosis_format.delta import DeltaError, Reason, apply, read_header, signed_message, verify
 from mosis_format.delta import spec
+from mosis_format.delta.deflate import DeflateParams, detect
 from mosis_format.delta.generator import generate
 from tests.delta_packages import (STORED, Member, app_members, code, evolve,
                                   foreign_deflate, media, text, write_zip)
@@ -107,6 +108,32 @@ def test_entries_another_deflater_made_are_carried_exactly(tmp_path):
     a, b = pair(tmp_path, old, new)
     _, stats = round_trip(tmp_path, a, b)
     assert stats["carried"] == 1 and stats["diffed"] == 1
+
+
+@pytest.mark.parametrize("level,mem_level,strategy", [
+    (1, 8, 0), (3, 9, 0), (5, 8, 1), (6, 8, 0), (7, 9, 4), (9, 8, 0), (9, 9, 1), (6, 8, 2), (6, 9, 3)])
+def test_deflate_search_finds_parameters_that_recreate_the_bytes(level, mem_level, strategy):
+    rnd = random.Random(level * 100 + mem_level * 10 + strategy)
+    content = code(rnd, 150_000) + media(rnd, 20_000) + text(rnd, 60_000)
+    made = DeflateParams(level, mem_level, strategy, 15).compressor()
+    compressed = made.compress(content) + made.flush()
+    found = detect(content, compressed)
+    assert found is not None
+    again = found.compressor()
+    assert again.compress(content) + again.flush() == compressed
+    if strategy in (0, 1):
+        assert found.level == level
+    # The archive's previous match is tried first: one trial suffices.
+    assert detect(content, compressed, hint=found, max_tries=1) == found
+    if (level, mem_level, strategy) != (6, 8, 0):
+        # The search is bounded: one trial without the hint is zlib's default only.
+        assert detect(content, compressed, max_tries=1) is None
+
+
+def test_foreign_deflate_is_not_recreated():
+    rnd = random.Random(19)
+    content = code(rnd, 50_000)
+    assert detect(content, foreign_deflate(content)) is None
 
 
 def test_identical_packages_make_one_copy(tmp_path):

@@ -61,9 +61,10 @@ CONTROL_LEVEL = 19
 # The applier keeps the control stream's prefix for the whole patch: a
 # central directory rarely needs more (65 535 entries of 60 bytes).
 CONTROL_PREFIX = 4 * 1024 * 1024
-# A deflated entry no parameters re-create costs every trial; once this many
-# such entries outnumber those re-created, the archive's next entries get
-# only a few trials (its previous match first).
+# A deflated entry no parameters re-create costs every trial (each one deflates
+# a block or two, some 10 ms on a large entry); once such entries outnumber
+# those re-created, and are this many or none was re-created yet, the
+# archive's next entries get only a few trials (its previous match first).
 GIVE_UP_AFTER, FEW_TRIES = 3, 4
 
 
@@ -203,14 +204,16 @@ class _Maker:
             same_content = by_content.get((t.crc, t.size))
             s = by_name.get(t.name) or same_content \
                 or _similar(t, by_basename.get(t.name.rsplit("/", 1)[-1], []))
-            if s is not None and self._same(s.header_offset, s.data_end, t.header_offset, t.data_end):
+            if s is not None and _may_be_same(s, t) \
+                    and self._same(s.header_offset, s.data_end, t.header_offset, t.data_end):
                 self._copy(ops, s.header_offset, t.data_end - t.header_offset)
                 self.stats["copied"] += 1
                 pos = t.data_end
                 continue
             self._literal(ops, t.header_offset, t.data_offset)
             for c in (s, same_content):  # the data may be another entry's, moved
-                if c is not None and self._same(c.data_offset, c.data_end, t.data_offset, t.data_end):
+                if c is not None and _may_be_same(c, t) \
+                        and self._same(c.data_offset, c.data_end, t.data_offset, t.data_end):
                     self._copy(ops, c.data_offset, t.data_end - t.data_offset)
                     self.stats["copied"] += 1
                     break
@@ -308,7 +311,8 @@ class _Maker:
         raw = self.dst.read(t.data_offset, t.data_end - t.data_offset)
         content, params = raw, None
         if t.method == zipfile.ZIP_DEFLATED and (plain := self.dst.content(t)) is not None:
-            unlikely = self.deflate_missed >= GIVE_UP_AFTER and self.deflate_missed > self.deflate_found
+            unlikely = self.deflate_missed > self.deflate_found and \
+                (self.deflate_found == 0 or self.deflate_missed >= GIVE_UP_AFTER)
             tries = FEW_TRIES if unlikely else None
             params = detect(plain, raw, self.hint, **({"max_tries": tries} if tries else {}))
             if params:
@@ -395,6 +399,14 @@ class _Maker:
             w0, old = 0, b""
         self.stats["chunks_zstd" if method == CHUNK_ZSTD else "chunks_bsdiff"] += 1
         return bytes([method]) + uleb(w0) + uleb(len(old)) + uleb(len(new)) + uleb(len(frame)), frame
+
+
+def _may_be_same(s: _Entry, t: _Entry) -> bool:
+    """Whether two entries' data can be the same bytes: the central
+    directory's CRC-32, sizes and method agree (a changed entry is never
+    read twice to find out)."""
+    return (s.crc, s.size, s.method, s.data_end - s.data_offset) == \
+        (t.crc, t.size, t.method, t.data_end - t.data_offset)
 
 
 def _incompressible(data: bytes) -> bool:

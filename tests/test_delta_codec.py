@@ -176,6 +176,31 @@ def test_bsdiff_chunk_that_starts_inside_its_window(tmp_path):
     assert patch.stat().st_size < 20_000
 
 
+def test_large_binary_in_windows_uses_bsdiff_per_window(tmp_path):
+    old = _code_like(random.Random(22), 20_000)
+    new = b"\x90" * 16 + _code_like(random.Random(22), 20_000, 16)
+    a, b = pair(tmp_path, [Member("lib.so", old)], [Member("lib.so", new)])
+    # Every chunk but the first starts inside its window (bsdiff's leading seek).
+    patch, stats = round_trip(tmp_path, a, b, window=64 * 1024)
+    assert stats["chunks_bsdiff"] == stats["chunks_zstd"] + stats["chunks_bsdiff"] > 8
+    with_bsdiff = patch.stat().st_size
+    patch, stats = round_trip(tmp_path, a, b, window=64 * 1024, bsdiff=False)
+    assert with_bsdiff < patch.stat().st_size / 4
+
+
+def test_a_library_renamed_with_a_new_hash_is_diffed_against_the_old_one(tmp_path):
+    # auditwheel names bundled libraries libNAME-<hash>.so.<version>, a new
+    # hash each build.
+    rnd = random.Random(23)
+    lib, other = _code_like(rnd, 10_000), code(rnd, 40_000)
+    a, b = pair(tmp_path, [Member("pkg.libs/libjpeg-77ae51ab.so.62.4.0", lib), Member("pkg/x.py", other)],
+                [Member("pkg.libs/libjpeg-45e70d75.so.62.4.1", lib[:50_000] + b"v2" + lib[50_000:]),
+                 Member("pkg/x.py", other)])
+    patch, stats = round_trip(tmp_path, a, b)
+    assert stats["diffed"] == 1 and stats["new"] == 0
+    assert patch.stat().st_size < 5_000
+
+
 def test_large_entries_are_diffed_in_windows(tmp_path):
     rnd = random.Random(10)
     big = code(rnd, 300_000)

@@ -6,7 +6,8 @@ The target is walked entry by entry in file order:
   entry's is one COPY of the source's range (neighbours merge);
 - a changed entry becomes an ENTRY: its *uncompressed* content is coded
   against the uncompressed content of the most similar source entry (same
-  name; else same content; else same file name elsewhere), and the applier
+  name; else same content; else same file name elsewhere; else the same
+  name but for hashes and version numbers), and the applier
   re-compresses it with the zlib parameters found here that re-create the
   original DEFLATE bytes exactly. When no parameters do (another deflate
   implementation made the archive), the compressed bytes themselves are
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -192,9 +194,11 @@ class _Maker:
         by_name = {e.name: e for e in self.src.entries}
         by_content = {}
         by_basename: dict[str, list[_Entry]] = {}
+        by_stem: dict[str, list[_Entry]] = {}
         for e in self.src.entries:
             by_content.setdefault((e.crc, e.size), e)
             by_basename.setdefault(e.name.rsplit("/", 1)[-1], []).append(e)
+            by_stem.setdefault(_stem(e.name), []).append(e)
         ops: list[tuple] = []
         pos = 0
         for t in sorted(self.dst.entries, key=lambda e: e.header_offset):
@@ -203,7 +207,8 @@ class _Maker:
             self._literal(ops, pos, t.header_offset)
             same_content = by_content.get((t.crc, t.size))
             s = by_name.get(t.name) or same_content \
-                or _similar(t, by_basename.get(t.name.rsplit("/", 1)[-1], []))
+                or _similar(t, by_basename.get(t.name.rsplit("/", 1)[-1], [])) \
+                or _similar(t, by_stem.get(_stem(t.name), []))
             if s is not None and _may_be_same(s, t) \
                     and self._same(s.header_offset, s.data_end, t.header_offset, t.data_end):
                 self._copy(ops, s.header_offset, t.data_end - t.header_offset)
@@ -418,6 +423,14 @@ def _incompressible(data: bytes) -> bool:
     step = len(data) // 5
     sample = b"".join(data[i * step + step // 2:i * step + step // 2 + 16384] for i in range(5))
     return len(compress(sample, 1, 17)) > 0.95 * len(sample)
+
+
+def _stem(name: str) -> str:
+    """A file name without what changes between builds: a library's version
+    after `.so`, hashes and numbers (auditwheel renames `libjpeg.so.62` to
+    `libjpeg-77ae51ab.so.62.4.0`, a new hash each release)."""
+    base = re.sub(r"\.so(\.\d+)+$", ".so", name.rsplit("/", 1)[-1])
+    return re.sub(r"[0-9a-f]{8,}|\d+", "#", base)
 
 
 def _similar(t: _Entry, candidates: list[_Entry]) -> _Entry | None:

@@ -176,6 +176,24 @@ def test_bsdiff_chunk_that_starts_inside_its_window(tmp_path):
     assert patch.stat().st_size < 20_000
 
 
+def test_bsdiff_is_tried_per_chunk_below_its_size_limit(tmp_path):
+    # A small and a large library in one package: bsdiff for the chunk whose
+    # window and content fit the limit, zstd with the old content as prefix
+    # for the other; both re-created byte for byte.
+    small, large = _code_like(random.Random(20), 2_000), _code_like(random.Random(21), 20_000)
+    small2, large2 = _code_like(random.Random(20), 2_000, 16), _code_like(random.Random(21), 20_000, 16)
+    a, b = pair(tmp_path, [Member("small.so", small), Member("large.so", large)],
+                [Member("small.so", small2), Member("large.so", large2)])
+    limit = 2 * len(small) + 1_000
+    assert len(large) + len(large2) > limit
+    patch, stats = round_trip(tmp_path, a, b, bsdiff_limit=limit)
+    assert stats["diffed"] == 2 and stats["chunks_bsdiff"] == 1 and stats["chunks_zstd"] == 1
+    zstd_only = patch.stat().st_size
+    patch, stats = round_trip(tmp_path, a, b)
+    assert stats["chunks_bsdiff"] == 2
+    assert patch.stat().st_size < zstd_only
+
+
 def test_large_binary_in_windows_uses_bsdiff_per_window(tmp_path):
     old = _code_like(random.Random(22), 20_000)
     new = b"\x90" * 16 + _code_like(random.Random(22), 20_000, 16)

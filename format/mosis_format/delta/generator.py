@@ -19,9 +19,11 @@ The target is walked entry by entry in file order:
 Each ENTRY's content is coded in chunks, each against one window of the old
 content (all of it when both fit in the window), as a zstd frame using the
 window as a prefix or as a bsdiff record stream, whichever is smaller (bsdiff
-is tried only for binary content, where it usually wins). Memory here is
-about the largest changed entry, old and new, plus what bsdiff needs for one
-window (about 17 times it); the applier's stays at about two windows.
+is tried only for binary content, where it usually wins, and only on chunks
+of at most `BSDIFF_LIMIT` window and content together: its time grows with
+them). Memory here is about the largest changed entry, old and new, plus
+what bsdiff needs for one chunk (about 17 times `BSDIFF_LIMIT`); the
+applier's stays at about two windows.
 
 Needs the `generate` extra (bsdiff4). Raises `DeltaError` with `not_a_zip`
 when either package cannot be read as a ZIP archive (or lays its entries out
@@ -58,6 +60,13 @@ LOCAL_SIG = b"PK\x03\x04"
 # attempt is a cheap one.
 LEVELS = ((1024 * 1024, 19), (4 * 1024 * 1024, 17), (MAX_WINDOW, 12))
 BINARY_ZSTD_LEVEL = 12
+# bsdiff costs about 0.4 CPU-seconds per MB of window and content (its suffix
+# sort of the window, then the matching), 4-5 s for a 10 MB shared library,
+# where zstd with the window as prefix takes a tenth of that. It is tried only
+# on chunks whose window and content together are at most this (measured:
+# bench/deltas.py; the shared libraries above it cost a fifth of the wheel
+# corpus's patch bytes' worth of time for a few percent of them).
+BSDIFF_LIMIT = 8 * 1024 * 1024
 MEDIA_LEVEL = 9
 CONTROL_LEVEL = 19
 # The applier keeps the control stream's prefix for the whole patch: a
@@ -155,11 +164,14 @@ def _sha256(f: BinaryIO) -> str:
 
 
 def generate(source: str | os.PathLike, target: str | os.PathLike, out: str | os.PathLike | BinaryIO,
-             *, window: int = DEFAULT_WINDOW, bsdiff: bool = True) -> PatchInfo:
+             *, window: int = DEFAULT_WINDOW, bsdiff: bool = True,
+             bsdiff_limit: int = BSDIFF_LIMIT) -> PatchInfo:
     """Write a patch that turns the package `source` into `target` to `out`
-    (a path, or a binary file opened for reading and writing). `bsdiff=False`
-    codes binaries with zstd only: several times faster on packages of
-    native libraries, their patches larger (bench/results/deltas.json)."""
+    (a path, or a binary file opened for reading and writing). Binary chunks
+    whose window and content add up to at most `bsdiff_limit` bytes are also
+    tried with bsdiff; `bsdiff=False` codes them with zstd only: faster on
+    packages of native libraries, their patches larger
+    (bench/results/deltas.json)."""
     if not 4096 <= window <= MAX_WINDOW:
         raise ValueError(f"window must be within 4096..{MAX_WINDOW}")
     src = _Archive(source, "source")
@@ -171,16 +183,17 @@ def generate(source: str | os.PathLike, target: str | os.PathLike, out: str | os
     try:
         if isinstance(out, (str, os.PathLike)):
             with open(out, "w+b") as f:
-                return _Maker(src, dst, f, window, bsdiff).make()
-        return _Maker(src, dst, out, window, bsdiff).make()
+                return _Maker(src, dst, f, window, bsdiff_limit if bsdiff else 0).make()
+        return _Maker(src, dst, out, window, bsdiff_limit if bsdiff else 0).make()
     finally:
         src.close()
         dst.close()
 
 
 class _Maker:
-    def __init__(self, src: _Archive, dst: _Archive, out: BinaryIO, window: int, bsdiff: bool):
-        self.src, self.dst, self.out, self.window, self.bsdiff = src, dst, out, window, bsdiff
+    def __init__(self, src: _Archive, dst: _Archive, out: BinaryIO, window: int, bsdiff_limit: int):
+        self.src, self.dst, self.out, self.window = src, dst, out, window
+        self.bsdiff_limit = bsdiff_limit
         self.window_log = zstd_window_log_max(window)
         self.hint: DeflateParams | None = None
         self.deflate_found = self.deflate_missed = 0
@@ -390,7 +403,7 @@ class _Maker:
             best = (CHUNK_ZSTD, compress(new, MEDIA_LEVEL, log, prefix, long=True))
             binary = False
         else:
-            binary = self.bsdiff and bool(old) and b"\0" in new
+            binary = bool(old) and len(old) + len(new) <= self.bsdiff_limit and b"\0" in new
             if binary and len(new) > LEVELS[0][0]:
                 level = min(level, BINARY_ZSTD_LEVEL)
             best = (CHUNK_ZSTD, compress(new, level, log, prefix))
@@ -417,11 +430,13 @@ def _may_be_same(s: _Entry, t: _Entry) -> bool:
 def _incompressible(data: bytes) -> bool:
     """Media and archives: bsdiff finds nothing in them that zstd does not.
     Judged from samples across the content (one place can mislead: a
-    library may embed compressed tables)."""
-    if len(data) < 16384:
+    library may embed compressed tables); small content whole."""
+    if len(data) < 1024:
         return False
-    step = len(data) // 5
-    sample = b"".join(data[i * step + step // 2:i * step + step // 2 + 16384] for i in range(5))
+    sample = data
+    if len(data) > 5 * 16384:
+        step = len(data) // 5
+        sample = b"".join(data[i * step + step // 2:i * step + step // 2 + 16384] for i in range(5))
     return len(compress(sample, 1, 17)) > 0.95 * len(sample)
 
 

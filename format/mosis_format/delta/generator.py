@@ -404,7 +404,7 @@ class _Maker:
             binary = False
         else:
             binary = bool(old) and len(old) + len(new) <= self.bsdiff_limit and b"\0" in new
-            if binary and len(new) > LEVELS[0][0]:
+            if binary:
                 level = min(level, BINARY_ZSTD_LEVEL)
             best = (CHUNK_ZSTD, compress(new, level, log, prefix))
         if binary and (stream := _bsdiff_stream(old, new)) is not None:

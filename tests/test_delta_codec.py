@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from mosis_format.delta import DeltaError, Reason, apply, read_header, signed_message, verify
 from mosis_format.delta import spec
+from mosis_format.delta.deflate import DeflateParams, detect
 from mosis_format.delta.generator import generate
 from tests.delta_packages import (STORED, Member, app_members, code, evolve,
                                   foreign_deflate, media, text, write_zip)
@@ -109,6 +110,32 @@ def test_entries_another_deflater_made_are_carried_exactly(tmp_path):
     assert stats["carried"] == 1 and stats["diffed"] == 1
 
 
+@pytest.mark.parametrize("level,mem_level,strategy", [
+    (1, 8, 0), (3, 9, 0), (5, 8, 1), (6, 8, 0), (7, 9, 4), (9, 8, 0), (9, 9, 1), (6, 8, 2), (6, 9, 3)])
+def test_deflate_search_finds_parameters_that_recreate_the_bytes(level, mem_level, strategy):
+    rnd = random.Random(level * 100 + mem_level * 10 + strategy)
+    content = code(rnd, 150_000) + media(rnd, 20_000) + text(rnd, 60_000)
+    made = DeflateParams(level, mem_level, strategy, 15).compressor()
+    compressed = made.compress(content) + made.flush()
+    found = detect(content, compressed)
+    assert found is not None
+    again = found.compressor()
+    assert again.compress(content) + again.flush() == compressed
+    if strategy in (0, 1):
+        assert found.level == level
+    # The archive's previous match is tried first: one trial suffices.
+    assert detect(content, compressed, hint=found, max_tries=1) == found
+    if (level, mem_level, strategy) != (6, 8, 0):
+        # The search is bounded: one trial without the hint is zlib's default only.
+        assert detect(content, compressed, max_tries=1) is None
+
+
+def test_foreign_deflate_is_not_recreated():
+    rnd = random.Random(19)
+    content = code(rnd, 50_000)
+    assert detect(content, foreign_deflate(content)) is None
+
+
 def test_identical_packages_make_one_copy(tmp_path):
     a = write_zip(tmp_path / "a.zip", app_members(seed=8, entries=30))
     patch, stats = round_trip(tmp_path, a, a)
@@ -129,6 +156,67 @@ def test_binary_entries_use_bsdiff(tmp_path):
     _, stats = round_trip(tmp_path, a, b, bsdiff=False)
     assert stats["chunks_bsdiff"] == 0
     assert (tmp_path / "p.patch").stat().st_size > size
+
+
+def _code_like(rnd: random.Random, records: int, shift: int = 0) -> bytes:
+    """Compiled-code-like bytes: records whose embedded offsets all move by `shift`."""
+    body = [rnd.randbytes(10) for _ in range(records)]
+    return b"".join(b"\x00\xe8" + (i * 40 + shift).to_bytes(4, "little") + r for i, r in enumerate(body))
+
+
+def test_bsdiff_chunk_that_starts_inside_its_window(tmp_path):
+    # bsdiff matches the new content's first byte further into the old one
+    # (a leading seek, which the format has no record for).
+    rnd = random.Random(18)
+    blob = _code_like(rnd, 20_000)
+    shifted = _code_like(random.Random(18), 20_000, shift=16)
+    a, b = pair(tmp_path, [Member("lib.so", rnd.randbytes(3_000) + blob)], [Member("lib.so", shifted)])
+    patch, stats = round_trip(tmp_path, a, b)
+    assert stats["chunks_bsdiff"] == 1
+    assert patch.stat().st_size < 20_000
+
+
+def test_bsdiff_is_tried_per_chunk_below_its_size_limit(tmp_path):
+    # A small and a large library in one package: bsdiff for the chunk whose
+    # window and content fit the limit, zstd with the old content as prefix
+    # for the other; both re-created byte for byte.
+    small, large = _code_like(random.Random(20), 2_000), _code_like(random.Random(21), 20_000)
+    small2, large2 = _code_like(random.Random(20), 2_000, 16), _code_like(random.Random(21), 20_000, 16)
+    a, b = pair(tmp_path, [Member("small.so", small), Member("large.so", large)],
+                [Member("small.so", small2), Member("large.so", large2)])
+    limit = 2 * len(small) + 1_000
+    assert len(large) + len(large2) > limit
+    patch, stats = round_trip(tmp_path, a, b, bsdiff_limit=limit)
+    assert stats["diffed"] == 2 and stats["chunks_bsdiff"] == 1 and stats["chunks_zstd"] == 1
+    zstd_only = patch.stat().st_size
+    patch, stats = round_trip(tmp_path, a, b)
+    assert stats["chunks_bsdiff"] == 2
+    assert patch.stat().st_size < zstd_only
+
+
+def test_large_binary_in_windows_uses_bsdiff_per_window(tmp_path):
+    old = _code_like(random.Random(22), 20_000)
+    new = b"\x90" * 16 + _code_like(random.Random(22), 20_000, 16)
+    a, b = pair(tmp_path, [Member("lib.so", old)], [Member("lib.so", new)])
+    # Every chunk but the first starts inside its window (bsdiff's leading seek).
+    patch, stats = round_trip(tmp_path, a, b, window=64 * 1024)
+    assert stats["chunks_bsdiff"] == stats["chunks_zstd"] + stats["chunks_bsdiff"] > 8
+    with_bsdiff = patch.stat().st_size
+    patch, stats = round_trip(tmp_path, a, b, window=64 * 1024, bsdiff=False)
+    assert with_bsdiff < patch.stat().st_size / 4
+
+
+def test_a_library_renamed_with_a_new_hash_is_diffed_against_the_old_one(tmp_path):
+    # auditwheel names bundled libraries libNAME-<hash>.so.<version>, a new
+    # hash each build.
+    rnd = random.Random(23)
+    lib, other = _code_like(rnd, 10_000), code(rnd, 40_000)
+    a, b = pair(tmp_path, [Member("pkg.libs/libjpeg-77ae51ab.so.62.4.0", lib), Member("pkg/x.py", other)],
+                [Member("pkg.libs/libjpeg-45e70d75.so.62.4.1", lib[:50_000] + b"v2" + lib[50_000:]),
+                 Member("pkg/x.py", other)])
+    patch, stats = round_trip(tmp_path, a, b)
+    assert stats["diffed"] == 1 and stats["new"] == 0
+    assert patch.stat().st_size < 5_000
 
 
 def test_large_entries_are_diffed_in_windows(tmp_path):

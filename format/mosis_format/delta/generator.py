@@ -6,7 +6,8 @@ The target is walked entry by entry in file order:
   entry's is one COPY of the source's range (neighbours merge);
 - a changed entry becomes an ENTRY: its *uncompressed* content is coded
   against the uncompressed content of the most similar source entry (same
-  name; else same content; else same file name elsewhere), and the applier
+  name; else same content; else same file name elsewhere; else the same
+  name but for hashes and version numbers), and the applier
   re-compresses it with the zlib parameters found here that re-create the
   original DEFLATE bytes exactly. When no parameters do (another deflate
   implementation made the archive), the compressed bytes themselves are
@@ -18,9 +19,11 @@ The target is walked entry by entry in file order:
 Each ENTRY's content is coded in chunks, each against one window of the old
 content (all of it when both fit in the window), as a zstd frame using the
 window as a prefix or as a bsdiff record stream, whichever is smaller (bsdiff
-is tried only for binary content, where it usually wins). Memory here is
-about the largest changed entry, old and new, plus what bsdiff needs for one
-window (about 17 times it); the applier's stays at about two windows.
+is tried only for binary content, where it usually wins, and only on chunks
+of at most `BSDIFF_LIMIT` window and content together: its time grows with
+them). Memory here is about the largest changed entry, old and new, plus
+what bsdiff needs for one chunk (about 17 times `BSDIFF_LIMIT`); the
+applier's stays at about two windows.
 
 Needs the `generate` extra (bsdiff4). Raises `DeltaError` with `not_a_zip`
 when either package cannot be read as a ZIP archive (or lays its entries out
@@ -33,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -56,14 +60,22 @@ LOCAL_SIG = b"PK\x03\x04"
 # attempt is a cheap one.
 LEVELS = ((1024 * 1024, 19), (4 * 1024 * 1024, 17), (MAX_WINDOW, 12))
 BINARY_ZSTD_LEVEL = 12
+# bsdiff costs about 0.4 CPU-seconds per MB of window and content (its suffix
+# sort of the window, then the matching), 4-5 s for a 10 MB shared library,
+# where zstd with the window as prefix takes a tenth of that. It is tried only
+# on chunks whose window and content together are at most this (measured with
+# bench/deltas.py: on the wheel corpus, the libraries above it took 30 of 49
+# CPU-seconds to save 4% of the patch bytes).
+BSDIFF_LIMIT = 8 * 1024 * 1024
 MEDIA_LEVEL = 9
 CONTROL_LEVEL = 19
 # The applier keeps the control stream's prefix for the whole patch: a
 # central directory rarely needs more (65 535 entries of 60 bytes).
 CONTROL_PREFIX = 4 * 1024 * 1024
-# A deflated entry no parameters re-create costs every trial; once this many
-# such entries outnumber those re-created, the archive's next entries get
-# only a few trials (its previous match first).
+# A deflated entry no parameters re-create costs every trial (each one deflates
+# a block or two, some 10 ms on a large entry); once such entries outnumber
+# those re-created, and are this many or none was re-created yet, the
+# archive's next entries get only a few trials (its previous match first).
 GIVE_UP_AFTER, FEW_TRIES = 3, 4
 
 
@@ -152,11 +164,14 @@ def _sha256(f: BinaryIO) -> str:
 
 
 def generate(source: str | os.PathLike, target: str | os.PathLike, out: str | os.PathLike | BinaryIO,
-             *, window: int = DEFAULT_WINDOW, bsdiff: bool = True) -> PatchInfo:
+             *, window: int = DEFAULT_WINDOW, bsdiff: bool = True,
+             bsdiff_limit: int = BSDIFF_LIMIT) -> PatchInfo:
     """Write a patch that turns the package `source` into `target` to `out`
-    (a path, or a binary file opened for reading and writing). `bsdiff=False`
-    codes binaries with zstd only: several times faster on packages of
-    native libraries, their patches larger (bench/results/deltas.json)."""
+    (a path, or a binary file opened for reading and writing). Binary chunks
+    whose window and content add up to at most `bsdiff_limit` bytes are also
+    tried with bsdiff; `bsdiff=False` codes them with zstd only: faster on
+    packages of native libraries, their patches larger
+    (bench/results/deltas.json)."""
     if not 4096 <= window <= MAX_WINDOW:
         raise ValueError(f"window must be within 4096..{MAX_WINDOW}")
     src = _Archive(source, "source")
@@ -168,16 +183,17 @@ def generate(source: str | os.PathLike, target: str | os.PathLike, out: str | os
     try:
         if isinstance(out, (str, os.PathLike)):
             with open(out, "w+b") as f:
-                return _Maker(src, dst, f, window, bsdiff).make()
-        return _Maker(src, dst, out, window, bsdiff).make()
+                return _Maker(src, dst, f, window, bsdiff_limit if bsdiff else 0).make()
+        return _Maker(src, dst, out, window, bsdiff_limit if bsdiff else 0).make()
     finally:
         src.close()
         dst.close()
 
 
 class _Maker:
-    def __init__(self, src: _Archive, dst: _Archive, out: BinaryIO, window: int, bsdiff: bool):
-        self.src, self.dst, self.out, self.window, self.bsdiff = src, dst, out, window, bsdiff
+    def __init__(self, src: _Archive, dst: _Archive, out: BinaryIO, window: int, bsdiff_limit: int):
+        self.src, self.dst, self.out, self.window = src, dst, out, window
+        self.bsdiff_limit = bsdiff_limit
         self.window_log = zstd_window_log_max(window)
         self.hint: DeflateParams | None = None
         self.deflate_found = self.deflate_missed = 0
@@ -191,9 +207,11 @@ class _Maker:
         by_name = {e.name: e for e in self.src.entries}
         by_content = {}
         by_basename: dict[str, list[_Entry]] = {}
+        by_stem: dict[str, list[_Entry]] = {}
         for e in self.src.entries:
             by_content.setdefault((e.crc, e.size), e)
             by_basename.setdefault(e.name.rsplit("/", 1)[-1], []).append(e)
+            by_stem.setdefault(_stem(e.name), []).append(e)
         ops: list[tuple] = []
         pos = 0
         for t in sorted(self.dst.entries, key=lambda e: e.header_offset):
@@ -202,15 +220,18 @@ class _Maker:
             self._literal(ops, pos, t.header_offset)
             same_content = by_content.get((t.crc, t.size))
             s = by_name.get(t.name) or same_content \
-                or _similar(t, by_basename.get(t.name.rsplit("/", 1)[-1], []))
-            if s is not None and self._same(s.header_offset, s.data_end, t.header_offset, t.data_end):
+                or _similar(t, by_basename.get(t.name.rsplit("/", 1)[-1], [])) \
+                or _similar(t, by_stem.get(_stem(t.name), []))
+            if s is not None and _may_be_same(s, t) \
+                    and self._same(s.header_offset, s.data_end, t.header_offset, t.data_end):
                 self._copy(ops, s.header_offset, t.data_end - t.header_offset)
                 self.stats["copied"] += 1
                 pos = t.data_end
                 continue
             self._literal(ops, t.header_offset, t.data_offset)
             for c in (s, same_content):  # the data may be another entry's, moved
-                if c is not None and self._same(c.data_offset, c.data_end, t.data_offset, t.data_end):
+                if c is not None and _may_be_same(c, t) \
+                        and self._same(c.data_offset, c.data_end, t.data_offset, t.data_end):
                     self._copy(ops, c.data_offset, t.data_end - t.data_offset)
                     self.stats["copied"] += 1
                     break
@@ -308,7 +329,8 @@ class _Maker:
         raw = self.dst.read(t.data_offset, t.data_end - t.data_offset)
         content, params = raw, None
         if t.method == zipfile.ZIP_DEFLATED and (plain := self.dst.content(t)) is not None:
-            unlikely = self.deflate_missed >= GIVE_UP_AFTER and self.deflate_missed > self.deflate_found
+            unlikely = self.deflate_missed > self.deflate_found and \
+                (self.deflate_found == 0 or self.deflate_missed >= GIVE_UP_AFTER)
             tries = FEW_TRIES if unlikely else None
             params = detect(plain, raw, self.hint, **({"max_tries": tries} if tries else {}))
             if params:
@@ -381,8 +403,8 @@ class _Maker:
             best = (CHUNK_ZSTD, compress(new, MEDIA_LEVEL, log, prefix, long=True))
             binary = False
         else:
-            binary = self.bsdiff and bool(old) and b"\0" in new
-            if binary and len(new) > LEVELS[0][0]:
+            binary = bool(old) and len(old) + len(new) <= self.bsdiff_limit and b"\0" in new
+            if binary:
                 level = min(level, BINARY_ZSTD_LEVEL)
             best = (CHUNK_ZSTD, compress(new, level, log, prefix))
         if binary and (stream := _bsdiff_stream(old, new)) is not None:
@@ -397,15 +419,33 @@ class _Maker:
         return bytes([method]) + uleb(w0) + uleb(len(old)) + uleb(len(new)) + uleb(len(frame)), frame
 
 
+def _may_be_same(s: _Entry, t: _Entry) -> bool:
+    """Whether two entries' data can be the same bytes: the central
+    directory's CRC-32, sizes and method agree (a changed entry is never
+    read twice to find out)."""
+    return (s.crc, s.size, s.method, s.data_end - s.data_offset) == \
+        (t.crc, t.size, t.method, t.data_end - t.data_offset)
+
+
 def _incompressible(data: bytes) -> bool:
     """Media and archives: bsdiff finds nothing in them that zstd does not.
     Judged from samples across the content (one place can mislead: a
-    library may embed compressed tables)."""
-    if len(data) < 16384:
+    library may embed compressed tables); small content whole."""
+    if len(data) < 1024:
         return False
-    step = len(data) // 5
-    sample = b"".join(data[i * step + step // 2:i * step + step // 2 + 16384] for i in range(5))
+    sample = data
+    if len(data) > 5 * 16384:
+        step = len(data) // 5
+        sample = b"".join(data[i * step + step // 2:i * step + step // 2 + 16384] for i in range(5))
     return len(compress(sample, 1, 17)) > 0.95 * len(sample)
+
+
+def _stem(name: str) -> str:
+    """A file name without what changes between builds: a library's version
+    after `.so`, hashes and numbers (auditwheel renames `libjpeg.so.62` to
+    `libjpeg-77ae51ab.so.62.4.0`, a new hash each release)."""
+    base = re.sub(r"\.so(\.\d+)+$", ".so", name.rsplit("/", 1)[-1])
+    return re.sub(r"[0-9a-f]{8,}|\d+", "#", base)
 
 
 def _similar(t: _Entry, candidates: list[_Entry]) -> _Entry | None:
@@ -428,30 +468,43 @@ def _similar(t: _Entry, candidates: list[_Entry]) -> _Entry | None:
 def _bsdiff_stream(old: bytes, new: bytes) -> bytes | None:
     """bsdiff's records interleaved (control, its diff bytes, its extra
     bytes), or None when they break the format's rules (never seen; the
-    zstd chunk is then used)."""
+    zstd chunk is then used).
+
+    bsdiff writes empty records (add = copy = 0) that only seek; the format
+    has none, so a seek is folded into the record before it. A leading one
+    (the new content starts where the old window does not) becomes a first
+    record of one diff byte against the window's first byte, its seek the
+    leading one: the chunk's bytes and later positions stay the same."""
     control, diff, extra = bsdiff4.core.diff(old, new)
-    out = []
-    old_pos = new_pos = d = x = 0
-    pending_seek = None
+    records: list[list] = []  # [add, copy, seek, diff bytes, extra bytes]
+    lead = d = x = 0
     for i in range(0, len(control), 24):
         add, copy, seek = (read_bsdiff_int(control, i + k) for k in (0, 8, 16))
-        if add == 0 and copy == 0:
-            if pending_seek is None:
-                return None
-            pending_seek += seek
-            old_pos += seek
-            continue
-        if add < 0 or copy < 0 or old_pos < 0 or old_pos + add > len(old):
+        if add < 0 or copy < 0:
             return None
-        if pending_seek is not None:
-            out[-3] = out[-3][:16] + bsdiff_int(pending_seek)
-        out += [bsdiff_int(add) + bsdiff_int(copy) + bsdiff_int(seek), diff[d:d + add], extra[x:x + copy]]
+        dd, xx = diff[d:d + add], extra[x:x + copy]
         d, x = d + add, x + copy
-        pending_seek = seek
+        if not records and lead and (add or copy):
+            if add:
+                records.append([1, 0, lead, bytes([(new[0] - old[0]) & 0xFF]), b""])
+                add, dd = add - 1, dd[1:]
+            else:
+                seek += lead
+        if add == 0 and copy == 0:
+            if records:
+                records[-1][2] += seek
+            else:
+                lead += seek
+            continue
+        records.append([add, copy, seek, dd, xx])
+    out = []
+    old_pos = new_pos = 0
+    for add, copy, seek, dd, xx in records:
+        if old_pos < 0 or old_pos + add > len(old):
+            return None
+        out += [bsdiff_int(add) + bsdiff_int(copy) + bsdiff_int(seek), dd, xx]
         old_pos += add + seek
         new_pos += add + copy
-    if pending_seek is not None:
-        out[-3] = out[-3][:16] + bsdiff_int(pending_seek)
     if new_pos != len(new):
         return None
     return b"".join(out)

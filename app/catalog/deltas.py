@@ -9,8 +9,9 @@ UPDATE, so two never both win), reads both packages from storage, makes the
 patch (mosis_format.delta), keeps it only if it is at most
 MOSIS_DELTA_MAX_RATIO of the target, stores it at
 `deltas/{developer_id}/{app_id}/{from}-{to}.patch`, signs it and marks the
-row `ready` (if it still holds the lease) with the `key_id` that signed it. A worker that dies leaves a lease
-that runs out; the row is claimed again, up to MAX_ATTEMPTS times.
+row `ready` with the `key_id` that signed it (if it still holds the lease).
+A worker that dies leaves a lease that runs out; the row is claimed again,
+up to MAX_ATTEMPTS times.
 
 Invariants:
 

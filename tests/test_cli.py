@@ -252,6 +252,16 @@ def test_download_from_an_old_version_applies_a_signed_patch_or_falls_back(live_
     assert r.code == 0 and f"{len(new) - delta['size']} bytes saved" in r.stdout, r.stdout
     assert sorted(p.name for p in tmp_path.glob("*.mosis*")) == ["a.mosis", "b.mosis", "old.mosis"]
 
+    # The store rotates its key: the patch is signed anew, names the new key, and is still used.
+    rotated = requests.post(f"{live_stack.url}/v1/admin/signing-keys/rotate", headers=ADMIN, timeout=60)
+    assert rotated.status_code == 200, rotated.text
+    answer = http.call("GET", f"/v1/packages/{package_id}/download?from_version_code=1", 200).json()
+    assert answer["delta"]["key_id"] == rotated.json()["new_key"] != delta["key_id"]
+    r = cli("download", package_id, "--from", old_path, "-o", tmp_path / "r.mosis", "--json")
+    assert r.code == 0 and r.json["key_id"] == rotated.json()["new_key"], r.stderr
+    assert (tmp_path / "r.mosis").read_bytes() == new and r.json["delta"]["saved_bytes"] == len(new) - delta["size"]
+    (tmp_path / "r.mosis").unlink()
+
     # A version the store has no patch from: the full package, and one line saying so.
     other = tmp_path / "other.mosis"
     other.write_bytes(build_package(package_id, 1, app_files(8, 1)))
@@ -824,6 +834,63 @@ def stub_store():
     stub = StubStore()
     yield stub
     stub.close()
+
+
+def test_the_cli_checks_a_patch_with_the_key_it_names_and_refuses_a_revoked_one(stub_store, tmp_path):
+    import datetime as dt
+
+    from mosis_format import keyring as kr
+    from mosis_format.delta import signed_message
+    from mosis_format.delta.generator import generate
+    from mosis_format.signing import Ed25519Signer, Signature
+    from tests.delta_packages import app_files
+
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    a, b = Ed25519Signer.generate(), Ed25519Signer.generate()
+    v1 = kr.sign(kr.first(a.public_key, now=now), [a])
+    v2 = kr.sign(kr.rotate(v1, b.public_key, now=now), [a, b], v1)
+    v3 = kr.sign(kr.revoke(v2, a.key_id, now=now), [b], v2)
+    package_id = "com.example.notes"
+    old, new = (build_package(package_id, code, app_files(7, code)) for code in (1, 2))
+    (tmp_path / "old.mosis").write_bytes(old)
+    (tmp_path / "new.mosis").write_bytes(new)
+    info = generate(tmp_path / "old.mosis", tmp_path / "new.mosis", tmp_path / "patch")
+    stub_store.routes["/patch"] = (tmp_path / "patch").read_bytes()
+    message = signed_message(package_id, 1, sha256(old), 1, sha256(new), info.sha256, info.size)
+    cli, env = Cli(tmp_path), {"MOSIS_URL": stub_store.url}
+
+    def download(name: str, signer, key_id: str) -> Result:
+        stub_store.package(package_id, new, b)
+        answer = dict(stub_store.routes[f"/v1/packages/{package_id}/download"])
+        answer["delta"] = {"url": f"{stub_store.url}/patch", "size": info.size, "sha256": info.sha256,
+                           "algorithm": "mosis-zipdelta-v1", "from_version_code": 1, "from_sha256": sha256(old),
+                           "signature": Signature.made_by(signer, message).signature, "key_id": key_id,
+                           "expires_at": "2099-01-01T00:00:00Z"}
+        stub_store.routes[f"/v1/packages/{package_id}/download?from_sha256={sha256(old)}"] = answer
+        return cli("download", package_id, "--from", tmp_path / "old.mosis", "-o", tmp_path / name, "--json",
+                   env=env)
+
+    # Signed by the retired key it names: used.
+    stub_store.keyrings(v1, v2)
+    r = download("1.mosis", a, a.key_id)
+    assert r.code == 0 and r.json["delta"]["size"] == info.size, r.stderr
+    assert (tmp_path / "1.mosis").read_bytes() == new
+    # Made by one key, naming another: not used, the full package instead.
+    r = download("2.mosis", a, b.key_id)
+    assert r.code == 0 and "delta" not in r.json and (tmp_path / "2.mosis").read_bytes() == new
+    assert r.stderr.splitlines()[0] == (f"patch not used: the patch's signature does not verify with key "
+                                        f"{b.key_id} (bad_signature); downloading the full package")
+    assert r.stderr.count("patch not used") == 1
+    # The key it names is revoked: one line says so, and the full package is downloaded.
+    stub_store.keyrings(v1, v2, v3)
+    r = download("3.mosis", a, a.key_id)
+    assert r.code == 0 and "delta" not in r.json and (tmp_path / "3.mosis").read_bytes() == new
+    assert r.stderr.splitlines()[0] == (f"patch not used: the patch is signed by key {a.key_id}, which the "
+                                        f"store revoked; downloading the full package")
+    assert r.stderr.count("patch not used") == 1
+    # The active key, named: used.
+    r = download("4.mosis", b, b.key_id)
+    assert r.code == 0 and r.json["delta"]["size"] == info.size and r.json["key_id"] == b.key_id, r.stderr
 
 
 def test_the_cli_follows_the_keyring_and_refuses_forgery_rollback_revoked_keys_and_old_indexes(stub_store, tmp_path):

@@ -11,9 +11,11 @@ import datetime as dt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from app.catalog import deltas
+from app.catalog import deltas, signatures
+from app.platform import keys
 from app.platform.clock import utcnow
 from app.platform.models import Delta, DeltaStatus
+from mosis_format import keyring as kr
 from mosis_format.delta import apply, signed_message
 from tests.delta_packages import app_files
 from tests.helpers import ADMIN, build_package, sha256
@@ -119,7 +121,8 @@ def test_the_download_answer_has_a_delta_only_from_a_version_with_a_patch(client
         assert r.status_code == 200, r.json
         delta = r.json["delta"]
         assert set(delta) == {"url", "size", "sha256", "algorithm", "from_version_code", "from_sha256",
-                              "signature", "expires_at"}
+                              "signature", "key_id", "expires_at"}
+        assert delta["key_id"] == services.signing_key.key_id
         assert delta["algorithm"] == "mosis-zipdelta-v1" and delta["from_version_code"] == 1
         assert delta["from_sha256"] == sha256(packages[1]) and delta["expires_at"] == r.json["expires_at"]
         assert f"/deltas/{dev['id']}/{app['id']}/1-2.patch?expires=" in delta["url"]
@@ -221,3 +224,101 @@ def test_patch_bytes_sent_and_the_full_bytes_they_replaced_reach_the_costs(clien
     assert report["patch_bytes_sent"] == sent and report["full_bytes_replaced"] == replaced
     assert report["egress_saved_bytes"] == replaced - sent > 0
 
+
+
+# -- signatures under a changing keyring -------------------------------------------------------
+
+def offered(client, package_id: str, from_version_code: int = 1) -> dict:
+    """The download answer's delta, its signature checked as a device does:
+    with the key its key_id names in the store's current keyring."""
+    info = client.get(f"/v1/packages/{package_id}/download?from_version_code={from_version_code}").json
+    delta = info["delta"]
+    ring = kr.Keyring.parse(client.get("/v1/signing-keys").json)
+    kr.check_signature(ring, delta["key_id"], delta["signature"], signed_message(
+        package_id, delta["from_version_code"], delta["from_sha256"], info["version_code"], info["sha256"],
+        delta["sha256"], delta["size"]))
+    return delta
+
+
+def test_rotation_re_signs_ready_patches_and_the_offer_names_the_new_key(client, services, published):
+    _, app, _ = published
+    deltas.run_pending(services, "worker-a")
+    first = services.signing_key.key_id
+    assert rows(app["id"])[(1, 2)].key_id == first and offered(client, app["package_id"])["key_id"] == first
+    # The keyring alone first: the patch keeps the retired key's signature, which still counts.
+    _, new = keys.rotate(services.keys)
+    assert offered(client, app["package_id"])["key_id"] == first
+    # The job, one row at a time: the versions first, the patch last; every step verifies.
+    steps = 0
+    while signatures.resign_all(services, limit=1):
+        steps += 1
+        assert offered(client, app["package_id"])["key_id"] in {first, new.key_id}
+    assert steps == 3  # versions 1 and 2, then the patch
+    patch = rows(app["id"])[(1, 2)]
+    assert patch.key_id == new.key_id and offered(client, app["package_id"])["signature"] == patch.signature
+    # A rotation through the API moves it again, at once.
+    r = client.post("/v1/admin/signing-keys/rotate", headers=ADMIN)
+    assert r.status_code == 200, r.json
+    assert offered(client, app["package_id"])["key_id"] == r.json["new_key"] == rows(app["id"])[(1, 2)].key_id
+
+
+def test_no_patch_signed_by_a_revoked_key_is_served(client, services, published):
+    _, app, packages = published
+    deltas.run_pending(services, "worker-a")
+    first = services.signing_key.key_id
+    r = client.post("/v1/admin/signing-keys/rotate", headers=ADMIN)
+    assert r.status_code == 200, r.json
+    new = r.json["new_key"]
+    # As if the job had not reached the patch: still signed by the first key.
+    patch = rows(app["id"])[(1, 2)]
+    old_signature = services.signing_key.sign_delta(app["package_id"], 1, patch.from_sha256, 2, patch.to_sha256,
+                                                     patch.sha256, patch.size)
+    Delta.update(signature=old_signature, key_id=first).where(Delta.id == patch.id).execute()
+    # The keyring revokes it; before any re-signing, the offer is signed anew.
+    keys.revoke(services.keys, first)
+    for query in ("from_version_code=1", f"from_sha256={sha256(packages[1])}"):
+        delta = client.get(f"/v1/packages/{app['package_id']}/download?{query}").json["delta"]
+        assert delta["key_id"] == new and delta["signature"] != old_signature
+    assert offered(client, app["package_id"])["key_id"] == new
+    assert Delta.select().where(Delta.key_id == first).count() == 0
+
+
+def test_revoking_re_signs_every_ready_patch_it_signed(client, services, published):
+    _, app, _ = published
+    deltas.run_pending(services, "worker-a")
+    first = services.signing_key.key_id
+    r = client.post("/v1/admin/signing-keys/rotate", headers=ADMIN)
+    assert r.status_code == 200, r.json
+    _, newer = keys.rotate(services.keys)  # the next key, the job not run: the patch keeps the previous one's
+    assert rows(app["id"])[(1, 2)].key_id == r.json["new_key"]
+    r = client.post(f"/v1/admin/signing-keys/{r.json['new_key']}/revoke", headers=ADMIN)
+    assert r.status_code == 200, r.json
+    patch = rows(app["id"])[(1, 2)]
+    assert patch.key_id == newer.key_id and offered(client, app["package_id"])["key_id"] == newer.key_id
+    assert first not in {d.key_id for d in Delta.select()}
+
+
+def test_the_migration_names_the_key_that_signed_each_stored_patch(services, published):
+    from app.platform.migrations import migrate_database
+    from app.platform.models import SchemaMigration, database
+
+    _, app, _ = published
+    assert deltas.run_pending(services, "worker-a") == ["ready"]
+    first = services.signing_key.key_id
+    _, new = keys.rotate(services.keys)  # the active key at migration time did not sign the patch
+    patch = rows(app["id"])[(1, 2)]
+    db = database.obj
+    with db.connection_context():
+        db.execute_sql("ALTER TABLE delta DROP COLUMN key_id")
+        SchemaMigration.delete().where(SchemaMigration.version == 200).execute()
+    assert 200 in migrate_database()
+    assert rows(app["id"])[(1, 2)].key_id == first != new.key_id
+    # A signature no key of the keyring made: left unnamed, and signed anew before it is offered.
+    Delta.update(signature=new.sign_delta("x.y", 1, "0" * 64, 2, "0" * 64, "0" * 64, 1), key_id=None).where(
+        Delta.id == patch.id).execute()
+    with db.connection_context():
+        SchemaMigration.delete().where(SchemaMigration.version == 200).execute()
+    assert 200 in migrate_database()
+    assert rows(app["id"])[(1, 2)].key_id is None
+    assert signatures.resign_all(services) == 3  # versions 1 and 2 (first key), and the patch
+    assert rows(app["id"])[(1, 2)].key_id == new.key_id

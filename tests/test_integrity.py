@@ -243,3 +243,38 @@ def test_packages_of_a_new_version_are_not_orphans(api, services):
     assert api.upload_and_complete(dev, app, 1)["status"] == S.VALIDATING  # package in place, no manifest
     report = sweep_orphans(services, _past_grace(services))
     assert report["findings"] == [] and report["missing"] == []
+
+
+def test_sweep_deletes_stray_patches_and_keeps_those_a_delta_row_names(api, services):
+    from app.catalog import deltas
+    from app.platform.models import ReplicaOutbox
+    from tests.delta_packages import app_files
+    from tests.helpers import build_package
+
+    dev = api.new_developer()
+    app = api.create_app(dev)
+    for code in (1, 2):
+        api.ship(dev, app, code, build_package(app["package_id"], code, app_files(7, code)))
+    assert deltas.run_pending(services, "worker-a") == ["ready"]
+    ready = f"deltas/{dev['id']}/{app['id']}/1-2.patch"
+    # A patch whose row was removed before its object was deleted, and one no row ever named.
+    stray = [f"deltas/{dev['id']}/{app['id']}/2-3.patch", "deltas/notes.txt"]
+    for key in stray:
+        services.storage.put(key, b"a patch nobody offers")
+    services.settings = services.settings.replace(replica_s3_endpoint="http://127.0.0.1:9")
+
+    fresh = sweep_orphans(services, utcnow())  # inside the grace: maybe still being written
+    assert fresh["findings"] == [] and fresh["within_grace"] == 2
+    assert all(services.storage.exists(k) for k in stray)
+
+    report = sweep_orphans(services, _past_grace(services))
+    found = {f["key"]: f for f in report["findings"]}
+    assert set(found) == set(stray) and {f["kind"] for f in found.values()} == {"stray_patch"}
+    assert all(f["deleted"] for f in found.values())  # also with MOSIS_ORPHAN_DELETE off: made again at will
+    assert report["totals"]["stray_patch"] == {"objects": 2, "bytes": 2 * len(b"a patch nobody offers")}
+    assert not any(services.storage.exists(k) for k in stray)
+    assert services.storage.exists(ready) and deltas.servable(ready) is not None
+    queued = {r.key for r in ReplicaOutbox.select().where(ReplicaOutbox.op == "delete")}
+    assert queued == set(stray)  # the replica forgets them too, after the delete delay
+    assert sample("mosis_storage_orphan_objects", kind="stray_patch") == 2
+    assert sweep_orphans(services, _past_grace(services))["findings"] == []

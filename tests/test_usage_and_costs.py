@@ -293,6 +293,33 @@ def test_gauges_report_queue_storage_costs_and_jobs(api, services):
                - dt.datetime.now(dt.timezone.utc).timestamp()) < 120
 
 
+def test_gauges_report_the_delta_queue(api, services):
+    from app.platform.models import Delta, DeltaStatus
+
+    dev = api.new_developer()
+    app = api.create_app(dev)
+    for code in range(1, 5):
+        api.ship(dev, app, code)  # patches to 2, 3 and 4 queued: 1 + 2 + 3
+    monitoring.refresh(services)
+    assert sample("mosis_delta_queue_depth") == 6
+    assert 0 <= sample("mosis_delta_queue_oldest_age_seconds") < 600
+    assert sample("mosis_deltas_failed_last_day") == 0
+    rows = list(Delta.select().order_by(Delta.to_version_code, Delta.from_version_code))
+    now = utcnow()
+    Delta.update(created_at=now - dt.timedelta(minutes=40)).where(Delta.id == rows[0].id).execute()
+    Delta.update(status=DeltaStatus.FAILED, updated_at=now - dt.timedelta(hours=2)).where(
+        Delta.id.in_([rows[1].id, rows[2].id])).execute()
+    Delta.update(status=DeltaStatus.FAILED, updated_at=now - dt.timedelta(days=2)).where(
+        Delta.id == rows[3].id).execute()  # gave up before the last day: not counted
+    monitoring.refresh(services)
+    assert sample("mosis_delta_queue_depth") == 3
+    assert 2400 <= sample("mosis_delta_queue_oldest_age_seconds") < 3000
+    assert sample("mosis_deltas_failed_last_day") == 2
+    Delta.update(status=DeltaStatus.READY).where(Delta.status == DeltaStatus.PENDING).execute()
+    monitoring.refresh(services)
+    assert sample("mosis_delta_queue_depth") == 0 and sample("mosis_delta_queue_oldest_age_seconds") == 0
+
+
 def test_unreachable_storage_reads_zero(services):
     dead = services.settings.replace(s3_endpoint=f"http://127.0.0.1:{free_port()}")
     monitoring.refresh(dataclasses.replace(services, storage=Storage(dead)))

@@ -146,6 +146,8 @@ SCHEMAS = {
                                                        "`mosis-delta-v1\\n{package_id}\\n{from_version_code}"
                                                        "\\n{from_sha256}\\n{to_version_code}\\n{to_sha256}"
                                                        "\\n{patch_sha256}\\n{patch_size}`"},
+        "key_id": {**KEY_ID, "description": "The keyring key that made `signature` (docs/signing.md); "
+                                            "never a revoked one"},
         "expires_at": TIME}),
     "Icons": obj({"32": STRING, "64": STRING, "128": STRING}),
     "Screenshot": obj({

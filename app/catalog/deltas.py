@@ -9,8 +9,9 @@ UPDATE, so two never both win), reads both packages from storage, makes the
 patch (mosis_format.delta), keeps it only if it is at most
 MOSIS_DELTA_MAX_RATIO of the target, stores it at
 `deltas/{developer_id}/{app_id}/{from}-{to}.patch`, signs it and marks the
-row `ready` (if it still holds the lease). A worker that dies leaves a lease
-that runs out; the row is claimed again, up to MAX_ATTEMPTS times.
+row `ready` with the `key_id` that signed it (if it still holds the lease).
+A worker that dies leaves a lease that runs out; the row is claimed again,
+up to MAX_ATTEMPTS times.
 
 Invariants:
 
@@ -23,6 +24,9 @@ Invariants:
   offers, never a row offering a missing object. Deleting is repeatable.
 - A worker stores the patch before it marks the row ready; if the row left
   `pending` meanwhile (a pull removed it), the worker deletes what it stored.
+- A ready row's signature follows the keyring like a version's
+  (app.catalog.signatures): rotation and revocation re-sign it, and one
+  whose key is revoked is re-signed before it is offered.
 - Nothing here changes a version: a patch that cannot be made is `skipped`
   or `failed`, and the full download is untouched.
 """
@@ -39,6 +43,7 @@ from typing import TYPE_CHECKING
 import peewee as pw
 from prometheus_client import Counter, Histogram
 
+from app.catalog import signatures
 from app.edge.purge import download_read_key
 from app.platform.clock import iso, utcnow
 from app.platform.errors import Unavailable
@@ -152,8 +157,9 @@ def make_claimed(svc: Services, delta: Delta, owner: str) -> str:
             if info.size > svc.settings.delta_max_ratio * target.size:
                 _finish(delta, owner, D.SKIPPED, reason="too_large", size=info.size, sha256=info.sha256)
                 return "too_large"
-            signature = svc.keys.active().sign_delta(app.package_id, source.version_code, source.sha256,
-                                                   target.version_code, target.sha256, info.sha256, info.size)
+            delta.from_sha256, delta.to_sha256, delta.sha256, delta.size = \
+                source.sha256, target.sha256, info.sha256, info.size
+            signature, key_id = signatures.sign_delta(svc, app.package_id, delta)
             svc.storage.put_file(key, paths[2])
     except DeltaError as e:  # the packages themselves: trying again changes nothing
         _finish(delta, owner, D.FAILED, reason=str(e.code))
@@ -167,7 +173,7 @@ def make_claimed(svc: Services, delta: Delta, owner: str) -> str:
         DELTA_SECONDS.observe(time.monotonic() - started)
     with database.atomic():  # the patch goes to the replica with the row that offers it
         ready = _finish(delta, owner, D.READY, size=info.size, sha256=info.sha256, signature=signature,
-                        from_sha256=source.sha256, to_sha256=target.sha256, to_size=target.size)
+                        key_id=key_id, from_sha256=source.sha256, to_sha256=target.sha256, to_size=target.size)
         if ready:
             enqueue_copies(svc.settings, [key])
     if not ready:
@@ -241,8 +247,10 @@ def remove_for(svc: Services, version: Version, reason: str) -> list[str]:
 # -- offering -----------------------------------------------------------------------------------
 
 
-def offer(svc: Services, app_id: str, developer_id: str, to_version_code: int, to_sha256: str, expires: int, from_version_code: int | None = None, from_sha256: str | None = None) -> dict | None:
-    """The `delta` object of a download answer, or None when no patch fits."""
+def offer(svc: Services, package_id: str, app_id: str, developer_id: str, to_version_code: int, to_sha256: str,
+          expires: int, from_version_code: int | None = None, from_sha256: str | None = None) -> dict | None:
+    """The `delta` object of a download answer, or None when no patch fits;
+    its signature by a key the keyring accepts (re-signed first if revoked)."""
     where = ((Delta.app == app_id) & (Delta.to_version_code == to_version_code)
              & (Delta.to_sha256 == to_sha256) & (Delta.status == D.READY))
     if from_version_code is not None:
@@ -252,6 +260,7 @@ def offer(svc: Services, app_id: str, developer_id: str, to_version_code: int, t
     delta = Delta.select().where(where).order_by(Delta.from_version_code.desc()).first()
     if delta is None:
         return None
+    signature, key_id = signatures.servable_delta(svc, delta, package_id)
     return {
         "url": svc.download_link(key_of(delta, developer_id), expires=expires),
         "size": delta.size,
@@ -259,7 +268,8 @@ def offer(svc: Services, app_id: str, developer_id: str, to_version_code: int, t
         "algorithm": ALGORITHM,
         "from_version_code": delta.from_version_code,
         "from_sha256": delta.from_sha256,
-        "signature": delta.signature,
+        "signature": signature,
+        "key_id": key_id,
         "expires_at": iso(dt.datetime.fromtimestamp(expires, dt.timezone.utc).replace(tzinfo=None)),
     }
 

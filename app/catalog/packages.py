@@ -392,7 +392,7 @@ def download_info(svc: Services, package_id: str, from_version_code: int | None 
         "expires_at": iso(dt.datetime.fromtimestamp(expires, dt.timezone.utc).replace(tzinfo=None)),
     }
     if from_version_code is not None or from_sha256 is not None:
-        delta = deltas.offer(svc, app_id, developer_id, version_code, sha256, expires,
+        delta = deltas.offer(svc, package_id, app_id, developer_id, version_code, sha256, expires,
                              from_version_code, from_sha256)
         if delta is not None:
             info["delta"] = delta

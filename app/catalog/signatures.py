@@ -8,11 +8,16 @@ Invariants:
   signature by a key the current keyring accepts: active or retired, never
   revoked. A signature by a revoked (or unknown) key is replaced by the
   active key's before it is served.
+- A ready delta patch's `signature` and `key_id` (app.catalog.deltas) obey
+  the same two rules: changed together by a compare-and-set on the
+  signature they replace, and re-signed before it is offered when its key
+  is revoked (`servable_delta`).
 - After a rotation or revocation, `resign_all` moves every version that
-  may still be served or published (draft, published, superseded) to the
-  active key, one row at a time: interrupted, it is resumed by running it
-  again, which the scheduler does every minute (`JOBS`). Until it reaches
-  a version, the version keeps its older, still valid, signature.
+  may still be served or published (draft, published, superseded), then
+  every ready patch, to the active key, one row at a time: interrupted, it
+  is resumed by running it again, which the scheduler does every minute
+  (`JOBS`). Until it reaches a row, the row keeps its older, still valid,
+  signature.
 - The catalog index (`/v1/index.json`, mosis_format.index) is one row of
   `signed_index`: every app's current version with the signature its
   download answers, under the current keyring, signed by the active key.
@@ -34,12 +39,12 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
-from app.edge.purge import INDEX_KEY, KEYRING_KEYS, public_read_keys
+from app.edge.purge import INDEX_KEY, KEYRING_KEYS, download_read_key, public_read_keys
 from app.platform import keys
 from app.platform.clock import naive_utc, utcnow
 from app.platform.jobs import Job
 from app.platform.keys import KeyStore
-from app.platform.models import App, SignedIndex, Version
+from app.platform.models import App, Delta, DeltaStatus, SignedIndex, Version
 from app.platform.models import VersionStatus as S
 from app.platform.signing import SigningKey
 from mosis_format import canonical
@@ -61,15 +66,33 @@ def sign(svc: Services, package_id: str, version_code: int, sha256: str, size: i
     return key.sign_package(package_id, version_code, sha256, size), key.key_id
 
 
-def _resign(svc: Services, version: Version, package_id: str) -> tuple[str, str]:
-    """Sign `version` with the active key, unless another process did first."""
-    signature, key_id = sign(svc, package_id, version.version_code, version.sha256, version.size)
-    changed = (Version.update(signature=signature, key_id=key_id)
-               .where((Version.id == version.id) & (Version.signature == version.signature)).execute())
+def sign_delta(svc: Services, package_id: str, delta: Delta) -> tuple[str, str]:
+    """(signature, key_id) of the patch `delta` describes (its sha256 and
+    size set) by the active key."""
+    key = svc.keys.active()
+    return key.sign_delta(package_id, delta.from_version_code, delta.from_sha256, delta.to_version_code,
+                          delta.to_sha256, delta.sha256, delta.size), key.key_id
+
+
+def _replace(model: type[Version] | type[Delta], row, signature: str, key_id: str) -> tuple[str, str]:
+    """Store a new (signature, key_id) on `row` unless another process
+    replaced its signature first; the pair the row holds after."""
+    changed = (model.update(signature=signature, key_id=key_id)
+               .where((model.id == row.id) & (model.signature == row.signature)).execute())
     if not changed:
-        fresh = Version.get_by_id(version.id)
+        fresh = model.get_by_id(row.id)
         return fresh.signature, fresh.key_id
     return signature, key_id
+
+
+def _resign(svc: Services, version: Version, package_id: str) -> tuple[str, str]:
+    """Sign `version` with the active key, unless another process did first."""
+    return _replace(Version, version, *sign(svc, package_id, version.version_code, version.sha256, version.size))
+
+
+def _resign_delta(svc: Services, delta: Delta, package_id: str) -> tuple[str, str]:
+    """Sign the patch of `delta` with the active key, unless another process did first."""
+    return _replace(Delta, delta, *sign_delta(svc, package_id, delta))
 
 
 def acceptable(ring: Keyring, key_id: str | None) -> bool:
@@ -85,21 +108,38 @@ def servable(svc: Services, version: Version, package_id: str) -> tuple[str, str
     return _resign(svc, version, package_id)
 
 
+def servable_delta(svc: Services, delta: Delta, package_id: str) -> tuple[str, str]:
+    """The (signature, key_id) to serve for a ready patch, as `servable`."""
+    if acceptable(svc.keys.current(), delta.key_id):
+        return delta.signature, delta.key_id
+    return _resign_delta(svc, delta, package_id)
+
+
+def _not_by(model: type[Version] | type[Delta], key_id: str):
+    return model.signature.is_null(False) & ((model.key_id != key_id) | model.key_id.is_null())
+
+
 def resign_all(svc: Services, limit: int | None = None) -> int:
-    """Move every signed, servable version to the active key; how many moved."""
+    """Move every signed, servable version, then every ready patch, to the
+    active key; how many moved (at most `limit`)."""
     active = svc.keys.active().key_id
-    rows = (Version.select(Version, App).join(App)
-            .where(Version.status.in_(SIGNED) & Version.signature.is_null(False)
-                   & ((Version.key_id != active) | Version.key_id.is_null()))
-            .order_by(Version.id))
+    versions = (Version.select(Version, App).join(App)
+                .where(Version.status.in_(SIGNED) & _not_by(Version, active)).order_by(Version.id))
     moved, purge = 0, set()
-    for version in rows.limit(limit) if limit else rows:
+    for version in versions.limit(limit) if limit else versions:
         _resign(svc, version, version.app.package_id)
         moved += 1
         if version.status == S.PUBLISHED:
-            purge.add(version.app.package_id)
+            purge.update(public_read_keys(version.app.package_id))
+    patches = (Delta.select(Delta, App).join(App)
+               .where((Delta.status == DeltaStatus.READY) & _not_by(Delta, active)).order_by(Delta.id))
+    if limit is None or moved < limit:
+        for delta in patches.limit(limit - moved) if limit else patches:
+            _resign_delta(svc, delta, delta.app.package_id)
+            moved += 1
+            purge.add(download_read_key(delta.app.package_id, delta.from_version_code))
     if purge:  # cached download answers, and the index, name the old signatures
-        index_changed(svc, [k for p in sorted(purge) for k in public_read_keys(p)])
+        index_changed(svc, sorted(purge))
     return moved
 
 

@@ -1,6 +1,7 @@
 """Storage and database agree: the orphan sweep and the integrity scrub.
 
-Orphan sweep (daily): lists `packages/` and `temp/` and compares with the rows.
+Orphan sweep (daily): lists `packages/`, `temp/` and `deltas/` and compares
+with the rows.
 - An object under `packages/` that no version holding objects knows is an
   orphan (a crash between a copy and a row update, a purge whose version code
   was taken again, a hand-made object). Orphans older than the grace period
@@ -8,6 +9,12 @@ Orphan sweep (daily): lists `packages/` and `temp/` and compares with the rows.
 - A temp upload whose version is no longer `uploading` (completed, failed,
   abandoned) is left-over scratch: deleted after the grace period.
 - A temp upload no row knows is an orphan like the above.
+- A patch under `deltas/` that no `delta` row in `pending` or `ready` names
+  (app.catalog.deltas; a crash between a row's removal and the deletion of
+  its object, a worker that died after storing a patch its row no longer
+  wants, a hand-made object) is a stray patch: deleted after the grace
+  period, and the deletion queued for the replica. A pending row keeps its
+  object: its worker may be about to mark it ready.
 - A version that should have objects but whose objects are missing is reported
   (metric, log and one audit event per sweep): lost data is an incident.
 
@@ -33,10 +40,19 @@ from app.catalog.packages import keys_of
 from app.platform import metrics
 from app.platform.clock import iso, naive_utc, utcnow
 from app.platform.jobs import Job
-from app.platform.models import App, Version, record_audit
+from app.platform.models import App, Delta, DeltaStatus, Version, record_audit
 from app.platform.models import VersionStatus as S
 from app.platform.objectstore import ObjectInfo
-from app.platform.storage import PACKAGES, TEMP, VERSION_FILES, split_package_path, upload_id_of_temp_key
+from app.platform.outbox import enqueue_deletes
+from app.platform.storage import (
+    DELTAS,
+    PACKAGES,
+    TEMP,
+    VERSION_FILES,
+    parse_delta_key,
+    split_package_path,
+    upload_id_of_temp_key,
+)
 
 if TYPE_CHECKING:  # annotations only: the services are built above this layer
     from app.services import Services
@@ -70,7 +86,7 @@ AUDIT_LIST_LIMIT = 100  # keys or versions named in one audit event
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # orphan, stale_temp
+    kind: str  # orphan, stale_temp, stray_patch
     key: str
     size: int
     last_modified: dt.datetime | None
@@ -88,10 +104,24 @@ def _version_rows():
             .join(App))
 
 
-def classify(obj: ObjectInfo, holders: set[tuple], uploads: dict[str, str]) -> Finding | None:
-    """What is wrong with an object, or None if a version knows it."""
+def _live_patches() -> set[tuple]:
+    """(developer_id, app_id, from_version_code, to_version_code) of every
+    patch a row may still store or offer."""
+    rows = (Delta.select(Delta.from_version_code, Delta.to_version_code, App.id, App.developer).join(App)
+            .where(Delta.status.in_((DeltaStatus.PENDING, DeltaStatus.READY))))
+    return {(d.app.developer_id, d.app.id, d.from_version_code, d.to_version_code) for d in rows}
+
+
+def classify(obj: ObjectInfo, holders: set[tuple], uploads: dict[str, str],
+             patches: set[tuple] = frozenset()) -> Finding | None:
+    """What is wrong with an object, or None if a row knows it."""
     modified = naive_utc(obj.last_modified)
-    if obj.key.split("/", 1)[0] == PACKAGES:
+    prefix = obj.key.split("/", 1)[0]
+    if prefix == DELTAS:
+        if parse_delta_key(obj.key) in patches:
+            return None
+        return Finding("stray_patch", obj.key, obj.size, modified, "no pending or ready delta names it")
+    if prefix == PACKAGES:
         found = split_package_path(obj.key)
         if found and found[3] in VERSION_FILES and found[:3] in holders:
             return None
@@ -129,22 +159,24 @@ def sweep_orphans(svc: Services, now: dt.datetime | None = None, delete: bool | 
     # List first, then read the rows: an object listed here had its row
     # written before, so a young upload is never taken for an orphan.
     listed_at = utcnow()
-    objects = [o for prefix in (f"{PACKAGES}/", f"{TEMP}/") for o in svc.storage.list(prefix)]
+    objects = [o for prefix in (f"{PACKAGES}/", f"{TEMP}/", f"{DELTAS}/") for o in svc.storage.list(prefix)]
     rows = list(_version_rows())
+    patches = _live_patches()
     holders = {(v.app.developer_id, v.app_id, v.version_code) for v in rows if v.status in HOLDS_OBJECTS}
     uploads = {v.upload_id: v.status for v in rows}
 
     findings, young = [], 0
     for obj in objects:
-        finding = classify(obj, holders, uploads)
+        finding = classify(obj, holders, uploads, patches)
         if finding is None:
             continue
         if finding.last_modified is not None and finding.last_modified >= cutoff:
             young += 1  # within the grace period: maybe still being written
             continue
         findings.append(finding)
-    deletable = [f for f in findings if f.kind == "stale_temp" or delete_orphans]
+    deletable = [f for f in findings if f.kind in ("stale_temp", "stray_patch") or delete_orphans]
     if deletable and not dry_run:
+        enqueue_deletes(svc.settings, [f.key for f in deletable if f.kind == "stray_patch"])
         svc.storage.delete(*(f.key for f in deletable))
     deleted = set() if dry_run else {f.key for f in deletable}
     missing = missing_objects(rows, {o.key for o in objects}, listed_at)
@@ -155,7 +187,7 @@ def sweep_orphans(svc: Services, now: dt.datetime | None = None, delete: bool | 
         "within_grace": young, "missing": missing,
         "totals": {kind: {"objects": sum(1 for f in findings if f.kind == kind),
                           "bytes": sum(f.size for f in findings if f.kind == kind)}
-                   for kind in ("orphan", "stale_temp")},
+                   for kind in ("orphan", "stale_temp", "stray_patch")},
     }
     if not dry_run:
         _record_sweep(report, deletable, missing)
@@ -169,7 +201,7 @@ def _record_sweep(report: dict, deleted: list[Finding], missing: list[dict]) -> 
     for status in MUST_HAVE_PACKAGE:
         MISSING.labels(status).set(sum(len(m["keys"]) for m in missing if m["status"] == status))
     if deleted:
-        record_audit("system", "storage.orphans_deleted", "bucket", "packages+temp",
+        record_audit("system", "storage.orphans_deleted", "bucket", "packages+temp+deltas",
                      objects=len(deleted), bytes=sum(f.size for f in deleted),
                      keys=[f.key for f in deleted[:AUDIT_LIST_LIMIT]])
     if missing:

@@ -25,7 +25,7 @@ from app.housekeeping.cost import estimate, load_prices, monthly_usage
 from app.housekeeping.usage import latest_scan, versions_by_status
 from app.platform.clock import unix, utcnow
 from app.platform.jobs import JOB_DURATION, JOB_ERRORS, JOB_ITEMS, JOB_LAST_RUN, JOB_LAST_SUCCESS
-from app.platform.models import JobState, Version
+from app.platform.models import Delta, DeltaStatus, JobState, Version
 from app.platform.models import VersionStatus as S
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,11 @@ DATABASE_UP = Gauge("mosis_database_up", "1 if the scheduler reached the databas
 QUEUE_DEPTH = Gauge("mosis_validation_queue_depth", "Versions waiting for validation")
 QUEUE_OLDEST = Gauge("mosis_validation_queue_oldest_age_seconds",
                      "How long the longest-waiting version has been in the validation queue (0 if empty)")
+DELTA_QUEUE_DEPTH = Gauge("mosis_delta_queue_depth", "Delta patches waiting to be made (pending)")
+DELTA_QUEUE_OLDEST = Gauge("mosis_delta_queue_oldest_age_seconds",
+                           "How long the longest-waiting pending delta patch has been queued (0 if none)")
+DELTAS_FAILED_DAY = Gauge("mosis_deltas_failed_last_day",
+                          "Delta patches that failed (gave up) in the last 24 hours")
 VERSIONS = Gauge("mosis_versions", "Version rows, by status", ["status"])
 STORAGE_BYTES = Gauge("mosis_storage_bytes", "Bytes in the bucket by prefix (latest scan)", ["prefix"])
 STORAGE_OBJECTS = Gauge("mosis_storage_objects", "Objects in the bucket by prefix (latest scan)", ["prefix"])
@@ -80,15 +85,29 @@ def _data_disk(settings) -> None:
     DATA_DISK_SIZE.set(usage.total)
 
 
-def _queue(now: dt.datetime) -> None:
-    depth, oldest = (Version.select(pw.fn.COUNT(Version.id), pw.fn.MIN(Version.uploaded_at))
-                     .where(Version.status == S.VALIDATING).tuples().first())
+def _waiting(model, since: pw.Field, where, now: dt.datetime) -> tuple[int, float]:
+    """How many rows `where` selects, and the age in seconds of the oldest by `since` (0 if none)."""
+    depth, oldest = model.select(pw.fn.COUNT(model.id), pw.fn.MIN(since)).where(where).tuples().first()
     if isinstance(oldest, str):  # SQLite returns aggregates of datetimes as text
         oldest = dt.datetime.fromisoformat(oldest)
+    return depth, max((now - oldest).total_seconds(), 0) if oldest else 0
+
+
+def _queue(now: dt.datetime) -> None:
+    depth, oldest = _waiting(Version, Version.uploaded_at, Version.status == S.VALIDATING, now)
     QUEUE_DEPTH.set(depth)
-    QUEUE_OLDEST.set(max((now - oldest).total_seconds(), 0) if oldest else 0)
+    QUEUE_OLDEST.set(oldest)
     for status, n in versions_by_status().items():
         VERSIONS.labels(status).set(n)
+
+
+def _delta_queue(now: dt.datetime) -> None:
+    """The delta queue (app.catalog.deltas): what waits, how long, what gave up."""
+    depth, oldest = _waiting(Delta, Delta.created_at, Delta.status == DeltaStatus.PENDING, now)
+    DELTA_QUEUE_DEPTH.set(depth)
+    DELTA_QUEUE_OLDEST.set(oldest)
+    DELTAS_FAILED_DAY.set(Delta.select().where((Delta.status == DeltaStatus.FAILED)
+                                               & (Delta.updated_at > now - dt.timedelta(days=1))).count())
 
 
 def _storage(settings) -> None:
@@ -148,7 +167,8 @@ def refresh(svc, jobs=()) -> None:
         log.warning("database check failed: %s", e)
         DATABASE_UP.set(0)
         return
-    for name, update in (("storage", lambda: _storage(svc.settings)),
+    for name, update in (("deltas", lambda: _delta_queue(now)),
+                         ("storage", lambda: _storage(svc.settings)),
                          ("cost", lambda: _costs(svc.settings, now)),
                          ("jobs", lambda: _jobs(jobs)),
                          ("replica", lambda: replica.refresh_gauges(svc))):

@@ -28,7 +28,7 @@ import peewee as pw
 
 from app.platform.clock import utcnow
 from app.platform.errors import Conflict, NotFound
-from app.platform.models import KeyringVersion, Version, database, record_audit
+from app.platform.models import Delta, KeyringVersion, Version, database, record_audit
 from app.platform.signing import SigningKey, read_key_file, write_key_file
 from mosis_format import keyring as kr
 from mosis_format.signing import TrustError
@@ -80,8 +80,9 @@ class KeyStore:
         with database.atomic():
             KeyringVersion.insert(version=1, document=ring.dumps().decode()).on_conflict_ignore().execute()
             # What was signed before the keyring existed was signed by this key.
-            Version.update(key_id=self.first.key_id).where(
-                Version.signature.is_null(False) & Version.key_id.is_null()).execute()
+            for model in (Version, Delta):
+                model.update(key_id=self.first.key_id).where(
+                    model.signature.is_null(False) & model.key_id.is_null()).execute()
         return parse(KeyringVersion.get_by_id(1).document)
 
     def active(self) -> SigningKey:

@@ -15,6 +15,10 @@ from typing import Callable
 import peewee as pw
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
+from mosis_format.delta import signed_message as delta_message
+from mosis_format.keyring import Keyring
+from mosis_format.signing import verify_raw
+
 from app.platform.models import (
     ALL_MODELS,
     MONITORING_MODELS,
@@ -25,6 +29,7 @@ from app.platform.models import (
     Delta,
     EdgeTraffic,
     JobState,
+    KeyringVersion,
     SchemaMigration,
     Screenshot,
     Version,
@@ -95,6 +100,25 @@ def _deltas_schema() -> None:
     add_column_if_missing(EdgeTraffic, "replaced_bytes")
 
 
+def _delta_key_ids() -> None:
+    """The key of each stored patch's signature, found by verifying it with
+    every key the keyring ever held (the active key now need not be the one
+    that signed it). None verifies, or no keyring yet: left empty, and the
+    keyring fills it (app.platform.keys: before the keyring, only the first
+    key signed) or the patch is signed again before it is served."""
+    add_column_if_missing(Delta, "key_id")
+    public = {k.key_id: k.public_key for row in KeyringVersion.select().order_by(KeyringVersion.version)
+              for k in Keyring.parse(row.document).keys}
+    unnamed = (Delta.select(Delta, App.package_id).join(App)
+               .where(Delta.signature.is_null(False) & Delta.key_id.is_null()).objects())
+    for delta in unnamed:
+        message = delta_message(delta.package_id, delta.from_version_code, delta.from_sha256,
+                                delta.to_version_code, delta.to_sha256, delta.sha256, delta.size)
+        key_id = next((i for i, key in public.items() if verify_raw(key, delta.signature, message)), None)
+        if key_id is not None:
+            Delta.update(key_id=key_id).where(Delta.id == delta.id).execute()
+
+
 # (number, name, function). Later issues append here.
 STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _initial_schema),
@@ -109,6 +133,7 @@ STEPS: list[tuple[int, str, Callable[[], None]]] = [
 
 
     (180, "delta patches between versions", _deltas_schema),
+    (200, "the key of a delta patch's signature", _delta_key_ids),
 ]
 
 

@@ -232,6 +232,7 @@ class Delta(BaseModel):
     size = pw.BigIntegerField(null=True)  # of the patch (also when skipped as too large)
     sha256 = pw.CharField(max_length=64, null=True)
     signature = pw.CharField(max_length=128, null=True)
+    key_id = pw.CharField(max_length=16, null=True)  # the key that made `signature`
     reason = pw.TextField(null=True)  # why it was skipped, failed or removed
     attempts = pw.IntegerField(default=0)
     lease_owner = pw.CharField(max_length=64, null=True)

@@ -527,8 +527,9 @@ def _patched(ctx: Context, trust: Trust, package_id: str, info: dict, old: Path,
         raise PatchUnusable("the patch was made from another package than the one given with --from")
     message = signed_message(package_id, delta["from_version_code"], delta["from_sha256"], info["version_code"],
                              info["sha256"], delta["sha256"], delta["size"])
-    if not trust.signed_by_a_trusted_key(delta.get("signature") or "", message):
-        raise PatchUnusable("the patch's signature does not verify with a key of the store's keyring")
+    refusal = trust.patch_refusal(delta.get("key_id"), delta.get("signature"), message)
+    if refusal is not None:
+        raise PatchUnusable(refusal)
     patch = part.with_name(f"{part.name}.patch")
     try:
         try:

@@ -12,8 +12,8 @@ Invariants:
 - With nothing stored, the chain starts at version 1: from the key given
   with `--public-key` (which version 1 must hold), else from version 1 as
   the store serves it (trust on first use).
-- A package signature counts only with the key its `key_id` names in the
-  verified keyring, active or retired, never revoked; an index only when
+- A package or patch signature counts only with the key its `key_id` names
+  in the verified keyring, active or retired, never revoked; an index only when
   signed by the active key, under the device's keyring version, not
   expired and not older than the last one accepted.
 """
@@ -122,13 +122,22 @@ class Trust:
             raise _refused(f"the signature of {what} does not verify: do not install it", e,
                            "bad_signature") from None
 
-    def signed_by_a_trusted_key(self, signature: str, message: bytes) -> bool:
-        """Whether a key of the followed keyring that is not revoked made
-        `signature` over `message` (a patch names no key: any of them may
-        have signed it since it was made)."""
+    def patch_refusal(self, key_id, signature, message: bytes) -> str | None:
+        """Why a delta patch's signature does not count, or None when it
+        does: made over `message` by the key its `key_id` names in the
+        followed keyring, as a package signature (never a revoked key)."""
         ring = self.ring or self.update()
-        return any(k.status != kr.Status.REVOKED and verify_raw(k.public_key, signature, message)
-                   for k in ring.keys)
+        if not isinstance(key_id, str) or not isinstance(signature, str):
+            return "the patch names no signing key"
+        try:
+            kr.check_signature(ring, key_id, signature, message)
+        except TrustError as e:
+            if e.code == Reason.REVOKED_KEY:
+                return f"the patch is signed by key {key_id}, which the store revoked"
+            if e.code == Reason.UNKNOWN_KEY:
+                return f"the patch is signed by key {key_id}, which the store's keyring does not hold"
+            return f"the patch's signature does not verify with key {key_id} ({e.code})"
+        return None
 
     def index(self) -> mindex.Index:
         """The store's catalog index, verified; its issued_at is kept."""

@@ -5,7 +5,7 @@ Each is declared once, as a field of Settings (or of one of its groups)
 made by `setting(...)`: its variable, default, kind, bounds and help text.
 The loader (Settings.from_env) goes over the declarations, and
 docs/configuration.md's tables are generated from them
-(`python -m app.platform.config --markdown --write`); tests/test_config_docs.py
+(`python -m app.platform.config --markdown`); tests/test_config_docs.py
 fails when the file is not what the declarations give. Ports and bind
 addresses of every process (API, scheduler, edge, scripts/run's storage) are
 settings too: nothing else reads them from the environment.

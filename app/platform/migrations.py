@@ -129,10 +129,8 @@ STEPS: list[tuple[int, str, Callable[[], None]]] = [
     (100, "multipart uploads: storage upload id and part size of a version", _multipart_uploads),
     (120, "api_token scopes, apps, expires_at and parent", _token_scopes),
     (121, "keyring versions, the signed index, the key of a version's signature", _keyring_schema),
-    (190, "replica outbox: objects to copy to and delete from the off-site replica", _replica_outbox),
-
-
     (180, "delta patches between versions", _deltas_schema),
+    (190, "replica outbox: objects to copy to and delete from the off-site replica", _replica_outbox),
     (200, "the key of a delta patch's signature", _delta_key_ids),
 ]
 

@@ -40,13 +40,13 @@ import tempfile
 import time
 from typing import TYPE_CHECKING
 
-import peewee as pw
 from prometheus_client import Counter, Histogram
 
 from app.catalog import signatures
 from app.edge.purge import download_read_key
 from app.platform.clock import iso, utcnow
 from app.platform.errors import Unavailable
+from app.platform.jobs import drain
 from app.platform.models import App, Delta, DeltaStatus, Version, database
 from app.platform.models import VersionStatus as S
 from app.platform.outbox import enqueue_copies, enqueue_deletes
@@ -191,22 +191,7 @@ def make_claimed(svc: Services, delta: Delta, owner: str) -> str:
 
 def run_pending(svc: Services, owner: str, limit: int = 20) -> list[str]:
     """Make queued patches until none is claimable (or `limit` is reached)."""
-    outcomes = []
-    while len(outcomes) < limit:
-        try:
-            delta = claim_next(owner)
-        except pw.OperationalError as e:  # database locked or gone: try next tick
-            log.warning("delta queue unavailable: %s", e)
-            break
-        if delta is None:
-            break
-        try:
-            outcomes.append(make_claimed(svc, delta, owner))
-        except Exception:
-            # The lease runs out and the row is tried again, up to MAX_ATTEMPTS.
-            log.exception("delta %s crashed", delta.id)
-            outcomes.append("crashed")
-    return outcomes
+    return drain(lambda: claim_next(owner), lambda delta: make_claimed(svc, delta, owner), limit, "delta")
 
 
 # -- removing ---------------------------------------------------------------------------------

@@ -24,13 +24,12 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
-import peewee as pw
-
 from app.catalog import signatures
 from app.catalog.packages import keys_of
 from app.platform import metrics
 from app.platform.clock import utcnow
 from app.platform.errors import Unavailable
+from app.platform.jobs import drain
 from app.platform.lifecycle import transition
 from app.platform.models import App, Version, database, record_audit
 from app.platform.models import VersionStatus as S
@@ -155,19 +154,5 @@ def _fail(version: Version, owner: str, code: str, message: str) -> str:
 def run_pending(svc: Services, owner: str | None = None, limit: int = 100) -> list[str]:
     """Validate queued versions until none is claimable (or `limit` is reached)."""
     owner = owner or worker_name()
-    outcomes = []
-    while len(outcomes) < limit:
-        try:
-            version = claim_next(owner, svc.settings.validation_lease_seconds)
-        except pw.OperationalError as e:  # database locked or gone: try next tick
-            log.warning("validation queue unavailable: %s", e)
-            break
-        if version is None:
-            break
-        try:
-            outcomes.append(validate_claimed(svc, version, owner))
-        except Exception:
-            # The lease runs out and the version is tried again, up to the limit.
-            log.exception("validation of %s crashed", version.id)
-            outcomes.append("crashed")
-    return outcomes
+    return drain(lambda: claim_next(owner, svc.settings.validation_lease_seconds),
+                 lambda version: validate_claimed(svc, version, owner), limit, "validation")

@@ -24,6 +24,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable
 
+import peewee as pw
 from prometheus_client import Counter, Gauge
 
 from app.platform.clock import iso, utcnow
@@ -124,3 +125,27 @@ def job_states() -> list[dict]:
              "last_items": s.last_items, "last_errors": s.last_errors, "last_error": s.last_error, "runs": s.runs,
              "failures": s.failures}
             for s in JobState.select().order_by(JobState.name)]
+
+
+def drain(claim: Callable[[], object], work: Callable[[object], str], limit: int, what: str) -> list[str]:
+    """Work a leased queue (validation, delta patches): claim a row, work it,
+    until none is claimable or `limit` rows were worked; the outcome of each.
+    The database gone or locked ends the round (the next tick tries again); a
+    row whose work crashes is logged as "crashed" and keeps its lease, which
+    runs out, so the row is tried again (up to its queue's attempt limit)."""
+    outcomes: list[str] = []
+    while len(outcomes) < limit:
+        try:
+            row = claim()
+        except pw.OperationalError as e:
+            log.warning("%s queue unavailable: %s", what, e)
+            break
+        if row is None:
+            break
+        try:
+            outcomes.append(work(row))
+        except Exception:
+            log.exception("%s of %s crashed", what, row.id)
+            outcomes.append("crashed")
+    return outcomes
+

@@ -96,11 +96,15 @@ def settings(weed, database_url, tmp_path) -> Settings:
 
 @pytest.fixture
 def services(settings):
+    from app.platform import health
     from app.platform.models import database
     from app.services import build_services
 
     svc = build_services(settings)
     yield svc
+    # The API's probes (this test's and any left by another) query the
+    # database from threads of their own: end them before the connections close.
+    health.stop_all()
     db = database.obj
     if hasattr(db, "close_all"):
         db.close_all()

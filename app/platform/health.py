@@ -33,6 +33,9 @@ from app.platform.models import database
 
 log = logging.getLogger(__name__)
 
+# Every probe whose checks run in this process.
+_RUNNING: weakref.WeakSet = weakref.WeakSet()
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -55,6 +58,8 @@ class Probe:
         self._outcome: Outcome | None = None
         self._running_since: float | None = None
         self._first = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def state(self, wait: float = 0) -> Outcome | None:
         """The latest outcome (None before the first check ends); `wait`
@@ -82,7 +87,7 @@ class Probe:
 
     def _ensure_running(self) -> None:
         pid = os.getpid()
-        if self._pid == pid:
+        if self._pid == pid or self._stopped.is_set():
             return
         with self._lock:
             if self._pid == pid:
@@ -90,8 +95,18 @@ class Probe:
             # A new process (or the first use): the parent's thread did not come along.
             self._outcome, self._running_since, self._first = None, None, threading.Event()
             self._pid = pid
-            threading.Thread(target=_loop, args=(weakref.ref(self), pid), name=f"probe-{self.name}",
-                             daemon=True).start()
+            self._thread = threading.Thread(target=_loop, args=(weakref.ref(self), pid, self._stopped),
+                                            name=f"probe-{self.name}", daemon=True)
+            self._thread.start()
+            _RUNNING.add(self)
+
+    def stop(self) -> None:
+        """End the checks and wait for the one under way (it may be using a
+        connection its owner is about to close)."""
+        self._stopped.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(self.timeout + self.interval)
 
     def run_once(self) -> Outcome:
         self._running_since = time.monotonic()
@@ -116,15 +131,22 @@ class Probe:
         return outcome
 
 
-def _loop(ref: weakref.ref, pid: int) -> None:
-    while True:
+def stop_all() -> None:
+    """End the checks of every probe of this process (before its database
+    connections are closed under them)."""
+    for probe in list(_RUNNING):
+        probe.stop()
+
+
+def _loop(ref: weakref.ref, pid: int, stopped: threading.Event) -> None:
+    while not stopped.is_set():
         probe = ref()
         if probe is None or probe._pid != pid:
             return
         probe.run_once()
         interval = probe.interval
         del probe  # hold no reference while asleep: an unused probe is garbage
-        time.sleep(interval)
+        stopped.wait(interval)
 
 
 @dataclass
@@ -134,6 +156,12 @@ class Health:
     database: Probe
     storage: Probe
     storage_writes: Probe | None
+
+    def stop(self) -> None:
+        """End every probe's checks (before the database connections close)."""
+        for probe in (self.database, self.storage, self.storage_writes):
+            if probe is not None:
+                probe.stop()
 
     def checks(self, wait: float) -> dict[str, str]:
         """{"database": "ok" | "error: …", "storage": …}; waits at most `wait`

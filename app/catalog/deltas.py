@@ -46,7 +46,7 @@ from app.catalog import signatures
 from app.edge.purge import download_read_key
 from app.platform.clock import iso, utcnow
 from app.platform.errors import Unavailable
-from app.platform.jobs import drain
+from app.platform.jobs import claim_row, drain
 from app.platform.models import App, Delta, DeltaStatus, Version, database
 from app.platform.models import VersionStatus as S
 from app.platform.outbox import enqueue_copies, enqueue_deletes
@@ -100,14 +100,8 @@ def _claimable(now: dt.datetime):
 def claim_next(owner: str, now: dt.datetime | None = None) -> Delta | None:
     """Take the oldest unleased pending patch, or None if there is none."""
     now = now or utcnow()
-    for candidate in (Delta.select(Delta.id).where(_claimable(now))
-                      .order_by(Delta.created_at, Delta.id).limit(5)):
-        taken = (Delta.update(lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=LEASE_SECONDS),
-                              attempts=Delta.attempts + 1, updated_at=now)
-                 .where((Delta.id == candidate.id) & _claimable(now)).execute())
-        if taken:
-            return Delta.get_by_id(candidate.id)
-    return None
+    return claim_row(Delta, _claimable(now), (Delta.created_at, Delta.id), owner,
+                     now + dt.timedelta(seconds=LEASE_SECONDS), attempts=Delta.attempts + 1, updated_at=now)
 
 
 def queue_depth() -> int:

@@ -29,7 +29,7 @@ from app.catalog.packages import keys_of
 from app.platform import metrics
 from app.platform.clock import utcnow
 from app.platform.errors import Unavailable
-from app.platform.jobs import drain
+from app.platform.jobs import claim_row, drain
 from app.platform.lifecycle import transition
 from app.platform.models import App, Version, database, record_audit
 from app.platform.models import VersionStatus as S
@@ -55,15 +55,8 @@ def _claimable(now: dt.datetime):
 def claim_next(owner: str, lease_seconds: int, now: dt.datetime | None = None) -> Version | None:
     """Take the oldest unleased validating version, or None if there is none."""
     now = now or utcnow()
-    for candidate in (Version.select(Version.id).where(_claimable(now))
-                      .order_by(Version.uploaded_at, Version.id).limit(5)):
-        taken = (Version.update(lease_owner=owner,
-                                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
-                                attempts=Version.attempts + 1)
-                 .where((Version.id == candidate.id) & _claimable(now)).execute())
-        if taken:
-            return Version.get_by_id(candidate.id)
-    return None
+    return claim_row(Version, _claimable(now), (Version.uploaded_at, Version.id), owner,
+                     now + dt.timedelta(seconds=lease_seconds), attempts=Version.attempts + 1)
 
 
 def queue_depth() -> int:

@@ -38,7 +38,7 @@ from app.catalog.validation_worker import worker_name
 from app.housekeeping.backup import create_backup, list_backups
 from app.platform.clock import iso, utcnow
 from app.platform.errors import Unavailable
-from app.platform.jobs import Job
+from app.platform.jobs import Job, claim_row
 from app.platform.models import App, AuditEvent, ReplicaOutbox, Screenshot, Version
 from app.platform.objectstore import ObjectStore
 from app.platform.outbox import COPY, DELETE, enqueue_copies
@@ -83,14 +83,7 @@ def _due(now: dt.datetime):
 def claim_next(owner: str, lease_seconds: int, now: dt.datetime | None = None) -> ReplicaOutbox | None:
     """Take the oldest due row no one holds, or None."""
     now = now or utcnow()
-    for candidate in (ReplicaOutbox.select(ReplicaOutbox.id).where(_due(now))
-                      .order_by(ReplicaOutbox.id).limit(5)):
-        taken = (ReplicaOutbox.update(lease_owner=owner,
-                                      lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
-                 .where((ReplicaOutbox.id == candidate.id) & _due(now)).execute())
-        if taken:
-            return ReplicaOutbox.get_by_id(candidate.id)
-    return None
+    return claim_row(ReplicaOutbox, _due(now), (ReplicaOutbox.id,), owner, now + dt.timedelta(seconds=lease_seconds))
 
 
 def _held(row: ReplicaOutbox, owner: str):

@@ -10,6 +10,12 @@ Each job has a row in `job_state` that is both its lock and its record:
 - every run records when it started and finished, how long it took, how many
   items it handled and its error, and the same numbers go to Prometheus.
 
+The leased queues (validation, delta patches, the replica outbox) are not
+jobs: every scheduler works them row by row, each row leased with
+`claim_row` (a conditional UPDATE, so a row has one worker at a time; a
+dead worker's lease runs out and the row is claimed again) and worked by
+`drain`.
+
 A job is a plain function `fn(svc, now) -> int` (items handled) or a dict
 with an `items` key and optionally an `errors` key (items it could not
 handle this time; the run itself still counts as done); it raises on failure.
@@ -125,6 +131,20 @@ def job_states() -> list[dict]:
              "last_items": s.last_items, "last_errors": s.last_errors, "last_error": s.last_error, "runs": s.runs,
              "failures": s.failures}
             for s in JobState.select().order_by(JobState.name)]
+
+
+def claim_row(model, claimable, order_by: tuple, owner: str, lease_until: dt.datetime, **changes):
+    """Lease the first row of a queue table (`model`, with `lease_owner` and
+    `lease_expires_at`) that `claimable` matches, in `order_by` order, to
+    `owner` until `lease_until`, with `changes` set in the same UPDATE; the
+    row, or None. Each try is a conditional UPDATE repeating `claimable`, so
+    of two workers after one row exactly one gets it (the other tries the next)."""
+    for candidate in model.select(model.id).where(claimable).order_by(*order_by).limit(5):
+        taken = (model.update(lease_owner=owner, lease_expires_at=lease_until, **changes)
+                 .where((model.id == candidate.id) & claimable).execute())
+        if taken:
+            return model.get_by_id(candidate.id)
+    return None
 
 
 def drain(claim: Callable[[], object], work: Callable[[object], str], limit: int, what: str) -> list[str]:

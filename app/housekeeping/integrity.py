@@ -27,7 +27,6 @@ in metrics and written as an audit event; nothing is changed automatically.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import math
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge
 
 from app.catalog.packages import keys_of
+from app.housekeeping.replica import hash_stream
 from app.platform import metrics
 from app.platform.clock import iso, naive_utc, utcnow
 from app.platform.jobs import Job
@@ -238,20 +238,16 @@ def _scrub_candidates():
 def check_version(svc: Services, version: Version) -> dict | None:
     """Re-read a version's package and manifest; the mismatch found, or None."""
     package, manifest = keys_of(version)
-    digest, size = hashlib.sha256(), 0
     info = svc.storage.stat(package)
     if info is None:
         return {"kind": "missing", "key": package}
-    for chunk in svc.storage.stream(package):
-        digest.update(chunk)
-        size += len(chunk)
+    sha256, size = hash_stream(svc.storage.stream(package))
     SCRUB_CHECKED.inc()
     SCRUB_CHECKED_BYTES.inc(size)
     if size != version.size:
         return {"kind": "size", "key": package, "expected": version.size, "actual": size}
-    if digest.hexdigest() != version.sha256:
-        return {"kind": "sha256", "key": package, "expected": version.sha256,
-                "actual": digest.hexdigest()}
+    if sha256 != version.sha256:
+        return {"kind": "sha256", "key": package, "expected": version.sha256, "actual": sha256}
     if version.manifest is not None and svc.storage.stat(manifest) is not None:
         stored = b"".join(svc.storage.stream(manifest))
         try:

@@ -367,8 +367,8 @@ class Reader:
             if owner == EXTERNAL:
                 return None  # a library's object: it raises no API error
             if owner and self._is_protocol(owner):  # a port: what its adapters run
-                return ("guess", self._implementations(owner, expr.attr)) if self._implementations(
-                    owner, expr.attr) else None
+                adapters = self._implementations(owner, expr.attr)
+                return ("guess", adapters) if adapters else None
             if owner:
                 method = self._method(owner, expr.attr)
                 return ("func", method) if method else None

@@ -30,7 +30,7 @@ from mosis_cli.errors import CliError, Exit
 from mosis_cli.http import Api
 from mosis_format import index as mindex
 from mosis_format import keyring as kr
-from mosis_format.signing import Reason, TrustError, package_message, verify_raw
+from mosis_format.signing import Reason, TrustError, package_message
 
 SIGNING_HINT = "what is verified and why: mosis help signing"
 

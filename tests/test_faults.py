@@ -324,13 +324,18 @@ def table_locked(database_url: str, table: str):
 
 
 def set_connections_allowed(database_url: str, allowed: bool) -> None:
-    """Let sessions into the test's own database, or close it and end every session in it."""
+    """Let sessions into the test's own database, or close it and end every
+    session in it. pg_terminate_backend only signals a session: as a server
+    going down does, this returns once every one has ended (and said so to
+    its client)."""
     name = urlparse(database_url).path.lstrip("/")
+    others = "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
     with contextlib.closing(pg_admin()) as admin, admin.cursor() as cur:
         cur.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allowed else "false"}')
         if not allowed:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            cur.execute(f"SELECT pg_terminate_backend(pid) {others}", (name,))
+            wait_until(lambda: (cur.execute(f"SELECT count(*) {others}", (name,)) or cur.fetchone()[0]) == 0,
+                       what="every session of the database to end")
 
 
 @postgres
